@@ -1,0 +1,349 @@
+//! `eventuall-bench`: measures the event log, side by side with postgres-es.
+//!
+//! - `append`: small (100-byte, heartbeat-like) events appended one per
+//!   call from 1, 16 and 256 concurrent streams, each event durable when
+//!   acknowledged; throughput and p50/p99 latency per append, on SQLite, on
+//!   PostgreSQL, and through postgres-es 0.5's `PostgresEventRepository` on
+//!   the same PostgreSQL server, in one run, with the ratio.
+//! - `load`: time to load an aggregate whose stream holds 1,000,000 events
+//!   (snapshot + tail, as the actors do) against one with 10 events.
+//!
+//! Every loop is bounded by a count and a time limit. Results are printed as
+//! Markdown rows for `docs/BENCHMARKS.md`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use eventuall::store::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreOptions, StreamId, aggregate};
+use eventuall_domain::room::{EventRoom, RoomEvent};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append throughput and latency: ours (SQLite, PostgreSQL) vs postgres-es.
+    Append {
+        /// Server for the PostgreSQL runs; a fresh database is made per run.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Events per run (per concurrency level and store).
+        #[arg(long, default_value_t = 60_000)]
+        events: usize,
+        /// Longest a single run may take.
+        #[arg(long, default_value = "30s")]
+        time_limit: humantime::Duration,
+        /// Concurrency levels (streams appending at once).
+        #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
+        streams: Vec<usize>,
+    },
+    /// Load time of a 1,000,000-event aggregate vs a 10-event one.
+    Load {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// `sqlite` or a `postgres://` server URL.
+        #[arg(long, default_value = "sqlite")]
+        database: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Append { postgres_url, events, time_limit, streams } => {
+            append_bench(&postgres_url, events, time_limit.into(), &streams).await
+        }
+        Command::Load { events, database } => load_bench(events, &database).await,
+    }
+}
+
+/// A heartbeat-like payload of about 100 bytes.
+fn payload(n: u64) -> String {
+    let p = json!({"HeartbeatReceived": {"connection_id": "0193a1b2c3d4e5f6a7b8c9d0e1f2a3b4", "user_id": "user-0042", "at": 1_764_000_000_000u64 + n}});
+    p.to_string()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Sqlite,
+    Postgres,
+    PostgresEs,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Sqlite => "eventuall / SQLite",
+            Target::Postgres => "eventuall / PostgreSQL",
+            Target::PostgresEs => "postgres-es 0.5 / PostgreSQL",
+        }
+    }
+}
+
+struct RunResult {
+    events: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+impl RunResult {
+    fn rate(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        let mut sorted = self.latencies_us.clone();
+        sorted.sort_unstable();
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i] as f64 / 1000.0
+    }
+}
+
+/// A fresh PostgreSQL database on `server`, returned as a URL.
+async fn fresh_postgres(server: &str) -> anyhow::Result<String> {
+    let name = format!("eventuall_bench_{}", uuid::Uuid::new_v4().simple());
+    admin::exec(server, &format!("create database {name}")).await?;
+    let base = server.rsplit_once('/').map(|(b, _)| b).context("server URL has a database")?;
+    Ok(format!("{base}/{name}"))
+}
+
+async fn drop_postgres(server: &str, url: &str) {
+    if let Some((_, name)) = url.rsplit_once('/') {
+        let _ = admin::exec(server, &format!("drop database if exists {name} with (force)")).await;
+    }
+}
+
+/// Admin statements (create / drop database, postgres-es schema) over sqlx 0.9.
+mod admin {
+    use sqlx::Connection;
+
+    pub async fn exec(url: &str, sql: &str) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await?;
+        Ok(())
+    }
+}
+
+async fn run_ours(store: EventStore, streams: usize, events: usize, limit: Duration) -> RunResult {
+    let per_stream = events.div_ceil(streams);
+    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = StreamId::of("bench", &format!("s{s}"));
+            let mut latencies = Vec::with_capacity(per_stream);
+            for n in 0..per_stream as u64 {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let event = NewEvent::new("HeartbeatReceived", "1", payload(n), Metadata::by("bench"));
+                let t = Instant::now();
+                store.append(&stream, ExpectedVersion::Exact(n), vec![event]).await.expect("append");
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await.expect("task"));
+    }
+    RunResult { events: latencies_us.len(), elapsed: started.elapsed(), latencies_us }
+}
+
+async fn run_postgres_es(url: &str, streams: usize, events: usize, limit: Duration) -> anyhow::Result<RunResult> {
+    admin::exec(
+        url,
+        "create table events (aggregate_type text not null, aggregate_id text not null, \
+         sequence bigint check (sequence >= 0) not null, event_type text not null, event_version text not null, \
+         payload json not null, metadata json not null, primary key (aggregate_type, aggregate_id, sequence))",
+    )
+    .await?;
+    admin::exec(
+        url,
+        "create table snapshots (aggregate_type text not null, aggregate_id text not null, \
+         last_sequence bigint check (last_sequence >= 0) not null, current_snapshot bigint check (current_snapshot >= 0) not null, \
+         payload json not null, primary key (aggregate_type, aggregate_id, last_sequence))",
+    )
+    .await?;
+    let pool = postgres_es::default_postgress_pool(url).await;
+    let repo = Arc::new(postgres_es::PostgresEventRepository::new(pool));
+    let per_stream = events.div_ceil(streams);
+    let deadline = Instant::now() + limit;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let repo = repo.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_stream);
+            for n in 0..per_stream {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let event = SerializedEvent::new(
+                    format!("s{s}"),
+                    n + 1,
+                    "room".into(),
+                    "HeartbeatReceived".into(),
+                    "1".into(),
+                    serde_json::from_str(&payload(n as u64)).expect("json"),
+                    json!({"actor": "bench"}),
+                );
+                let t = Instant::now();
+                repo.persist::<EventRoom>(&[event], None).await.expect("persist");
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for t in tasks {
+        latencies_us.extend(t.await.expect("task"));
+    }
+    Ok(RunResult { events: latencies_us.len(), elapsed: started.elapsed(), latencies_us })
+}
+
+async fn append_bench(server: &str, events: usize, limit: Duration, levels: &[usize]) -> anyhow::Result<()> {
+    println!("| streams | store | events | events/s | p50 ms | p99 ms |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for &streams in levels {
+        let mut rates = Vec::new();
+        for target in [Target::Sqlite, Target::Postgres, Target::PostgresEs] {
+            let result = match target {
+                Target::Sqlite => {
+                    let dir = tempfile::tempdir()?;
+                    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+                    let store = EventStore::open(&url, StoreOptions::default()).await?;
+                    let r = run_ours(store.clone(), streams, events, limit).await;
+                    store.shutdown().await;
+                    r
+                }
+                Target::Postgres => {
+                    let url = fresh_postgres(server).await?;
+                    let store = EventStore::open(&url, StoreOptions::default()).await?;
+                    let r = run_ours(store.clone(), streams, events, limit).await;
+                    store.shutdown().await;
+                    drop(store);
+                    drop_postgres(server, &url).await;
+                    r
+                }
+                Target::PostgresEs => {
+                    let url = fresh_postgres(server).await?;
+                    let r = run_postgres_es(&url, streams, events, limit).await?;
+                    drop_postgres(server, &url).await;
+                    r
+                }
+            };
+            println!(
+                "| {streams} | {} | {} | {:.0} | {:.2} | {:.2} |",
+                target.name(),
+                result.events,
+                result.rate(),
+                result.percentile(0.50),
+                result.percentile(0.99)
+            );
+            rates.push(result.rate());
+        }
+        ratios.push((streams, rates[1] / rates[2]));
+    }
+    println!();
+    for (streams, ratio) in ratios {
+        println!(
+            "- {streams} streams: eventuall/PostgreSQL appends {ratio:.1}x the events/s of postgres-es on the same server"
+        );
+    }
+    Ok(())
+}
+
+async fn load_bench(events: u64, database: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (url, server) = if database == "sqlite" {
+        (format!("sqlite://{}", dir.path().join("load.db").display()), None)
+    } else {
+        (fresh_postgres(database).await?, Some(database.to_owned()))
+    };
+    let store = EventStore::open(&url, StoreOptions::default()).await?;
+    let big = StreamId::of("room", "big");
+    let small = StreamId::of("room", "small");
+    let beat = |n: u64| RoomEvent::HeartbeatReceived { connection_id: "c".into(), user_id: "u".into(), at: n as i64 };
+    let opened = RoomEvent::ConnectionOpened {
+        connection_id: "c".into(),
+        client_id: None,
+        user_id: "u".into(),
+        name: "U".into(),
+        kind: eventuall_domain::room::ConnectionKind::WebSocket,
+        at: 0,
+    };
+    let encode = |e: &RoomEvent| NewEvent::json("RoomEvent", "1", e, Metadata::by("bench")).expect("json");
+    let started = Instant::now();
+    let mut written = 0u64;
+    // Fill in batches of 1,000 from 16 concurrent writers of sub-streams is
+    // not possible for one stream: one writer, large batches.
+    while written < events {
+        let batch: Vec<NewEvent> = (written..(written + 1_000).min(events))
+            .map(|n| if n == 0 { encode(&opened) } else { encode(&beat(n)) })
+            .collect();
+        let n = batch.len() as u64;
+        store.append(&big, ExpectedVersion::Exact(written), batch).await?;
+        written += n;
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "filling took over 10 minutes");
+    }
+    let fill = started.elapsed();
+    let small_events: Vec<NewEvent> =
+        (0..10).map(|n| if n == 0 { encode(&opened) } else { encode(&beat(n)) }).collect();
+    store.append(&small, ExpectedVersion::NoStream, small_events).await?;
+    // The actors snapshot every 500 events: the big stream's snapshot lags
+    // its head by at most that; take the worst case.
+    let tag = eventuall::rooms::SNAPSHOT_TAG;
+    let at = events - 499;
+    let mut state = EventRoom::default();
+    let prefix = store.read_stream(&big, 1, 1).await?;
+    for e in prefix {
+        cqrs_es::Aggregate::apply(&mut state, e.decode::<RoomEvent>()?);
+    }
+    aggregate::save(&store, &big, tag, at, &state).await?;
+
+    let rounds = 50;
+    let time = |stream: StreamId| {
+        let store = store.clone();
+        async move {
+            let t = Instant::now();
+            for _ in 0..rounds {
+                let loaded = aggregate::load::<EventRoom>(&store, &stream, tag).await.expect("load");
+                std::hint::black_box(loaded.version);
+            }
+            t.elapsed() / rounds
+        }
+    };
+    let big_load = time(big.clone()).await;
+    let small_load = time(small.clone()).await;
+    println!(
+        "filled {events} events in {:.1} s ({:.0} events/s)",
+        fill.as_secs_f64(),
+        events as f64 / fill.as_secs_f64()
+    );
+    println!("| stream | events | mean load (snapshot + tail) |");
+    println!("|---|---:|---:|");
+    println!("| big | {events} | {:.3} ms |", big_load.as_secs_f64() * 1e3);
+    println!("| small | 10 | {:.3} ms |", small_load.as_secs_f64() * 1e3);
+    println!("ratio big/small: {:.2}", big_load.as_secs_f64() / small_load.as_secs_f64());
+    store.shutdown().await;
+    if let Some(server) = server {
+        drop(store);
+        drop_postgres(&server, &url).await;
+    }
+    Ok(())
+}

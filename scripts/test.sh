@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: starts PostgreSQL if it is
+# down (the PostgreSQL half of the store contract suite is required, never
+# skipped), installs the Node client-test packages, runs the Rust suites with
+# cargo-nextest, then the real-client (npm) suites against the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+export EVENTUALL_TEST_POSTGRES_URL="${EVENTUALL_TEST_POSTGRES_URL:-postgres://postgres@${PG_HOST}:${PG_PORT}/postgres}"
+
+pg_up() { pg_isready -h "$PG_HOST" -p "$PG_PORT" -q 2>/dev/null; }
+if ! pg_up; then
+  echo "PostgreSQL is down; starting it"
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+fi
+if ! pg_up; then
+  echo "FATAL: PostgreSQL is not reachable at $PG_HOST:$PG_PORT; the PostgreSQL suite cannot run" >&2
+  exit 1
+fi
+# Leftovers of interrupted runs (each test creates its own database).
+psql "$EVENTUALL_TEST_POSTGRES_URL" -Atq -c \
+  "select datname from pg_database where datname like 'eventuall_test_%'" 2>/dev/null |
+  while read -r db; do psql "$EVENTUALL_TEST_POSTGRES_URL" -q -c "drop database if exists $db with (force)" >/dev/null 2>&1 || true; done
+
+if ! command -v cargo-nextest >/dev/null; then
+  cargo install cargo-nextest --locked
+fi
+
+echo "== Rust suites"
+cargo build --workspace --bins
+cargo nextest run --workspace --no-fail-fast
+
+echo "== Real-client suites (Node)"
+(
+  cd tests/node
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund
+  fi
+  EVENTUALL_BIN="$PWD/../../target/debug/eventuall" EVENTUALL_SIM_BIN="$PWD/../../target/debug/eventuall-sim" \
+    node --test --test-concurrency=1 --test-timeout=180000 ./*.test.mjs
+)

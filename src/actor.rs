@@ -1,0 +1,173 @@
+//! The actor registry: one task per live aggregate, found by key.
+//!
+//! This is the Durable Object of the original platform: a single writer per
+//! aggregate, state in memory, inputs over a channel. An actor that has been
+//! idle retires itself (the DO's hibernation); the next message for its key
+//! spawns a fresh one, which rebuilds from snapshot + tail.
+//!
+//! Retirement races with senders: a sender may clone the channel just before
+//! the actor leaves. [`Registry::send`] handles it: a send to a closed
+//! channel gives the message back, the stale entry is dropped, and the
+//! message goes to a newly spawned actor. Nothing is lost or handled twice.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+/// Messages an actor may have queued before senders wait.
+pub const MAILBOX: usize = 1_024;
+
+type Spawner<M> =
+    dyn Fn(String, mpsc::Receiver<M>, Retirement<M>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
+
+pub struct Registry<M> {
+    actors: Mutex<HashMap<String, Entry<M>>>,
+    spawner: Box<Spawner<M>>,
+    next_generation: std::sync::atomic::AtomicU64,
+}
+
+struct Entry<M> {
+    generation: u64,
+    sender: mpsc::Sender<M>,
+}
+
+/// Given to each actor so it can leave the registry when idle.
+pub struct Retirement<M> {
+    registry: std::sync::Weak<Registry<M>>,
+    key: String,
+    generation: u64,
+}
+
+impl<M: Send + 'static> Retirement<M> {
+    /// Removes the actor from the registry if its mailbox is empty; returns
+    /// false (stay alive) if a message is waiting. Holding the registry lock
+    /// while checking means no new sender can be handed this actor's channel
+    /// after it decided to go.
+    pub fn try_retire(&self, mailbox: &mut mpsc::Receiver<M>) -> bool {
+        let Some(registry) = self.registry.upgrade() else { return true };
+        let mut actors = registry.actors.lock().expect("registry lock");
+        if !mailbox.is_empty() {
+            return false;
+        }
+        mailbox.close();
+        if actors.get(&self.key).is_some_and(|e| e.generation == self.generation) {
+            actors.remove(&self.key);
+        }
+        true
+    }
+}
+
+impl<M: Send + 'static> Registry<M> {
+    /// `spawn(key, mailbox, retirement)` runs one actor until it retires.
+    pub fn new<F, Fut>(spawn: F) -> Arc<Self>
+    where
+        F: Fn(String, mpsc::Receiver<M>, Retirement<M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Arc::new(Self {
+            actors: Mutex::new(HashMap::new()),
+            spawner: Box::new(move |k, rx, r| Box::pin(spawn(k, rx, r))),
+            next_generation: Default::default(),
+        })
+    }
+
+    fn sender(self: &Arc<Self>, key: &str) -> (u64, mpsc::Sender<M>) {
+        let mut actors = self.actors.lock().expect("registry lock");
+        if let Some(entry) = actors.get(key).filter(|e| !e.sender.is_closed()) {
+            return (entry.generation, entry.sender.clone());
+        }
+        let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (sender, mailbox) = mpsc::channel(MAILBOX);
+        actors.insert(key.to_owned(), Entry { generation, sender: sender.clone() });
+        let retirement = Retirement { registry: Arc::downgrade(self), key: key.to_owned(), generation };
+        tokio::spawn((self.spawner)(key.to_owned(), mailbox, retirement));
+        (generation, sender)
+    }
+
+    /// Delivers `message` to the actor for `key`, spawning it if needed.
+    pub async fn send(self: &Arc<Self>, key: &str, mut message: M) {
+        loop {
+            let (generation, sender) = self.sender(key);
+            match sender.send(message).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(returned)) => {
+                    message = returned;
+                    let mut actors = self.actors.lock().expect("registry lock");
+                    if actors.get(key).is_some_and(|e| e.generation == generation) {
+                        actors.remove(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Number of live actors (for metrics and tests).
+    pub fn live(&self) -> usize {
+        self.actors.lock().expect("registry lock").len()
+    }
+
+    pub fn is_live(&self, key: &str) -> bool {
+        self.actors.lock().expect("registry lock").get(key).is_some_and(|e| !e.sender.is_closed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// An actor that counts messages and retires after `idle` of silence.
+    fn counting_registry(spawned: Arc<AtomicUsize>, idle: Duration) -> Arc<Registry<oneshot::Sender<usize>>> {
+        Registry::new(move |_key, mut mailbox: mpsc::Receiver<oneshot::Sender<usize>>, retirement| {
+            spawned.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut handled = 0;
+                loop {
+                    match tokio::time::timeout(idle, mailbox.recv()).await {
+                        Ok(Some(reply)) => {
+                            handled += 1;
+                            let _ = reply.send(handled);
+                        }
+                        Ok(None) => return,
+                        Err(_) if retirement.try_retire(&mut mailbox) => return,
+                        Err(_) => {}
+                    }
+                }
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn one_actor_serves_every_message_for_its_key() {
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let registry = counting_registry(spawned.clone(), Duration::from_secs(60));
+        for expected in 1..=3 {
+            let (tx, rx) = oneshot::channel();
+            registry.send("a", tx).await;
+            assert_eq!(rx.await.unwrap(), expected);
+        }
+        assert_eq!(spawned.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_actor_retires_and_the_next_message_spawns_a_new_one() {
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let registry = counting_registry(spawned.clone(), Duration::from_secs(1));
+        let (tx, rx) = oneshot::channel();
+        registry.send("a", tx).await;
+        assert_eq!(rx.await.unwrap(), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!registry.is_live("a"));
+        let (tx, rx) = oneshot::channel();
+        registry.send("a", tx).await;
+        assert_eq!(rx.await.unwrap(), 1, "a fresh actor starts counting again");
+        assert_eq!(spawned.load(Ordering::SeqCst), 2);
+    }
+}

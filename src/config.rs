@@ -1,0 +1,108 @@
+//! Configuration: one clap struct, every field a flag and an environment
+//! variable (names are part of the public contract, see the README).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// Secret used when none is configured; only for local development, and
+/// announced loudly at start.
+pub const DEV_JWT_SECRET: &str = "eventuall-dev-secret-do-not-use-in-production";
+
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseArgs {
+    /// `sqlite://FILE` (created if missing) or `postgres://…`.
+    #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db")]
+    pub database_url: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeConfig {
+    /// Address and port to listen on.
+    #[arg(long, env = "EVENTUALL_LISTEN", default_value = "127.0.0.1:8787")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+
+    /// HS256 secret for client JWTs. Without it a development secret is used.
+    #[arg(long, env = "EVENTUALL_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Webapp origins allowed by CORS, comma-separated (`*` for any).
+    #[arg(long, env = "EVENTUALL_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// A user with no heartbeat for this long is `away`.
+    #[arg(long, env = "EVENTUALL_AWAY_AFTER", default_value = "90s")]
+    pub away_after: humantime::Duration,
+
+    /// How often a room with present users sweeps for away / forgotten users.
+    #[arg(long, env = "EVENTUALL_SWEEP_EVERY", default_value = "30s")]
+    pub sweep_every: humantime::Duration,
+
+    /// An offline user unseen for this long is dropped from the snapshot.
+    #[arg(long, env = "EVENTUALL_FORGET_AFTER", default_value = "24h")]
+    pub forget_after: humantime::Duration,
+
+    /// A room with no connections and no messages for this long is evicted
+    /// from memory (rebuilt from snapshot + tail on next use).
+    #[arg(long, env = "EVENTUALL_EVICT_AFTER", default_value = "60s")]
+    pub evict_after: humantime::Duration,
+
+    /// Largest accepted WebSocket text frame; larger ones close with 1009.
+    #[arg(long, env = "EVENTUALL_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
+    pub max_frame_bytes: usize,
+
+    /// Largest accepted HTTP request body.
+    #[arg(long, env = "EVENTUALL_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
+    pub max_body_bytes: usize,
+
+    #[command(flatten)]
+    pub media: MediaConfig,
+}
+
+#[derive(Args, Clone, Debug, Default)]
+pub struct MediaConfig {
+    /// LiveKit server URL; without it the built-in simulator is used.
+    #[arg(long, env = "EVENTUALL_LIVEKIT_URL")]
+    pub livekit_url: Option<String>,
+    #[arg(long, env = "EVENTUALL_LIVEKIT_API_KEY")]
+    pub livekit_api_key: Option<String>,
+    #[arg(long, env = "EVENTUALL_LIVEKIT_API_SECRET", hide_env_values = true)]
+    pub livekit_api_secret: Option<String>,
+    /// Further webhook signing keys, `key:secret,…` (key rotation).
+    #[arg(long, env = "EVENTUALL_LIVEKIT_WEBHOOK_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub livekit_webhook_keys: Vec<String>,
+    /// Mux API base URL; without it the built-in simulator is used.
+    #[arg(long, env = "EVENTUALL_MUX_URL")]
+    pub mux_url: Option<String>,
+    #[arg(long, env = "EVENTUALL_MUX_TOKEN_ID")]
+    pub mux_token_id: Option<String>,
+    #[arg(long, env = "EVENTUALL_MUX_TOKEN_SECRET", hide_env_values = true)]
+    pub mux_token_secret: Option<String>,
+    /// The page the LiveKit egress records.
+    #[arg(long, env = "EVENTUALL_COMPOSITE_URL")]
+    pub composite_url: Option<String>,
+}
+
+/// Presence timings in the units the room actor uses.
+#[derive(Clone, Copy, Debug)]
+pub struct PresenceTimings {
+    pub away_after: Duration,
+    pub sweep_every: Duration,
+    pub forget_after: Duration,
+    pub evict_after: Duration,
+}
+
+impl ServeConfig {
+    pub fn presence(&self) -> PresenceTimings {
+        PresenceTimings {
+            away_after: self.away_after.into(),
+            sweep_every: self.sweep_every.into(),
+            forget_after: self.forget_after.into(),
+            evict_after: self.evict_after.into(),
+        }
+    }
+}

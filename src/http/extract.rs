@@ -1,0 +1,50 @@
+//! Extractors that fail with the API's JSON errors instead of axum's text.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use eventuall_domain::EventId;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+
+/// The caller, from `Authorization: Bearer <jwt>`; 401 otherwise.
+pub struct Authenticated(pub Caller);
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        Ok(Self(state.auth.verify_bearer(header)?))
+    }
+}
+
+/// A JSON body; malformed → 400 `invalid_json`, wrong shape → 400
+/// `invalid_request`, too large → 413.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::JsonSyntaxError(e)) => Err(ApiError::InvalidJson(e.body_text())),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidRequest(e.body_text())),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::InvalidRequest("expected Content-Type: application/json".into()))
+            }
+            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge)
+            }
+            Err(other) => Err(ApiError::InvalidRequest(other.body_text())),
+        }
+    }
+}
+
+/// Validates an event id from the path.
+pub fn event_id(raw: &str) -> Result<EventId, ApiError> {
+    EventId::parse(raw).map_err(|e| ApiError::InvalidRequest(e.to_string()))
+}

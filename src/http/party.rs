@@ -1,0 +1,226 @@
+//! PartyKit-compatible WebSocket routes: `/parties/{party}/{room}`.
+//!
+//! Unmodified `partysocket` clients connect here: the room is the raw path
+//! segment, `_pk` is the client's connection id (it may repeat across
+//! reconnects and even across two live sockets; each socket is still its own
+//! connection), any other query parameters are accepted, and a requested
+//! subprotocol is echoed. The token (`?token=`) is checked before the
+//! upgrade, so a refused client gets a plain 401/403.
+//!
+//! Each socket has a reader (this task) and a writer task fed by a bounded
+//! queue; the room actor pushes snapshots into that queue and drops the
+//! connection if it is full. Protocol pings keep intermediaries from closing
+//! idle sockets and detect dead peers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use eventuall_domain::EventId;
+use eventuall_domain::room::CloseReason;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::extract::event_id;
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::rooms::actor::new_connection_id;
+use crate::rooms::{CONNECTION_QUEUE, Outbound, RoomMsg};
+
+/// Protocol ping interval: below the 30–60 s idle timeouts of common proxies.
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// A socket silent this long (no frame, no pong) is considered dead.
+const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// Hard cap handed to the WebSocket codec; frames between the configured
+/// limit and this cap get a clean 1009 close from us.
+const CODEC_MAX_MESSAGE: usize = 16 * 1024 * 1024;
+/// WebSocket close code for a message over the size limit.
+const CLOSE_TOO_BIG: u16 = 1009;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/parties/event/{event_id}", get(event_socket))
+}
+
+/// Verifies `?token=` for `event_id`: 401 for a missing or bad token, 403
+/// for a token scoped to other events.
+pub fn authorize_socket(
+    app: &AppState,
+    params: &HashMap<String, String>,
+    event_id: &EventId,
+) -> Result<Caller, ApiError> {
+    let token = params.get("token").ok_or(ApiError::Unauthorized)?;
+    let caller = app.auth.verify(token)?;
+    caller.may_access(event_id.as_str())?;
+    Ok(caller)
+}
+
+/// Echoes the client's requested subprotocols (partysocket's `protocols`).
+pub fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
+    let requested: Vec<String> = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+        .filter(|p| !p.is_empty())
+        .collect();
+    upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE)
+}
+
+async fn event_socket(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let event_id = match event_id(&raw) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match authorize_socket(&app, &params, &event_id) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(upgrade) = upgrade else {
+        return ApiError::InvalidRequest("expected a WebSocket upgrade".into()).into_response();
+    };
+    let client_id = params.get("_pk").cloned();
+    accept_protocols(upgrade, &headers)
+        .on_upgrade(move |socket| serve_event_socket(app, event_id, caller, client_id, socket))
+}
+
+/// Messages a client may send on an event room socket.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    Heartbeat,
+}
+
+/// The `error` frame of the contract.
+pub fn error_frame(code: &str, message: &str) -> Outbound {
+    Outbound::Text(json!({"type": "error", "code": code, "message": message}).to_string().into())
+}
+
+/// What a text frame on an event room socket asks for.
+fn classify(text: &str) -> Result<ClientMessage, Outbound> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| error_frame("invalid_json", "frames must be JSON text"))?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(error_frame("invalid_request", "a message needs a string \"type\""));
+    };
+    match kind {
+        "heartbeat" => Ok(ClientMessage::Heartbeat),
+        other => Err(error_frame("unknown_message_type", &format!("unknown message type {other:?}"))),
+    }
+}
+
+async fn serve_event_socket(
+    app: AppState,
+    event_id: EventId,
+    caller: Caller,
+    client_id: Option<String>,
+    socket: WebSocket,
+) {
+    let connection_id = new_connection_id();
+    let (outbound, queue) = mpsc::channel(CONNECTION_QUEUE);
+    let (reply, joined) = oneshot::channel();
+    let room = event_id.as_str().to_owned();
+    app.rooms
+        .send(
+            &room,
+            RoomMsg::Connect {
+                connection_id: connection_id.clone(),
+                client_id,
+                user_id: caller.user_id().to_owned(),
+                name: caller.display_name().to_owned(),
+                outbound: outbound.clone(),
+                reply,
+            },
+        )
+        .await;
+    let (mut sink, mut stream) = socket.split();
+    if !matches!(joined.await, Ok(Ok(()))) {
+        let _ = sink.send(close_message(1011, "room unavailable")).await;
+        return;
+    }
+    let writer = tokio::spawn(write_frames(sink, queue));
+    let max_frame = app.limits.max_frame_bytes;
+    loop {
+        let frame = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            // Silence, a closed stream, or a protocol error (e.g. a frame
+            // over the codec cap) all end the connection.
+            Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+        };
+        match frame {
+            Message::Text(text) if text.len() > max_frame => {
+                let _ = outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
+                break;
+            }
+            Message::Text(text) => match classify(&text) {
+                Ok(ClientMessage::Heartbeat) => {
+                    app.rooms.send(&room, RoomMsg::Heartbeat { connection_id: connection_id.clone() }).await;
+                }
+                Err(error) => {
+                    let _ = outbound.try_send(error);
+                }
+            },
+            Message::Binary(_) => {
+                let _ = outbound.try_send(error_frame("unsupported_frame", "event rooms speak JSON text frames"));
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason: CloseReason::Closed }).await;
+    drop(outbound);
+    // Let the writer flush a close frame; it ends when the room lets go of
+    // the queue too.
+    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+        tracing::debug!("socket writer did not finish in time");
+    }
+}
+
+fn close_message(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
+}
+
+/// Writes queued frames and pings until the queue closes or a close is sent.
+pub async fn write_frames(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    loop {
+        tokio::select! {
+            frame = queue.recv() => match frame {
+                Some(Outbound::Text(text)) => {
+                    if sink.send(Message::Text(Utf8Bytes::from(text.as_ref()))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Outbound::Close(code, reason)) => {
+                    let _ = sink.send(close_message(code, reason)).await;
+                    return;
+                }
+                None => {
+                    let _ = sink.send(close_message(1000, "bye")).await;
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Event room HTTP routes: snapshot reads, stage entry and exit, and short
+//! WebSocket tokens.
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventuall_domain::room::RoomCommand;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::extract::{ApiJson, Authenticated, event_id};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::{Claims, SHORT_TOKEN_SECS};
+use crate::store::Metadata;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/token", post(short_token))
+        .route("/event/{event_id}/snapshot", get(snapshot))
+        .route("/event/{event_id}/stage/enter", post(enter_stage))
+        .route("/event/{event_id}/stage/exit", post(exit_stage))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StageRequest {
+    user_id: String,
+}
+
+fn snapshot_response(json: std::sync::Arc<str>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
+}
+
+async fn snapshot(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    let event_id = event_id(&raw)?;
+    caller.may_access(event_id.as_str())?;
+    let json = app.rooms.snapshot(event_id.as_str()).await.map_err(ApiError::Unavailable)?;
+    Ok(snapshot_response(json))
+}
+
+async fn enter_stage(
+    app: State<AppState>,
+    caller: Authenticated,
+    path: Path<String>,
+    ApiJson(body): ApiJson<StageRequest>,
+) -> ApiResult<Response> {
+    stage(app, caller, path, body, true).await
+}
+
+async fn exit_stage(
+    app: State<AppState>,
+    caller: Authenticated,
+    path: Path<String>,
+    ApiJson(body): ApiJson<StageRequest>,
+) -> ApiResult<Response> {
+    stage(app, caller, path, body, false).await
+}
+
+async fn stage(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    body: StageRequest,
+    enter: bool,
+) -> ApiResult<Response> {
+    let event_id = event_id(&raw)?;
+    caller.may_moderate(event_id.as_str())?;
+    if body.user_id.is_empty() || body.user_id.len() > 256 {
+        return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
+    }
+    let at = app.clock.now_millis();
+    let (command, name) = if enter {
+        (RoomCommand::EnterStage { user_id: body.user_id, at }, "EnterStage")
+    } else {
+        (RoomCommand::ExitStage { user_id: body.user_id, at }, "ExitStage")
+    };
+    let metadata = Metadata::by(caller.user_id()).command(name).correlated(Uuid::now_v7());
+    let json = app.rooms.command(event_id.as_str(), command, metadata).await.map_err(ApiError::Unavailable)?;
+    Ok(snapshot_response(json))
+}
+
+async fn short_token(State(app): State<AppState>, Authenticated(caller): Authenticated) -> Json<serde_json::Value> {
+    let expires_at = app.clock.now_millis() / 1000 + SHORT_TOKEN_SECS;
+    let claims = Claims { exp: expires_at, ..caller.claims };
+    Json(json!({"token": app.auth.issue(&claims), "expiresAt": expires_at * 1000}))
+}

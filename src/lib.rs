@@ -1,0 +1,29 @@
+//! Eventuall: an event-sourced CQRS backend for live events.
+//!
+//! # Layout
+//!
+//! - [`store`]: the event log on sqlx (SQLite and PostgreSQL): appends with
+//!   expected versions, group commit, global positions, catch-up
+//!   subscriptions, snapshots, hash chains, and cqrs-es on top.
+//! - [`actor`]: one task per live aggregate (the Durable Object), retired
+//!   when idle and rebuilt from snapshot + tail.
+//! - [`timers`]: durable timers in the database (the DO alarm).
+//! - [`clock`]: time as a dependency, so tests can move it.
+//! - [`config`]: every setting as a flag and an environment variable.
+//!
+//! The domain (aggregates, commands, events) lives in the `eventuall-domain`
+//! crate and knows nothing of IO; read models live in
+//! `eventuall-projections`; Mux and LiveKit clients and simulators in
+//! `eventuall-media`.
+
+pub mod actor;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod projections;
+pub mod rooms;
+pub mod server;
+pub mod store;
+pub mod timers;
+pub mod tools;

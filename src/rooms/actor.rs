@@ -1,0 +1,388 @@
+//! One room's actor: the single writer of stream `room-{eventId}`.
+//!
+//! It keeps the [`EventRoom`] in memory, turns messages into commands, and
+//! appends the resulting events. Messages are taken in batches: everything
+//! queued is decided against a working copy of the state, appended as one
+//! append (one group-commit slot), and only then applied, answered and
+//! broadcast. So every heartbeat is durable before anything depends on it,
+//! a burst of changes costs one append and yields one snapshot, and the
+//! snapshot sent last is always the newest.
+//!
+//! Subscribers are WebSocket connections, each with a bounded queue. A full
+//! queue means a slow client: it is dropped, never waited for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use eventuall_domain::room::{CloseReason, ConnectionKind, EventRoom, RoomCommand, RoomEvent, RoomSnapshot};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{RoomMsg, Rooms, SNAPSHOT_TAG};
+use crate::actor::Retirement;
+use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
+
+/// Messages handled per batch (one append, one snapshot).
+const MAX_BATCH: usize = 512;
+/// Events between stored snapshots: bounds the tail a rebuild replays.
+const SNAPSHOT_EVERY: u64 = 500;
+
+/// A frame for one connection.
+#[derive(Clone, Debug)]
+pub enum Outbound {
+    Text(Arc<str>),
+    /// Close the socket with this code and reason.
+    Close(u16, &'static str),
+}
+
+pub(super) struct RoomActor {
+    rooms: Rooms,
+    event_id: String,
+    stream: StreamId,
+    state: EventRoom,
+    version: u64,
+    snapshot_version: u64,
+    subscribers: HashMap<String, mpsc::Sender<Outbound>>,
+    /// The last snapshot JSON, shared by every reader until the next change.
+    snapshot_json: Arc<str>,
+    /// When the sweep timer is armed for, as far as this actor knows.
+    sweep_armed_at: Option<i64>,
+}
+
+/// What to tell a message's sender once its batch is stored.
+enum Reply {
+    None,
+    Connected(oneshot::Sender<Result<(), String>>),
+    Snapshot(oneshot::Sender<Result<Arc<str>, String>>),
+    Done(oneshot::Sender<()>),
+}
+
+/// A message decided against the working state: its events and its reply.
+struct Decided {
+    events: Vec<RoomEvent>,
+    metadata: Metadata,
+    reply: Reply,
+    subscribe: Option<(String, mpsc::Sender<Outbound>)>,
+}
+
+impl RoomActor {
+    pub(super) async fn load(rooms: Rooms, event_id: String) -> Result<Self, StoreError> {
+        let stream = StreamId::of(EventRoom::TYPE, &event_id);
+        let loaded = aggregate::load::<EventRoom>(&rooms.inner.store, &stream, SNAPSHOT_TAG).await?;
+        let mut actor = Self {
+            snapshot_json: Arc::from(""),
+            rooms,
+            event_id,
+            stream,
+            state: loaded.state,
+            version: loaded.version,
+            snapshot_version: loaded.snapshot_version,
+            subscribers: HashMap::new(),
+            sweep_armed_at: None,
+        };
+        actor.snapshot_json = actor.render();
+        Ok(actor)
+    }
+
+    fn render(&self) -> Arc<str> {
+        let snapshot: RoomSnapshot = self.state.snapshot(&self.event_id, self.version);
+        let mut value = serde_json::to_value(snapshot).expect("snapshot serialises");
+        value.as_object_mut().expect("object").insert("type".into(), "snapshot".into());
+        Arc::from(value.to_string())
+    }
+
+    pub(super) async fn run(mut self, mut mailbox: mpsc::Receiver<RoomMsg>, retirement: Retirement<RoomMsg>) {
+        // No socket survives the actor that served it: a freshly started
+        // actor closes whatever sockets its log still shows as open.
+        let at = self.rooms.now();
+        self.process(vec![RoomMsg::System {
+            command: RoomCommand::DropConnections { kind: ConnectionKind::WebSocket, at },
+        }])
+        .await;
+        self.schedule_sweep().await;
+        let evict_after = self.rooms.inner.timings.evict_after;
+        loop {
+            let first = if self.subscribers.is_empty() {
+                match tokio::time::timeout(evict_after, mailbox.recv()).await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(_) => {
+                        if retirement.try_retire(&mut mailbox) {
+                            self.save_snapshot().await;
+                            tracing::debug!(room = %self.event_id, "room evicted");
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            } else {
+                match mailbox.recv().await {
+                    Some(msg) => msg,
+                    None => break,
+                }
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match mailbox.try_recv() {
+                    Ok(msg) => batch.push(msg),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch).await;
+        }
+        self.save_snapshot().await;
+    }
+
+    /// Decides, appends, applies, answers and broadcasts one batch.
+    async fn process(&mut self, batch: Vec<RoomMsg>) {
+        let mut working = self.state.clone();
+        let mut decided = Vec::with_capacity(batch.len());
+        let mut snapshot_changed = false;
+        for msg in batch {
+            if let Some(d) = self.decide(&mut working, msg, &mut snapshot_changed).await {
+                decided.push(d);
+            }
+        }
+        let new_events: Vec<NewEvent> = decided
+            .iter()
+            .flat_map(|d| {
+                d.events.iter().map(|e| {
+                    NewEvent::json(e.event_type(), e.event_version(), e, d.metadata.clone())
+                        .expect("room events serialise")
+                })
+            })
+            .collect();
+        let count = new_events.len() as u64;
+        if count > 0 {
+            let appended =
+                self.rooms.inner.store.append(&self.stream, ExpectedVersion::Exact(self.version), new_events).await;
+            if let Err(error) = appended {
+                tracing::error!(room = %self.event_id, %error, "room append failed; reloading");
+                for d in decided {
+                    fail(d.reply, "the room could not store the change");
+                }
+                self.reload().await;
+                return;
+            }
+            self.state = working;
+            self.version += count;
+        }
+        let mut newcomers = Vec::new();
+        for d in &mut decided {
+            if let Some((id, sender)) = d.subscribe.take() {
+                newcomers.push(id.clone());
+                self.subscribers.insert(id, sender);
+            }
+        }
+        if snapshot_changed || !newcomers.is_empty() {
+            self.snapshot_json = self.render();
+        }
+        if snapshot_changed {
+            self.broadcast().await;
+        } else {
+            for id in newcomers {
+                self.send_to(&id, Outbound::Text(self.snapshot_json.clone())).await;
+            }
+        }
+        for d in decided {
+            match d.reply {
+                Reply::None => {}
+                Reply::Connected(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
+                Reply::Snapshot(tx) => {
+                    let _ = tx.send(Ok(self.snapshot_json.clone()));
+                }
+                Reply::Done(tx) => {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if count > 0 || self.sweep_armed_at.is_none() {
+            self.schedule_sweep().await;
+        }
+        if count > 0 {
+            if self.version - self.snapshot_version >= SNAPSHOT_EVERY {
+                self.save_snapshot().await;
+            }
+        }
+    }
+
+    /// Turns one message into events against `working`, which it updates.
+    async fn decide(&mut self, working: &mut EventRoom, msg: RoomMsg, changed: &mut bool) -> Option<Decided> {
+        let now = self.rooms.now();
+        let (command, metadata, reply, subscribe) = match msg {
+            RoomMsg::Connect { connection_id, client_id, user_id, name, outbound, reply } => {
+                let metadata = Metadata::by(&user_id).command("Connect");
+                let command = RoomCommand::Connect {
+                    connection_id: connection_id.clone(),
+                    client_id,
+                    user_id,
+                    name,
+                    kind: ConnectionKind::WebSocket,
+                    at: now,
+                };
+                (command, metadata, Reply::Connected(reply), Some((connection_id, outbound)))
+            }
+            RoomMsg::Heartbeat { connection_id } => {
+                let actor = working.connections.get(&connection_id).map(|c| c.user_id.clone());
+                let metadata = Metadata { actor, command: Some("Heartbeat".into()), ..Metadata::default() };
+                (RoomCommand::Heartbeat { connection_id, at: now }, metadata, Reply::None, None)
+            }
+            RoomMsg::Disconnect { connection_id, reason } => {
+                self.subscribers.remove(&connection_id);
+                let actor = working.connections.get(&connection_id).map(|c| c.user_id.clone());
+                let metadata = Metadata { actor, command: Some("Disconnect".into()), ..Metadata::default() };
+                (RoomCommand::Disconnect { connection_id, reason, at: now }, metadata, Reply::None, None)
+            }
+            RoomMsg::Command { command, metadata, reply } => (command, metadata, Reply::Snapshot(reply), None),
+            RoomMsg::Snapshot { reply } => {
+                return Some(Decided {
+                    events: vec![],
+                    metadata: Metadata::default(),
+                    reply: Reply::Snapshot(reply),
+                    subscribe: None,
+                });
+            }
+            RoomMsg::Sweep { done } => {
+                let timings = self.rooms.inner.timings;
+                let command = RoomCommand::Sweep {
+                    at: now,
+                    away_after_ms: timings.away_after.as_millis() as i64,
+                    forget_after_ms: timings.forget_after.as_millis() as i64,
+                };
+                self.sweep_armed_at = None;
+                (command, Metadata::by("system:sweep").command("Sweep"), Reply::Done(done), None)
+            }
+            RoomMsg::System { command } => {
+                (command, Metadata::by("system:room").command("DropConnections"), Reply::None, None)
+            }
+        };
+        let sink = EventSink::default();
+        let before = working.clone();
+        match working.handle(command, &(), &sink).await {
+            Ok(()) => {}
+            Err(error) => {
+                // E.g. a heartbeat racing its connection's close: harmless.
+                tracing::debug!(room = %self.event_id, %error, "command refused");
+                *working = before;
+                let reply = match reply {
+                    Reply::Connected(tx) => {
+                        let _ = tx.send(Err(error.to_string()));
+                        Reply::None
+                    }
+                    other => other,
+                };
+                return Some(Decided { events: vec![], metadata, reply, subscribe: None });
+            }
+        }
+        let events = sink.collect().await;
+        let mut replay = before;
+        for event in &events {
+            *changed |= event.changes_snapshot(&replay);
+            replay.apply(event.clone());
+        }
+        Some(Decided { events, metadata, reply, subscribe })
+    }
+
+    async fn broadcast(&mut self) {
+        let ids: Vec<String> = self.subscribers.keys().cloned().collect();
+        for id in ids {
+            self.send_to(&id, Outbound::Text(self.snapshot_json.clone())).await;
+        }
+    }
+
+    /// Queues a frame for one subscriber; drops the subscriber if its queue
+    /// is full (a slow client must not slow the room) or gone.
+    async fn send_to(&mut self, id: &str, frame: Outbound) {
+        let Some(sender) = self.subscribers.get(id) else { return };
+        let reason = match sender.try_send(frame) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(_)) => CloseReason::TooSlow,
+            Err(mpsc::error::TrySendError::Closed(_)) => CloseReason::Closed,
+        };
+        if let Some(sender) = self.subscribers.remove(id) {
+            // The socket task closes the connection when it sees this (or
+            // when the queue closes); the disconnect comes back as a message.
+            let _ = sender.try_send(Outbound::Close(1013, "too slow"));
+        }
+        let rooms = self.rooms.clone();
+        let event_id = self.event_id.clone();
+        let connection_id = id.to_owned();
+        tokio::spawn(async move { rooms.send(&event_id, RoomMsg::Disconnect { connection_id, reason }).await });
+    }
+
+    /// Keeps one sweep timer armed while anyone is listed: every
+    /// `sweep_every` while someone is connected, else at the next forget time.
+    async fn schedule_sweep(&mut self) {
+        let timings = self.rooms.inner.timings;
+        if self.state.users.is_empty() {
+            return;
+        }
+        let now = self.rooms.now();
+        let anyone_connected = !self.state.connections.is_empty();
+        let due = if anyone_connected {
+            now + timings.sweep_every.as_millis() as i64
+        } else {
+            match self
+                .state
+                .next_deadline(timings.away_after.as_millis() as i64, timings.forget_after.as_millis() as i64)
+            {
+                Some(deadline) => deadline.max(now),
+                None => return,
+            }
+        };
+        // Keep an earlier armed sweep: the cadence is "every sweep_every".
+        if self.sweep_armed_at.is_some_and(|armed| armed <= due) {
+            return;
+        }
+        match self.rooms.inner.timers.arm(&super::timer_owner(&self.event_id), super::SWEEP_TIMER, due, "").await {
+            Ok(()) => self.sweep_armed_at = Some(due),
+            Err(error) => tracing::error!(room = %self.event_id, %error, "could not arm the sweep timer"),
+        }
+    }
+
+    async fn save_snapshot(&mut self) {
+        if self.version == self.snapshot_version {
+            return;
+        }
+        match aggregate::save(&self.rooms.inner.store, &self.stream, SNAPSHOT_TAG, self.version, &self.state).await {
+            Ok(()) => self.snapshot_version = self.version,
+            Err(error) => tracing::warn!(room = %self.event_id, %error, "could not save room snapshot"),
+        }
+    }
+
+    async fn reload(&mut self) {
+        match Self::load(self.rooms.clone(), self.event_id.clone()).await {
+            Ok(fresh) => {
+                self.state = fresh.state;
+                self.version = fresh.version;
+                self.snapshot_version = fresh.snapshot_version;
+                self.snapshot_json = self.render();
+            }
+            Err(error) => tracing::error!(room = %self.event_id, %error, "room reload failed"),
+        }
+    }
+}
+
+fn fail(reply: Reply, message: &str) {
+    match reply {
+        Reply::None => {}
+        Reply::Connected(tx) => {
+            let _ = tx.send(Err(message.to_owned()));
+        }
+        Reply::Snapshot(tx) => {
+            let _ = tx.send(Err(message.to_owned()));
+        }
+        Reply::Done(tx) => {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A fresh server-side id for one socket.
+pub fn new_connection_id() -> String {
+    Uuid::now_v7().simple().to_string()
+}

@@ -1,0 +1,149 @@
+//! Event rooms: presence, stage and live snapshots (the Event Durable Object).
+//!
+//! [`Rooms`] is the service's handle: it finds (or starts) the actor of a
+//! room and talks to it with [`RoomMsg`]s; the actor itself lives in
+//! [`actor`]. Sweep timers are durable ([`crate::timers`]); a firing is
+//! delivered as [`RoomMsg::Sweep`], which starts an evicted room if needed.
+
+pub mod actor;
+
+use std::sync::Arc;
+
+use eventuall_domain::room::{CloseReason, RoomCommand};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::actor::Registry;
+use crate::clock::SharedClock;
+use crate::config::PresenceTimings;
+use crate::store::{EventStore, Metadata};
+use crate::timers::{Timer, Timers};
+pub use actor::Outbound;
+
+/// Schema tag of stored room states; bump it when `EventRoom` changes shape.
+pub const SNAPSHOT_TAG: &str = "room-v1";
+/// Name of a room's sweep timer.
+pub const SWEEP_TIMER: &str = "sweep";
+/// Frames a connection may have queued before it counts as too slow.
+pub const CONNECTION_QUEUE: usize = 64;
+
+pub enum RoomMsg {
+    Connect {
+        connection_id: String,
+        client_id: Option<String>,
+        user_id: String,
+        name: String,
+        outbound: mpsc::Sender<Outbound>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Heartbeat {
+        connection_id: String,
+    },
+    Disconnect {
+        connection_id: String,
+        reason: CloseReason,
+    },
+    /// A command from the API (stage, recording, LiveKit presence); answered
+    /// with the snapshot after it.
+    Command {
+        command: RoomCommand,
+        metadata: Metadata,
+        reply: oneshot::Sender<Result<Arc<str>, String>>,
+    },
+    Snapshot {
+        reply: oneshot::Sender<Result<Arc<str>, String>>,
+    },
+    Sweep {
+        done: oneshot::Sender<()>,
+    },
+    /// Internal housekeeping commands of the actor itself.
+    System {
+        command: RoomCommand,
+    },
+}
+
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<RoomsInner>,
+}
+
+struct RoomsInner {
+    store: EventStore,
+    timers: Arc<Timers>,
+    clock: SharedClock,
+    timings: PresenceTimings,
+    registry: std::sync::OnceLock<Arc<Registry<RoomMsg>>>,
+}
+
+/// The timer owner of a room.
+pub fn timer_owner(event_id: &str) -> String {
+    format!("room-{event_id}")
+}
+
+impl Rooms {
+    pub fn new(store: EventStore, timers: Arc<Timers>, clock: SharedClock, timings: PresenceTimings) -> Self {
+        let rooms = Self {
+            inner: Arc::new(RoomsInner { store, timers, clock, timings, registry: std::sync::OnceLock::new() }),
+        };
+        let weak = Arc::downgrade(&rooms.inner);
+        let registry = Registry::new(move |event_id: String, mailbox, retirement| {
+            let weak = weak.clone();
+            async move {
+                let Some(inner) = weak.upgrade() else { return };
+                let rooms = Rooms { inner };
+                match actor::RoomActor::load(rooms, event_id.clone()).await {
+                    Ok(actor) => actor.run(mailbox, retirement).await,
+                    Err(error) => {
+                        // Callers waiting on replies see their channel close.
+                        tracing::error!(room = %event_id, %error, "room could not be loaded");
+                    }
+                }
+            }
+        });
+        let _ = rooms.inner.registry.set(registry);
+        rooms
+    }
+
+    fn registry(&self) -> &Arc<Registry<RoomMsg>> {
+        self.inner.registry.get().expect("registry is set in new")
+    }
+
+    pub fn now(&self) -> i64 {
+        self.inner.clock.now_millis()
+    }
+
+    pub async fn send(&self, event_id: &str, msg: RoomMsg) {
+        self.registry().send(event_id, msg).await;
+    }
+
+    /// The room's current snapshot JSON (an empty room at version 0 if it
+    /// was never used).
+    pub async fn snapshot(&self, event_id: &str) -> Result<Arc<str>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(event_id, RoomMsg::Snapshot { reply }).await;
+        answer.await.map_err(|_| "the room is unavailable".to_owned())?
+    }
+
+    /// Runs a command; answers the snapshot after it.
+    pub async fn command(&self, event_id: &str, command: RoomCommand, metadata: Metadata) -> Result<Arc<str>, String> {
+        let (reply, answer) = oneshot::channel();
+        self.send(event_id, RoomMsg::Command { command, metadata, reply }).await;
+        answer.await.map_err(|_| "the room is unavailable".to_owned())?
+    }
+
+    /// Delivers a fired sweep timer and waits until the room handled it.
+    pub async fn fire(&self, timer: Timer) {
+        let Some(event_id) = timer.owner.strip_prefix("room-") else { return };
+        let (done, handled) = oneshot::channel();
+        self.send(event_id, RoomMsg::Sweep { done }).await;
+        let _ = handled.await;
+    }
+
+    /// Rooms currently in memory.
+    pub fn live_rooms(&self) -> usize {
+        self.registry().live()
+    }
+
+    pub fn is_live(&self, event_id: &str) -> bool {
+        self.registry().is_live(event_id)
+    }
+}

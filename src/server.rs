@@ -1,0 +1,142 @@
+//! Starting and stopping the service: `Application::build` wires the store,
+//! timers, rooms and routes; `run_until_stopped` serves until a signal (or
+//! the shutdown handle) and then drains: stop accepting, let handlers end,
+//! flush pending appends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::Authenticator;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::{DEV_JWT_SECRET, ServeConfig};
+use crate::http::{AppState, Limits, router};
+use crate::rooms::Rooms;
+use crate::store::{EventStore, StoreOptions};
+use crate::timers::{Dispatch, Timers};
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    timers: Arc<Timers>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Application {
+    pub async fn build(config: ServeConfig) -> anyhow::Result<Self> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(config: ServeConfig, clock: SharedClock) -> anyhow::Result<Self> {
+        let secret = match &config.jwt_secret {
+            Some(secret) if !secret.is_empty() => secret.clone(),
+            _ => {
+                tracing::warn!(
+                    "EVENTUALL_JWT_SECRET is not set: using the built-in DEVELOPMENT secret. \
+                     Anyone can mint tokens for this server. Never run it like this in production."
+                );
+                DEV_JWT_SECRET.to_owned()
+            }
+        };
+        let store = EventStore::open(&config.database.database_url, StoreOptions::default())
+            .await
+            .with_context(|| format!("opening the event store at {}", redact(&config.database.database_url)))?;
+        let timers = Timers::new(store.clone(), clock.clone());
+        let rooms = Rooms::new(store.clone(), timers.clone(), clock.clone(), config.presence());
+        let state = AppState {
+            store,
+            rooms,
+            auth: Authenticator::new(&secret),
+            clock,
+            limits: Arc::new(Limits {
+                max_frame_bytes: config.max_frame_bytes,
+                max_body_bytes: config.max_body_bytes,
+                cors_origins: config.cors_origins.clone(),
+            }),
+        };
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let (shutdown, _) = watch::channel(false);
+        Ok(Self { listener, state, timers, shutdown })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle that stops the server when set to true.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// The dispatcher that routes fired timers to their owners.
+    pub fn timer_dispatch(state: &AppState) -> Dispatch {
+        let rooms = state.rooms.clone();
+        Arc::new(move |timer| {
+            let rooms = rooms.clone();
+            Box::pin(async move {
+                if timer.owner.starts_with("room-") {
+                    rooms.fire(timer).await;
+                } else {
+                    tracing::warn!(owner = %timer.owner, "timer with no known owner dropped");
+                }
+            })
+        })
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self { listener, state, timers, shutdown } = self;
+        let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
+        let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
+        let mut stop = shutdown.subscribe();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        };
+        let store = state.store.clone();
+        axum::serve(listener, router(state)).with_graceful_shutdown(signal).await.context("serving HTTP")?;
+        let _ = shutdown.send(true);
+        let _ = timer_loop.await;
+        let _ = projection_loop.await;
+        store.shutdown().await;
+        tracing::info!("stopped; all acknowledged events are stored");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,146 @@
+//! Group commit: one writer task per store turns many concurrent appends into
+//! few transactions.
+//!
+//! Callers send their append over a channel and wait on a oneshot. The writer
+//! takes the first queued request, then everything else already queued (up to
+//! `max_batch_events`), and writes the lot in one transaction: one fsync for
+//! the batch instead of one per event. No timer is involved: while one batch
+//! commits, the next one queues up, so batches grow with load and a lone
+//! append is written at once.
+//!
+//! Each request is still checked on its own (expected version, idempotency)
+//! and answered on its own; a rejected request does not fail its neighbours.
+//! If the transaction itself fails, the writer retries the batch's requests
+//! one per transaction, so that one poisonous request cannot fail the others.
+
+use std::sync::RwLock;
+
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::{AppendOutcome, Backend, ExpectedVersion, NewEvent, PendingAppend, StoreError, StreamId};
+
+#[derive(Clone, Debug)]
+pub struct GroupCommitConfig {
+    /// Upper bound on events per transaction: keeps one batch's statements
+    /// well under SQLite's bind-parameter limit and its latency bounded.
+    pub max_batch_events: usize,
+    /// Appends that may wait for the writer before callers feel backpressure.
+    pub queue_depth: usize,
+}
+
+impl Default for GroupCommitConfig {
+    fn default() -> Self {
+        Self { max_batch_events: 4096, queue_depth: 16_384 }
+    }
+}
+
+type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+struct Request {
+    append: PendingAppend,
+    reply: Reply,
+}
+
+pub(crate) struct WriterHandle {
+    sender: RwLock<Option<mpsc::Sender<Request>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+pub(crate) async fn spawn(
+    backend: Backend,
+    config: GroupCommitConfig,
+    head: watch::Sender<i64>,
+) -> Result<WriterHandle, StoreError> {
+    let (sender, receiver) = mpsc::channel(config.queue_depth);
+    let task = tokio::spawn(run_writer(backend, config, receiver, head));
+    Ok(WriterHandle { sender: RwLock::new(Some(sender)), task: Mutex::new(Some(task)) })
+}
+
+impl WriterHandle {
+    pub async fn append(
+        &self,
+        stream: StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        let sender = self.sender.read().expect("writer lock").clone().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request { append: PendingAppend { stream, expected, events }, reply };
+        sender.send(request).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Closes the queue and waits until every queued append is committed.
+    pub async fn shutdown(&self) {
+        self.sender.write().expect("writer lock").take();
+        if let Some(task) = self.task.lock().await.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn run_writer(
+    backend: Backend,
+    config: GroupCommitConfig,
+    mut receiver: mpsc::Receiver<Request>,
+    head: watch::Sender<i64>,
+) {
+    while let Some(first) = receiver.recv().await {
+        let mut events = first.append.events.len();
+        let mut batch = vec![first];
+        while events < config.max_batch_events {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    events += next.append.events.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        let answers = write_with_fallback(&backend, &appends).await;
+        let highest = answers.iter().filter_map(|a| a.as_ref().ok()).map(|o| o.last_position).max();
+        if let Some(highest) = highest {
+            head.send_if_modified(|h| {
+                let moved = highest > *h;
+                if moved {
+                    *h = highest;
+                }
+                moved
+            });
+        }
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+async fn write_with_fallback(backend: &Backend, appends: &[PendingAppend]) -> Vec<Result<AppendOutcome, StoreError>> {
+    match write_batch(backend, appends).await {
+        Ok(answers) => answers,
+        Err(error) if appends.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, requests = appends.len(), "batch append failed; retrying one by one");
+            let mut answers = Vec::with_capacity(appends.len());
+            for append in appends {
+                let answer = match write_batch(backend, std::slice::from_ref(append)).await {
+                    Ok(mut single) => single.pop().expect("one answer per request"),
+                    Err(error) => Err(error),
+                };
+                answers.push(answer);
+            }
+            answers
+        }
+    }
+}
+
+async fn write_batch(
+    backend: &Backend,
+    appends: &[PendingAppend],
+) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    match backend {
+        Backend::Sqlite(b) => b.write_batch(appends).await,
+        Backend::Postgres(b) => b.write_batch(appends).await,
+    }
+}

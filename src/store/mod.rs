@@ -1,0 +1,623 @@
+//! The event log: the system of record for every aggregate.
+//!
+//! Owns the `events`, `streams`, `snapshots`, `checkpoints` tables and the
+//! contract every other part relies on:
+//!
+//! - [`EventStore::append`] writes a batch to one stream with an explicit
+//!   [`ExpectedVersion`]; a mismatch is [`StoreError::Conflict`], never a
+//!   generic database error. Re-sending events whose ids are already stored
+//!   succeeds once and writes nothing (idempotent retries).
+//! - Appends from many callers are **group-committed**: one writer task per
+//!   store drains whatever is queued into one transaction (see
+//!   [`group_commit`]), so many small events cost one fsync, while each
+//!   request still gets its own version check and its own answer. An append
+//!   is acknowledged only after its transaction committed.
+//! - Every event has a global position. Positions become visible in order on
+//!   both databases (SQLite: one writer; PostgreSQL: an advisory lock held
+//!   across the append, ADR 0002), so [`subscription`]s never skip one.
+//! - Each stream is hash-chained ([`hash`]) for tamper evidence.
+//! - Snapshots carry a schema tag; a tag mismatch reads as "no snapshot".
+//!
+//! Backends live in [`sqlite`] and [`postgres`]; this module is the one
+//! interface the rest of the service sees. It knows nothing of aggregates:
+//! payloads are JSON text and `cqrs` adapts cqrs-es on top.
+
+pub mod aggregate;
+pub mod cqrs;
+pub mod group_commit;
+pub mod hash;
+pub mod postgres;
+pub mod sqlite;
+pub mod subscription;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+pub use group_commit::GroupCommitConfig;
+pub use subscription::{CatchUp, DbTx};
+
+/// Which database a store runs on, chosen by the URL scheme.
+#[derive(Clone)]
+pub enum Backend {
+    Sqlite(sqlite::SqliteBackend),
+    Postgres(postgres::PgBackend),
+}
+
+/// A stream's name: `{category}-{id}`, e.g. `room-launch-party`.
+///
+/// The category (text before the first `-`) groups streams of one aggregate
+/// type for exports and subscriptions that only care about one kind.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StreamId(String);
+
+impl StreamId {
+    /// Longest accepted stream id: category + `-` + a 128-character entity id.
+    pub const MAX_LEN: usize = 200;
+
+    pub fn parse(raw: impl Into<String>) -> Result<Self, StoreError> {
+        let raw = raw.into();
+        let valid = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw.find('-').is_some_and(|i| i > 0 && i + 1 < raw.len())
+            && raw.bytes().all(|b| b.is_ascii_graphic());
+        if valid { Ok(Self(raw)) } else { Err(StoreError::InvalidStreamId(raw)) }
+    }
+
+    /// `{category}-{id}` from parts already validated by their owners.
+    pub fn of(category: &str, id: &str) -> Self {
+        Self(format!("{category}-{id}"))
+    }
+
+    pub fn category(&self) -> &str {
+        self.0.split_once('-').map_or(&self.0, |(c, _)| c)
+    }
+
+    /// The entity id after the category prefix.
+    pub fn entity_id(&self) -> &str {
+        self.0.split_once('-').map_or("", |(_, id)| id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The version an append expects the stream to be at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the stream's version (no concurrency check).
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last event must have exactly this version (0 = empty).
+    Exact(u64),
+}
+
+/// Who caused an event and why: the audit trail's answer to "who did this,
+/// through which command, as part of which larger operation".
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// User id, or `system:<component>` for timers and process managers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The command that produced the event, e.g. `EnterStage`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Shared by every event of one user-visible operation (an HTTP request,
+    /// a recording saga).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<Uuid>,
+    /// The event or command that directly caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<Uuid>,
+}
+
+impl Metadata {
+    pub fn by(actor: impl Into<String>) -> Self {
+        Self { actor: Some(actor.into()), ..Self::default() }
+    }
+
+    pub fn command(mut self, command: impl Into<String>) -> Self {
+        self.command = Some(command.into());
+        self
+    }
+
+    pub fn correlated(mut self, correlation_id: Uuid) -> Self {
+        self.correlation_id = Some(correlation_id);
+        self
+    }
+
+    pub fn caused_by(mut self, causation_id: Uuid) -> Self {
+        self.causation_id = Some(causation_id);
+        self
+    }
+}
+
+/// An event to append. `payload` is JSON text, stored byte for byte.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: Metadata,
+}
+
+impl NewEvent {
+    /// A new event with a fresh time-ordered id.
+    pub fn new(
+        event_type: impl Into<String>,
+        event_version: impl Into<String>,
+        payload: String,
+        metadata: Metadata,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            event_version: event_version.into(),
+            payload,
+            metadata,
+        }
+    }
+
+    /// Serialises `payload` to JSON.
+    pub fn json<T: Serialize>(
+        event_type: impl Into<String>,
+        event_version: impl Into<String>,
+        payload: &T,
+        metadata: Metadata,
+    ) -> Result<Self, StoreError> {
+        let payload = serde_json::to_string(payload).map_err(StoreError::Encode)?;
+        Ok(Self::new(event_type, event_version, payload, metadata))
+    }
+
+    pub fn with_id(mut self, event_id: Uuid) -> Self {
+        self.event_id = event_id;
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub stream_id: StreamId,
+    pub stream_version: u64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: Metadata,
+    /// Milliseconds since the Unix epoch.
+    pub recorded_at: i64,
+    pub hash: [u8; 32],
+}
+
+impl RecordedEvent {
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
+        serde_json::from_str(&self.payload).map_err(|source| StoreError::Decode {
+            stream_id: self.stream_id.to_string(),
+            stream_version: self.stream_version,
+            source,
+        })
+    }
+}
+
+/// What an acknowledged append wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The stream's version after the append (its last event's version).
+    pub next_version: u64,
+    /// Global position of the last event of this append.
+    pub last_position: i64,
+    /// True when every event was already stored (an idempotent retry): the
+    /// positions and version are those of the original append.
+    pub already_stored: bool,
+}
+
+/// A stored snapshot that matched the requested schema tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub version: u64,
+    pub state: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The stream is not at the version the append expected.
+    #[error("stream {stream_id} is at version {actual}, expected {expected:?}")]
+    Conflict { stream_id: String, expected: ExpectedVersion, actual: u64 },
+    /// Some but not all of an append's event ids are already stored: this is
+    /// not a retry of the same append, and writing the rest would fork it.
+    #[error("append to {stream_id} repeats some stored event ids but not all")]
+    PartialDuplicate { stream_id: String },
+    #[error("invalid stream id {0:?}")]
+    InvalidStreamId(String),
+    #[error("an append needs at least one event")]
+    EmptyAppend,
+    #[error("event payload could not be encoded: {0}")]
+    Encode(serde_json::Error),
+    #[error("event {stream_id}@{stream_version} could not be decoded: {source}")]
+    Decode { stream_id: String, stream_version: u64, source: serde_json::Error },
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. } | Self::PartialDuplicate { .. })
+    }
+}
+
+/// Options that shape a store; defaults suit production.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub group_commit: GroupCommitConfig,
+    /// Connections for readers (subscriptions, loads, HTTP reads).
+    pub max_read_connections: u32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { group_commit: GroupCommitConfig::default(), max_read_connections: 8 }
+    }
+}
+
+/// Handle to the event log. Cheap to clone; all clones share one writer.
+#[derive(Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    writer: group_commit::WriterHandle,
+    /// The highest position this process has committed; subscribers on this
+    /// node wake on changes (other nodes' writes are found by polling).
+    head: watch::Receiver<i64>,
+}
+
+impl EventStore {
+    /// Opens (and migrates) the store at `url`: `sqlite://path?mode=rwc`,
+    /// `sqlite::memory:` or `postgres://…`.
+    pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::PgBackend::connect(url, options.max_read_connections).await?)
+        } else {
+            Backend::Sqlite(sqlite::SqliteBackend::connect(url, options.max_read_connections).await?)
+        };
+        backend.migrate().await?;
+        Self::start(backend, options.group_commit).await
+    }
+
+    async fn start(backend: Backend, config: GroupCommitConfig) -> Result<Self, StoreError> {
+        let initial_head = backend.head_position().await?;
+        let (head_tx, head) = watch::channel(initial_head);
+        let writer = group_commit::spawn(backend.clone(), config, head_tx).await?;
+        Ok(Self { inner: Arc::new(Inner { backend, writer, head }) })
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.inner.backend, Backend::Postgres(_))
+    }
+
+    /// Appends `events` to `stream`; returns once they are durable.
+    pub async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        self.inner.writer.append(stream.clone(), expected, events).await
+    }
+
+    /// Events of `stream` with version ≥ `from_version`, at most `limit`.
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_stream(stream, from_version, limit).await,
+            Backend::Postgres(b) => b.read_stream(stream, from_version, limit).await,
+        }
+    }
+
+    /// Events of every stream with position > `after`, in position order.
+    pub async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_all(after, limit).await,
+            Backend::Postgres(b) => b.read_all(after, limit).await,
+        }
+    }
+
+    /// The stream's current version (0 when it has no events).
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.stream_version(stream).await,
+            Backend::Postgres(b) => b.stream_version(stream).await,
+        }
+    }
+
+    /// The highest committed position, as the database sees it now.
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        self.inner.backend.head_position().await
+    }
+
+    /// A receiver that changes whenever this process commits an append.
+    pub fn head_watch(&self) -> watch::Receiver<i64> {
+        self.inner.head.clone()
+    }
+
+    /// The snapshot of `stream` if one exists with this `schema_tag`.
+    pub async fn load_snapshot(&self, stream: &StreamId, schema_tag: &str) -> Result<Option<Snapshot>, StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.load_snapshot(stream, schema_tag).await,
+            Backend::Postgres(b) => b.load_snapshot(stream, schema_tag).await,
+        }
+    }
+
+    /// Stores a snapshot unless a newer one (higher version) is stored.
+    pub async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        schema_tag: &str,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.save_snapshot(stream, version, schema_tag, state).await,
+            Backend::Postgres(b) => b.save_snapshot(stream, version, schema_tag, state).await,
+        }
+    }
+
+    /// Stops accepting appends, commits everything already queued, and waits
+    /// for the writer to finish. Later appends fail with `Closed`.
+    pub async fn shutdown(&self) {
+        self.inner.writer.shutdown().await;
+    }
+}
+
+impl Backend {
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Backend::Sqlite(b) => b.migrate().await,
+            Backend::Postgres(b) => b.migrate().await,
+        }
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        match self {
+            Backend::Sqlite(b) => b.head_position().await,
+            Backend::Postgres(b) => b.head_position().await,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, the log's one time format.
+pub fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One request as the writer sees it, with the stream's head to check it
+/// against; shared by both backends' batch writers.
+pub(crate) struct PendingAppend {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+/// The outcome of validating one request inside a batch, before writing.
+pub(crate) enum Planned {
+    /// Write these rows; the answer is known once the batch commits.
+    Write {
+        rows: Vec<PlannedRow>,
+    },
+    /// Every event id was already stored in this stream: answer from the log.
+    AlreadyStored(AppendOutcome),
+    Rejected(StoreError),
+}
+
+/// A row to insert, with its version and hash already computed.
+pub(crate) struct PlannedRow {
+    pub stream_id: String,
+    pub stream_version: i64,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: String,
+    pub metadata: String,
+    pub recorded_at: i64,
+    pub hash: [u8; 32],
+}
+
+/// The state of a stream as seen by the writer mid-batch.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamHead {
+    pub version: u64,
+    pub last_hash: [u8; 32],
+}
+
+impl StreamHead {
+    pub fn empty() -> Self {
+        Self { version: 0, last_hash: [0; 32] }
+    }
+}
+
+/// Where an already-stored event id sits in the log.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredId {
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub global_position: i64,
+}
+
+/// Checks one request against its stream's head (updated by earlier requests
+/// of the same batch) and the ids already stored; plans its rows.
+pub(crate) fn plan_append(
+    request: &PendingAppend,
+    head: &mut StreamHead,
+    stored: &std::collections::HashMap<Uuid, StoredId>,
+    recorded_at: i64,
+) -> Planned {
+    let already: Vec<&StoredId> = request.events.iter().filter_map(|e| stored.get(&e.event_id)).collect();
+    if !already.is_empty() {
+        let same_stream = already.iter().all(|s| s.stream_id == request.stream.as_str());
+        if already.len() == request.events.len() && same_stream {
+            let last = already.iter().max_by_key(|s| s.stream_version).expect("non-empty");
+            return Planned::AlreadyStored(AppendOutcome {
+                next_version: last.stream_version,
+                last_position: last.global_position,
+                already_stored: true,
+            });
+        }
+        return Planned::Rejected(StoreError::PartialDuplicate { stream_id: request.stream.to_string() });
+    }
+    let matches = match request.expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => head.version == 0,
+        ExpectedVersion::Exact(v) => head.version == v,
+    };
+    if !matches {
+        return Planned::Rejected(StoreError::Conflict {
+            stream_id: request.stream.to_string(),
+            expected: request.expected,
+            actual: head.version,
+        });
+    }
+    let mut rows = Vec::with_capacity(request.events.len());
+    for event in &request.events {
+        let metadata = serde_json::to_string(&event.metadata).expect("metadata serialises");
+        let version = head.version + 1;
+        let hash = hash::chain(
+            &head.last_hash,
+            hash::Fields {
+                stream_id: request.stream.as_str(),
+                stream_version: version,
+                event_id: &event.event_id,
+                event_type: &event.event_type,
+                event_version: &event.event_version,
+                payload: &event.payload,
+                metadata: &metadata,
+                recorded_at,
+            },
+        );
+        rows.push(PlannedRow {
+            stream_id: request.stream.to_string(),
+            stream_version: version as i64,
+            event_id: event.event_id,
+            event_type: event.event_type.clone(),
+            event_version: event.event_version.clone(),
+            payload: event.payload.clone(),
+            metadata,
+            recorded_at,
+            hash,
+        });
+        head.version = version;
+        head.last_hash = hash;
+    }
+    Planned::Write { rows }
+}
+
+/// Decodes the `metadata` column; a malformed value reads as empty metadata
+/// rather than failing a whole read (`replay verify` reports it).
+pub(crate) fn parse_metadata(raw: &str) -> Metadata {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+pub(crate) fn hash_from_bytes(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if bytes.len() == 32 {
+        out.copy_from_slice(bytes);
+    }
+    out
+}
+
+/// A whole batch checked against the heads and stored ids read in its
+/// transaction: what to insert, which heads move, what each request is told.
+pub(crate) struct BatchPlan {
+    pub planned: Vec<Planned>,
+    /// Heads of the streams this batch writes, after the batch.
+    pub new_heads: std::collections::BTreeMap<String, StreamHead>,
+}
+
+impl BatchPlan {
+    pub fn new(
+        appends: &[PendingAppend],
+        mut heads: std::collections::HashMap<String, StreamHead>,
+        stored: &std::collections::HashMap<Uuid, StoredId>,
+        recorded_at: i64,
+    ) -> Self {
+        let mut new_heads = std::collections::BTreeMap::new();
+        let planned = appends
+            .iter()
+            .map(|request| {
+                let head = heads.entry(request.stream.to_string()).or_insert_with(StreamHead::empty);
+                let plan = plan_append(request, head, stored, recorded_at);
+                if matches!(plan, Planned::Write { .. }) {
+                    new_heads.insert(request.stream.to_string(), head.clone());
+                }
+                plan
+            })
+            .collect();
+        Self { planned, new_heads }
+    }
+
+    pub fn rows(&self) -> impl Iterator<Item = &PlannedRow> {
+        self.planned.iter().flat_map(|p| match p {
+            Planned::Write { rows } => rows.as_slice(),
+            _ => &[],
+        })
+    }
+
+    /// Each request's answer, given the positions the insert assigned.
+    pub fn answers(self, positions: &std::collections::HashMap<Uuid, i64>) -> Vec<Result<AppendOutcome, StoreError>> {
+        self.planned
+            .into_iter()
+            .map(|plan| match plan {
+                Planned::Write { rows } => {
+                    let last = rows.last().expect("an append has events");
+                    let last_position =
+                        rows.iter().filter_map(|r| positions.get(&r.event_id)).copied().max().unwrap_or(0);
+                    Ok(AppendOutcome { next_version: last.stream_version as u64, last_position, already_stored: false })
+                }
+                Planned::AlreadyStored(outcome) => Ok(outcome),
+                Planned::Rejected(error) => Err(error),
+            })
+            .collect()
+    }
+}
+
+/// Distinct stream ids and all event ids of a batch, for the head and
+/// idempotency look-ups.
+pub(crate) fn batch_keys(appends: &[PendingAppend]) -> (Vec<String>, Vec<Uuid>) {
+    let mut streams: Vec<String> = appends.iter().map(|a| a.stream.to_string()).collect();
+    streams.sort();
+    streams.dedup();
+    let ids = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
+    (streams, ids)
+}

@@ -1,0 +1,295 @@
+//! The event log on SQLite: the embedded default.
+//!
+//! WAL mode with `synchronous = FULL`, so a commit is on disk before an append
+//! is acknowledged (it survives `kill -9` and power loss). One dedicated
+//! connection writes (SQLite has one writer anyway, and `BEGIN IMMEDIATE`
+//! takes the write lock up front instead of failing on upgrade); a pool of
+//! readers serves loads, subscriptions and HTTP reads concurrently.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::{
+    AppendOutcome, BatchPlan, PendingAppend, PlannedRow, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
+    StreamId, batch_keys, hash_from_bytes, now_millis, parse_metadata,
+};
+
+/// Rows per multi-row INSERT, largest first. Fixed sizes keep the set of
+/// distinct statements small, so every one stays in the prepared cache.
+const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+/// Ids per `IN (…)` look-up; far below SQLite's 32,766 bind limit.
+const LOOKUP_CHUNK: usize = 500;
+/// How long a connection waits for another process's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
+     event_version, payload, metadata, recorded_at, hash";
+
+#[derive(Clone)]
+pub struct SqliteBackend {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteBackend {
+    pub async fn connect(url: &str, max_readers: u32) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options.clone())
+            .await?;
+        let readers = SqlitePoolOptions::new().max_connections(max_readers.max(1)).connect_with(options).await?;
+        Ok(Self { writer, readers })
+    }
+
+    /// The pool for queries outside the append path (projections, timers).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn write_batch(
+        &self,
+        appends: &[PendingAppend],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let (streams, ids) = batch_keys(appends);
+        let heads = read_heads(&mut tx, &streams).await?;
+        let stored = read_stored_ids(&mut tx, &ids).await?;
+        let plan = BatchPlan::new(appends, heads, &stored, now_millis());
+
+        let rows: Vec<&PlannedRow> = plan.rows().collect();
+        let mut positions = HashMap::with_capacity(rows.len());
+        let mut rest = rows.as_slice();
+        while !rest.is_empty() {
+            let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
+            let (chunk, tail) = rest.split_at(size);
+            insert_events(&mut tx, chunk, &mut positions).await?;
+            rest = tail;
+        }
+        for (stream_id, head) in &plan.new_heads {
+            sqlx::query(
+                "insert into streams (stream_id, version, last_hash) values ($1, $2, $3) \
+                 on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
+            )
+            .bind(stream_id)
+            .bind(head.version as i64)
+            .bind(&head.last_hash[..])
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(plan.answers(&positions))
+    }
+
+    pub async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql = format!(
+            "select {EVENT_COLUMNS} from events where stream_id = $1 and stream_version >= $2 \
+             order by stream_version limit $3"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(stream.as_str())
+            .bind(from_version as i64)
+            .bind(limit as i64)
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
+        let sql =
+            format!("select {EVENT_COLUMNS} from events where global_position > $1 order by global_position limit $2");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(after).bind(limit as i64).fetch_all(&self.readers).await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar("select version from streams where stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(version.unwrap_or(0) as u64)
+    }
+
+    pub async fn head_position(&self) -> Result<i64, StoreError> {
+        let head: Option<i64> =
+            sqlx::query_scalar("select max(global_position) from events").fetch_one(&self.readers).await?;
+        Ok(head.unwrap_or(0))
+    }
+
+    pub async fn load_snapshot(&self, stream: &StreamId, schema_tag: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query("select version, state from snapshots where stream_id = $1 and schema_tag = $2")
+            .bind(stream.as_str())
+            .bind(schema_tag)
+            .fetch_optional(&self.readers)
+            .await?;
+        Ok(row.map(|r| Snapshot { version: r.get::<i64, _>(0) as u64, state: r.get(1) }))
+    }
+
+    pub async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        version: u64,
+        schema_tag: &str,
+        state: &[u8],
+    ) -> Result<(), StoreError> {
+        sqlx::query(SAVE_SNAPSHOT)
+            .bind(stream.as_str())
+            .bind(version as i64)
+            .bind(schema_tag)
+            .bind(state)
+            .bind(now_millis())
+            .execute(&self.readers)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Keeps the newest snapshot; a snapshot of another schema is replaced.
+pub(crate) const SAVE_SNAPSHOT: &str = "insert into snapshots (stream_id, version, schema_tag, state, taken_at) \
+     values ($1, $2, $3, $4, $5) \
+     on conflict (stream_id) do update set version = excluded.version, schema_tag = excluded.schema_tag, \
+     state = excluded.state, taken_at = excluded.taken_at \
+     where excluded.version >= snapshots.version or excluded.schema_tag <> snapshots.schema_tag";
+
+async fn read_heads(
+    tx: &mut Transaction<'_, Sqlite>,
+    streams: &[String],
+) -> Result<HashMap<String, StreamHead>, StoreError> {
+    let mut heads = HashMap::with_capacity(streams.len());
+    for chunk in streams.chunks(LOOKUP_CHUNK) {
+        let sql = format!(
+            "select stream_id, version, last_hash from streams where stream_id in ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for stream in chunk {
+            query = query.bind(stream);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let head =
+                StreamHead { version: row.get::<i64, _>(1) as u64, last_hash: hash_from_bytes(row.get::<&[u8], _>(2)) };
+            heads.insert(row.get(0), head);
+        }
+    }
+    Ok(heads)
+}
+
+async fn read_stored_ids(
+    tx: &mut Transaction<'_, Sqlite>,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StoredId>, StoreError> {
+    let mut stored = HashMap::new();
+    for chunk in ids.chunks(LOOKUP_CHUNK) {
+        let sql = format!(
+            "select event_id, stream_id, stream_version, global_position from events where event_id in ({})",
+            placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            let id: Uuid = row.get(0);
+            stored.insert(
+                id,
+                StoredId {
+                    stream_id: row.get(1),
+                    stream_version: row.get::<i64, _>(2) as u64,
+                    global_position: row.get(3),
+                },
+            );
+        }
+    }
+    Ok(stored)
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    chunk: &[&PlannedRow],
+    positions: &mut HashMap<Uuid, i64>,
+) -> Result<(), StoreError> {
+    let values = (0..chunk.len())
+        .map(|i| {
+            let b = i * 9;
+            format!(
+                "(${},${},${},${},${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6,
+                b + 7,
+                b + 8,
+                b + 9
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "insert into events (stream_id, stream_version, event_id, event_type, event_version, payload, \
+         metadata, recorded_at, hash) values {values} returning global_position, event_id"
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for row in chunk {
+        query = query
+            .bind(&row.stream_id)
+            .bind(row.stream_version)
+            .bind(row.event_id)
+            .bind(&row.event_type)
+            .bind(&row.event_version)
+            .bind(&row.payload)
+            .bind(&row.metadata)
+            .bind(row.recorded_at)
+            .bind(&row.hash[..]);
+    }
+    for returned in query.fetch_all(&mut **tx).await? {
+        positions.insert(returned.get(1), returned.get(0));
+    }
+    Ok(())
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+}
+
+fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
+    Ok(RecordedEvent {
+        global_position: row.try_get(0)?,
+        stream_id: StreamId::parse(row.try_get::<String, _>(1)?)?,
+        stream_version: row.try_get::<i64, _>(2)? as u64,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        event_version: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        metadata: parse_metadata(row.try_get::<&str, _>(7)?),
+        recorded_at: row.try_get(8)?,
+        hash: hash_from_bytes(row.try_get::<&[u8], _>(9)?),
+    })
+}

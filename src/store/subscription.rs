@@ -1,0 +1,237 @@
+//! Catch-up subscriptions: read the log from a stored checkpoint, then tail it.
+//!
+//! A subscriber reads batches in global order, does its work inside a
+//! [`DbTx`], and commits its new checkpoint **in that same transaction**
+//! ([`CatchUp::commit`]). Either both the work and the checkpoint are stored
+//! or neither is, so after a crash the subscriber resumes exactly after the
+//! last batch it finished: every event is handled exactly once.
+//!
+//! Waiting for new events is a hint, not a guarantee: the store's head watch
+//! wakes subscribers when this process commits, and a poll interval catches
+//! appends by other processes (other nodes on PostgreSQL, the CLI on SQLite).
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Postgres, Sqlite, Transaction};
+use tokio::sync::watch;
+
+use super::{Backend, EventStore, RecordedEvent, StoreError, now_millis};
+
+/// How often a waiting subscriber looks for appends made by other processes.
+const POLL_EVERY: Duration = Duration::from_millis(250);
+/// Events per read: large enough to amortise a transaction per batch.
+pub const DEFAULT_BATCH: usize = 1_000;
+
+/// A transaction on whichever database the store runs on, for subscribers'
+/// writes. SQL is written once with `$n` placeholders, which both accept.
+pub enum DbTx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// A bind value for [`DbTx`] statements.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SqlValue {
+    Null,
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl From<i64> for SqlValue {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<f64> for SqlValue {
+    fn from(v: f64) -> Self {
+        Self::Float(v)
+    }
+}
+impl From<&str> for SqlValue {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+impl From<String> for SqlValue {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(v: Option<T>) -> Self {
+        v.map_or(Self::Null, Into::into)
+    }
+}
+
+macro_rules! bind_all {
+    ($query:expr, $args:expr) => {{
+        let mut query = $query;
+        for arg in $args {
+            query = match arg {
+                SqlValue::Null => query.bind(None::<i64>),
+                SqlValue::Int(v) => query.bind(*v),
+                SqlValue::Float(v) => query.bind(*v),
+                SqlValue::Text(v) => query.bind(v.as_str()),
+                SqlValue::Bytes(v) => query.bind(v.as_slice()),
+            };
+        }
+        query
+    }};
+}
+
+impl DbTx {
+    /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so it waits for
+    /// the write lock instead of failing when it first writes).
+    pub async fn begin(store: &EventStore) -> Result<Self, StoreError> {
+        Ok(match store.backend() {
+            Backend::Sqlite(b) => Self::Sqlite(b.pool().begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres(b) => Self::Postgres(b.pool().begin().await?),
+        })
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub async fn execute(&mut self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => {
+                bind_all!(sqlx::query(AssertSqlSafe(sql)), args).execute(&mut **tx).await?.rows_affected()
+            }
+            Self::Postgres(tx) => {
+                bind_all!(sqlx::query(AssertSqlSafe(sql)), args).execute(&mut **tx).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs a query that yields at most one integer (e.g. a count).
+    pub async fn query_i64(&mut self, sql: &str, args: &[SqlValue]) -> Result<Option<i64>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => bind_all!(sqlx::query_scalar::<_, Option<i64>>(AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+            Self::Postgres(tx) => bind_all!(sqlx::query_scalar::<_, Option<i64>>(AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+        })
+    }
+
+    /// Runs a query that yields at most one text value (e.g. a JSON document).
+    pub async fn query_text(&mut self, sql: &str, args: &[SqlValue]) -> Result<Option<String>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => bind_all!(sqlx::query_scalar::<_, Option<String>>(AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+            Self::Postgres(tx) => bind_all!(sqlx::query_scalar::<_, Option<String>>(AssertSqlSafe(sql)), args)
+                .fetch_optional(&mut **tx)
+                .await?
+                .flatten(),
+        })
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Reads a subscriber's stored checkpoint (0 when it never ran).
+pub async fn load_checkpoint(store: &EventStore, subscriber: &str) -> Result<i64, StoreError> {
+    let sql = "select position from checkpoints where subscriber = $1";
+    let position: Option<i64> = match store.backend() {
+        Backend::Sqlite(b) => sqlx::query_scalar(sql).bind(subscriber).fetch_optional(b.pool()).await?,
+        Backend::Postgres(b) => sqlx::query_scalar(sql).bind(subscriber).fetch_optional(b.pool()).await?,
+    };
+    Ok(position.unwrap_or(0))
+}
+
+/// Writes a subscriber's checkpoint inside `tx`.
+pub async fn save_checkpoint(tx: &mut DbTx, subscriber: &str, position: i64) -> Result<(), StoreError> {
+    tx.execute(
+        "insert into checkpoints (subscriber, position, updated_at) values ($1, $2, $3) \
+         on conflict (subscriber) do update set position = excluded.position, updated_at = excluded.updated_at",
+        &[subscriber.into(), position.into(), now_millis().into()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A catch-up subscription over the whole log.
+pub struct CatchUp {
+    store: EventStore,
+    subscriber: String,
+    position: i64,
+    head: watch::Receiver<i64>,
+    batch: usize,
+}
+
+impl CatchUp {
+    /// Resumes `subscriber` from its stored checkpoint.
+    pub async fn resume(store: &EventStore, subscriber: &str) -> Result<Self, StoreError> {
+        let position = load_checkpoint(store, subscriber).await?;
+        Ok(Self::from_position(store, subscriber, position))
+    }
+
+    /// Starts `subscriber` after `position`, ignoring any stored checkpoint.
+    pub fn from_position(store: &EventStore, subscriber: &str, position: i64) -> Self {
+        Self {
+            store: store.clone(),
+            subscriber: subscriber.to_owned(),
+            position,
+            head: store.head_watch(),
+            batch: DEFAULT_BATCH,
+        }
+    }
+
+    pub fn with_batch_size(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    pub fn subscriber(&self) -> &str {
+        &self.subscriber
+    }
+
+    /// The position of the last event handled (committed).
+    pub fn position(&self) -> i64 {
+        self.position
+    }
+
+    /// The next batch after the checkpoint, possibly empty; does not wait.
+    pub async fn poll(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.head.mark_unchanged();
+        self.store.read_all(self.position, self.batch).await
+    }
+
+    /// The next non-empty batch after the checkpoint, waiting for appends.
+    pub async fn next_batch(&mut self) -> Result<Vec<RecordedEvent>, StoreError> {
+        loop {
+            let events = self.poll().await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            tokio::select! {
+                changed = self.head.changed() => {
+                    if changed.is_err() {
+                        // The store was dropped; keep polling its database.
+                        tokio::time::sleep(POLL_EVERY).await;
+                    }
+                }
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+            }
+        }
+    }
+
+    /// Stores the checkpoint `position` in `tx`, commits `tx`, and moves on.
+    pub async fn commit(&mut self, mut tx: DbTx, position: i64) -> Result<(), StoreError> {
+        save_checkpoint(&mut tx, &self.subscriber, position).await?;
+        tx.commit().await?;
+        self.position = position;
+        Ok(())
+    }
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests of the HTTP and WebSocket API: the real service on a
+//! random port with a fresh database, driven by real HTTP and WebSocket
+//! clients.
+
+mod helpers;
+mod rooms;

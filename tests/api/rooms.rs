@@ -1,0 +1,308 @@
+//! Event rooms over HTTP and WebSocket.
+
+use std::time::Duration;
+
+use eventuall::auth::Role;
+use eventuall::store::StreamId;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_new_socket_gets_a_snapshot_showing_itself_online() {
+    let app = spawn_app().await;
+    let (_socket, snapshot) = app.join("launch", &token("alice", Role::Participant, None)).await;
+    assert_eq!(snapshot["eventId"], "launch");
+    assert!(snapshot["version"].as_u64().unwrap() >= 1);
+    let alice = presence_of(&snapshot, "alice").expect("alice listed");
+    assert_eq!(alice["status"], "online");
+    assert_eq!(alice["connections"], 1);
+    assert_eq!(alice["name"], "alice name");
+    assert_eq!(snapshot["recording"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn sockets_without_a_valid_token_are_refused_before_the_upgrade() {
+    let app = spawn_app().await;
+    let cases = [
+        ("/parties/event/launch".to_owned(), 401),
+        ("/parties/event/launch?token=garbage".to_owned(), 401),
+        (format!("/parties/event/launch?token={}", token("a", Role::Participant, Some(&["other"]))), 403),
+        (format!("/parties/event/bad%20id?token={}", token("a", Role::Participant, None)), 400),
+    ];
+    for (path, status) in cases {
+        let error = tokio_tungstenite::connect_async(app.ws_url(&path)).await.expect_err("refused");
+        match error {
+            tokio_tungstenite::tungstenite::Error::Http(response) => {
+                assert_eq!(response.status().as_u16(), status, "{path}");
+                let body: serde_json::Value =
+                    serde_json::from_slice(response.body().as_deref().unwrap_or(b"{}")).unwrap();
+                assert!(body["error"]["code"].is_string(), "{path}: JSON error body");
+            }
+            other => panic!("{path}: expected an HTTP refusal, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn three_tabs_are_one_user_with_three_connections_until_the_last_closes() {
+    let app = spawn_app().await;
+    let alice = token("alice", Role::Participant, None);
+    let (mut watcher, _) = app.join("tabs", &token("watcher", Role::Participant, None)).await;
+    let (tab1, _) = app.join("tabs", &alice).await;
+    let (tab2, _) = app.join("tabs", &alice).await;
+    let (mut tab3, _) = app.join("tabs", &alice).await;
+    snapshot_where(&mut watcher, |s| presence_of(s, "alice").is_some_and(|p| p["connections"] == 3)).await;
+    drop(tab1);
+    drop(tab2);
+    let two_closed =
+        snapshot_where(&mut watcher, |s| presence_of(s, "alice").is_some_and(|p| p["connections"] == 1)).await;
+    assert_eq!(presence_of(&two_closed, "alice").unwrap()["status"], "online");
+    tab3.close(None).await.unwrap();
+    let offline =
+        snapshot_where(&mut watcher, |s| presence_of(s, "alice").is_some_and(|p| p["status"] == "offline")).await;
+    assert_eq!(presence_of(&offline, "alice").unwrap()["connections"], 0, "offline users stay listed");
+}
+
+#[tokio::test]
+async fn silence_makes_a_user_away_and_a_heartbeat_brings_them_back() {
+    let app = spawn_app().await;
+    let (mut socket, _) = app.join("away", &token("alice", Role::Participant, None)).await;
+    // away-after is 400 ms and the sweep runs every 100 ms in tests.
+    snapshot_where(&mut socket, |s| presence_of(s, "alice").is_some_and(|p| p["status"] == "away")).await;
+    send_text(&mut socket, r#"{"type":"heartbeat"}"#).await;
+    snapshot_where(&mut socket, |s| presence_of(s, "alice").is_some_and(|p| p["status"] == "online")).await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_error_frames_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let (mut socket, _) = app.join("frames", &token("alice", Role::Participant, None)).await;
+    send_text(&mut socket, "not json").await;
+    assert_eq!(next_json(&mut socket).await["code"], "invalid_json");
+    send_text(&mut socket, r#"{"type":"dance"}"#).await;
+    assert_eq!(next_json(&mut socket).await["code"], "unknown_message_type");
+    send_text(&mut socket, r#"{"no":"type"}"#).await;
+    assert_eq!(next_json(&mut socket).await["code"], "invalid_request");
+    socket.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    let error = next_json(&mut socket).await;
+    assert_eq!((error["type"].as_str(), error["code"].as_str()), (Some("error"), Some("unsupported_frame")));
+    // Still open: a heartbeat is accepted and the user stays online.
+    send_text(&mut socket, r#"{"type":"heartbeat"}"#).await;
+    let snapshot = app.get("/event/frames/snapshot", Some(&token("x", Role::Participant, None))).await;
+    let snapshot: serde_json::Value = snapshot.json().await.unwrap();
+    assert_eq!(presence_of(&snapshot, "alice").unwrap()["connections"], 1);
+}
+
+#[tokio::test]
+async fn an_oversize_text_frame_closes_the_socket_with_1009() {
+    let app = spawn_app().await;
+    let (mut socket, _) = app.join("big", &token("alice", Role::Participant, None)).await;
+    send_text(&mut socket, &format!(r#"{{"type":"heartbeat","pad":"{}"}}"#, "x".repeat(2048))).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("closes in time") {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), 1009);
+                break;
+            }
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a 1009 close, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_heartbeat_is_an_appended_event() {
+    let app = spawn_app().await;
+    let (mut socket, _) = app.join("beats", &token("alice", Role::Participant, None)).await;
+    for _ in 0..25 {
+        send_text(&mut socket, r#"{"type":"heartbeat"}"#).await;
+    }
+    let stream = StreamId::parse("room-beats").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = app.state.store.read_stream(&stream, 1, 1000).await.unwrap();
+        let beats = events.iter().filter(|e| e.event_type == "HeartbeatReceived").count();
+        if beats == 25 {
+            let beat = events.iter().find(|e| e.event_type == "HeartbeatReceived").unwrap();
+            assert_eq!(beat.metadata.actor.as_deref(), Some("alice"));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "only {beats} of 25 heartbeats stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn moderators_move_users_on_and_off_stage_and_everyone_sees_it() {
+    let app = spawn_app().await;
+    let (mut socket, _) = app.join("stage", &token("alice", Role::Participant, None)).await;
+    let participant = token("alice", Role::Participant, None);
+    let refused = app.post_json("/event/stage/stage/enter", Some(&participant), &json!({"userId": "alice"})).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(refused.json::<serde_json::Value>().await.unwrap()["error"]["code"], "forbidden");
+
+    let entered = app.post_json("/event/stage/stage/enter", Some(&moderator()), &json!({"userId": "bob"})).await;
+    assert_eq!(entered.status(), 200);
+    let entered: serde_json::Value = entered.json().await.unwrap();
+    assert_eq!(entered["stage"][0]["userId"], "bob", "bob need not be connected");
+    let since = entered["stage"][0]["since"].as_i64().unwrap();
+    snapshot_where(&mut socket, |s| s["stage"][0]["userId"] == "bob").await;
+
+    let again: serde_json::Value = app
+        .post_json("/event/stage/stage/enter", Some(&moderator()), &json!({"userId": "bob"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["stage"][0]["since"].as_i64(), Some(since), "entering twice changes nothing");
+    assert_eq!(again["version"], entered["version"]);
+
+    let exited: serde_json::Value = app
+        .post_json("/event/stage/stage/exit", Some(&moderator()), &json!({"userId": "bob"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(exited["stage"], json!([]));
+    snapshot_where(&mut socket, |s| s["stage"] == json!([])).await;
+    let events = app.state.store.read_stream(&StreamId::parse("room-stage").unwrap(), 1, 100).await.unwrap();
+    let entry = events.iter().find(|e| e.event_type == "StageEntered").unwrap();
+    assert_eq!(entry.metadata.actor.as_deref(), Some("mod"));
+    assert_eq!(entry.metadata.command.as_deref(), Some("EnterStage"));
+    assert!(entry.metadata.correlation_id.is_some());
+}
+
+#[tokio::test]
+async fn http_errors_are_json_with_stable_codes() {
+    let app = spawn_app().await;
+    let reader = token("r", Role::Participant, None);
+    let cases: Vec<(reqwest::Response, u16, &str)> = vec![
+        (app.get("/event/launch/snapshot", None).await, 401, "unauthorized"),
+        (app.get("/event/launch/snapshot", Some("nope")).await, 401, "unauthorized"),
+        (app.get("/event/launch/snapshot", Some(&token("r", Role::Participant, Some(&["x"])))).await, 403, "forbidden"),
+        (app.get("/event/bad.id/snapshot", Some(&reader)).await, 400, "invalid_request"),
+        (app.get("/no/such/route", Some(&reader)).await, 404, "not_found"),
+        (
+            app.http
+                .post(app.url("/event/launch/stage/enter"))
+                .bearer_auth(moderator())
+                .header("content-type", "application/json")
+                .body("{not json")
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid_json",
+        ),
+        (
+            app.post_json("/event/launch/stage/enter", Some(&moderator()), &json!({"user": "x"})).await,
+            400,
+            "invalid_request",
+        ),
+        (
+            app.post_json("/event/launch/stage/enter", Some(&moderator()), &json!({"userId": "x".repeat(5000)})).await,
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (response, status, code) in cases {
+        assert_eq!(response.status().as_u16(), status);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code);
+        assert!(body["error"]["message"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn a_never_used_room_reads_as_empty_at_version_zero() {
+    let app = spawn_app().await;
+    let response = app.get("/event/unused/snapshot", Some(&token("r", Role::Participant, None))).await;
+    assert_eq!(response.status(), 200);
+    let snapshot: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        snapshot,
+        json!({"type": "snapshot", "eventId": "unused", "version": 0, "presence": [], "stage": [], "recording": null})
+    );
+}
+
+#[tokio::test]
+async fn an_evicted_room_is_rebuilt_with_the_same_snapshot() {
+    let app = spawn_app().await;
+    let reader = token("r", Role::Participant, None);
+    let (mut socket, _) = app.join("evict", &token("alice", Role::Participant, None)).await;
+    app.post_json("/event/evict/stage/enter", Some(&moderator()), &json!({"userId": "alice"})).await;
+    socket.close(None).await.unwrap();
+    let before = loop {
+        let s: serde_json::Value = app.get("/event/evict/snapshot", Some(&reader)).await.json().await.unwrap();
+        if presence_of(&s, "alice").is_some_and(|p| p["status"] == "offline") {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // evict-after is 300 ms in tests.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while app.state.rooms.is_live("evict") {
+        assert!(tokio::time::Instant::now() < deadline, "room was not evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after: serde_json::Value = app.get("/event/evict/snapshot", Some(&reader)).await.json().await.unwrap();
+    assert_eq!(after, before);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_room_and_closes_sockets_it_lost() {
+    let app = spawn_app().await;
+    let reader = token("r", Role::Participant, None);
+    app.post_json("/event/restart/stage/enter", Some(&moderator()), &json!({"userId": "carol"})).await;
+    let (_socket, _) = app.join("restart", &token("alice", Role::Participant, None)).await;
+    let db = app.stop().await;
+
+    let app = spawn_app_on(db, &[]).await;
+    let after: serde_json::Value = app.get("/event/restart/snapshot", Some(&reader)).await.json().await.unwrap();
+    assert_eq!(after["stage"][0]["userId"], "carol");
+    let alice = presence_of(&after, "alice").expect("alice still listed");
+    assert_eq!((alice["status"].as_str(), alice["connections"].as_u64()), (Some("offline"), Some(0)));
+    let events = app.state.store.read_stream(&StreamId::parse("room-restart").unwrap(), 1, 100).await.unwrap();
+    let lost =
+        events.iter().find(|e| e.event_type == "ConnectionClosed").expect("the lost socket is closed in the log");
+    assert!(lost.payload.contains("\"lost\""));
+}
+
+#[tokio::test]
+async fn a_short_lived_token_keeps_the_claims() {
+    let app = spawn_app().await;
+    let long = token("alice", Role::Moderator, Some(&["e1"]));
+    let response = app.http.post(app.url("/auth/token")).bearer_auth(&long).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let short = body["token"].as_str().unwrap();
+    let caller = eventuall::auth::Authenticator::new(SECRET).verify(short).unwrap();
+    assert_eq!(caller.claims.sub, "alice");
+    assert_eq!(caller.claims.role, Role::Moderator);
+    assert_eq!(caller.claims.events, Some(vec!["e1".to_owned()]));
+    let expires_at = body["expiresAt"].as_i64().unwrap();
+    let in_five_minutes = eventuall::store::now_millis() + 300_000;
+    assert!((expires_at - in_five_minutes).abs() < 5_000);
+    let refused = app.http.post(app.url("/auth/token")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
+async fn cors_preflight_allows_configured_origins_only() {
+    let app = spawn_app().await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/event/launch/snapshot"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.unwrap();
+    assert_eq!(allowed.headers().get("access-control-allow-origin").unwrap(), "https://app.example.com");
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}

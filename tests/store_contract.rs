@@ -1,0 +1,384 @@
+//! The event log's contract, run against SQLite and PostgreSQL alike.
+//!
+//! Every behaviour is one async function taking a fresh [`TestDb`]; the
+//! `contract!` macro turns each into a `sqlite_…` and a `postgres_…` test.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::TestDb;
+use eventuall::store::subscription::SqlValue;
+use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, hash};
+use uuid::Uuid;
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+    };
+}
+
+contract!(
+    appends_are_read_back_in_order,
+    expected_version_mismatches_are_conflicts,
+    concurrent_appends_to_one_stream_lose_and_duplicate_nothing,
+    resending_stored_events_succeeds_once,
+    read_all_returns_everything_after_a_position,
+    subscriptions_deliver_exactly_once_across_a_restart,
+    concurrent_writers_never_make_a_subscriber_skip_an_event,
+    snapshots_are_invalidated_by_a_new_schema_tag,
+    each_stream_is_hash_chained,
+    the_cqrs_es_framework_runs_on_the_log,
+    pending_appends_are_committed_on_shutdown,
+);
+
+fn stream(name: &str) -> StreamId {
+    StreamId::parse(format!("test-{name}")).unwrap()
+}
+
+fn event(n: usize) -> NewEvent {
+    NewEvent::new("Happened", "1", format!("{{\"n\":{n}}}"), Metadata::by("tester").command("Do"))
+}
+
+fn events(range: std::ops::Range<usize>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
+
+async fn appends_are_read_back_in_order(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("a");
+    let first = store.append(&s, ExpectedVersion::NoStream, events(0..3)).await.unwrap();
+    assert_eq!(first.next_version, 3);
+    let second = store.append(&s, ExpectedVersion::Exact(3), events(3..5)).await.unwrap();
+    assert_eq!(second.next_version, 5);
+    assert!(second.last_position > first.last_position);
+
+    let read = store.read_stream(&s, 1, 100).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.stream_version).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+    assert_eq!(read[4].payload, "{\"n\":4}");
+    assert_eq!(read[0].metadata, Metadata::by("tester").command("Do"));
+    assert_eq!(read[0].event_type, "Happened");
+    assert!(read.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    assert_eq!(store.read_stream(&s, 4, 100).await.unwrap().len(), 2);
+    assert_eq!(store.stream_version(&s).await.unwrap(), 5);
+    assert_eq!(store.stream_version(&stream("never")).await.unwrap(), 0);
+}
+
+async fn expected_version_mismatches_are_conflicts(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("b");
+    store.append(&s, ExpectedVersion::NoStream, events(0..2)).await.unwrap();
+    let no_stream = store.append(&s, ExpectedVersion::NoStream, events(2..3)).await.unwrap_err();
+    assert!(matches!(no_stream, StoreError::Conflict { actual: 2, .. }), "{no_stream:?}");
+    let stale = store.append(&s, ExpectedVersion::Exact(1), events(2..3)).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict { actual: 2, .. }), "{stale:?}");
+    let ahead = store.append(&s, ExpectedVersion::Exact(7), events(2..3)).await.unwrap_err();
+    assert!(ahead.is_conflict());
+    store.append(&s, ExpectedVersion::Any, events(2..3)).await.unwrap();
+    assert_eq!(store.stream_version(&s).await.unwrap(), 3, "rejected appends wrote nothing");
+}
+
+async fn concurrent_appends_to_one_stream_lose_and_duplicate_nothing(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("race");
+    let writers = 16;
+    let per_writer = 10;
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for i in 0..per_writer {
+                loop {
+                    let version = store.stream_version(&s).await.unwrap();
+                    match store.append(&s, ExpectedVersion::Exact(version), vec![event(w * 1000 + i)]).await {
+                        Ok(_) => break,
+                        Err(e) if e.is_conflict() => conflicts += 1,
+                        Err(e) => panic!("unexpected {e}"),
+                    }
+                }
+            }
+            conflicts
+        }));
+    }
+    let mut conflicts = 0;
+    for t in tasks {
+        conflicts += t.await.unwrap();
+    }
+    let all = store.read_stream(&s, 1, 10_000).await.unwrap();
+    assert_eq!(all.len(), writers * per_writer);
+    assert_eq!(
+        all.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
+        (1..=(writers * per_writer) as u64).collect::<Vec<_>>()
+    );
+    let payloads: HashSet<&str> = all.iter().map(|e| e.payload.as_str()).collect();
+    assert_eq!(payloads.len(), writers * per_writer, "no event written twice");
+    assert!(conflicts > 0, "16 racing writers must have met a conflict");
+}
+
+async fn resending_stored_events_succeeds_once(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("idem");
+    let batch = events(0..3);
+    let first = store.append(&s, ExpectedVersion::NoStream, batch.clone()).await.unwrap();
+    // The same append again (e.g. the client never saw the answer).
+    let retry = store.append(&s, ExpectedVersion::NoStream, batch.clone()).await.unwrap();
+    assert!(retry.already_stored);
+    assert_eq!((retry.next_version, retry.last_position), (first.next_version, first.last_position));
+    assert_eq!(store.read_stream(&s, 1, 100).await.unwrap().len(), 3);
+    // Some stored, some new: not a retry.
+    let mixed = vec![batch[2].clone(), event(9)];
+    let error = store.append(&s, ExpectedVersion::Any, mixed).await.unwrap_err();
+    assert!(matches!(error, StoreError::PartialDuplicate { .. }), "{error:?}");
+    // A stored id in another stream is not a retry either.
+    let error = store.append(&stream("other"), ExpectedVersion::Any, vec![batch[0].clone()]).await.unwrap_err();
+    assert!(matches!(error, StoreError::PartialDuplicate { .. }), "{error:?}");
+}
+
+async fn read_all_returns_everything_after_a_position(db: &TestDb) {
+    let store = db.open().await;
+    for i in 0..5 {
+        store.append(&stream(&format!("r{i}")), ExpectedVersion::NoStream, events(0..2)).await.unwrap();
+    }
+    let all = store.read_all(0, 100).await.unwrap();
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    let after = all[3].global_position;
+    let rest = store.read_all(after, 100).await.unwrap();
+    assert_eq!(rest.len(), 6);
+    assert_eq!(rest[0].global_position, all[4].global_position);
+    assert_eq!(store.read_all(after, 2).await.unwrap().len(), 2, "limit is honoured");
+    assert_eq!(store.head_position().await.unwrap(), all[9].global_position);
+}
+
+/// A subscriber that records each event id in a table whose primary key
+/// refuses duplicates, committing its checkpoint in the same transaction.
+async fn handle_batch(store: &EventStore, sub: &mut CatchUp, commit: bool) -> usize {
+    let batch = sub.poll().await.unwrap();
+    let mut tx = DbTx::begin(store).await.unwrap();
+    for e in &batch {
+        tx.execute("insert into seen (event_id) values ($1)", &[SqlValue::Text(e.event_id.to_string())]).await.unwrap();
+    }
+    let last = batch.last().map_or(sub.position(), |e| e.global_position);
+    if commit {
+        sub.commit(tx, last).await.unwrap();
+    }
+    // Without commit the transaction is dropped: rolled back, as in a crash.
+    batch.len()
+}
+
+async fn subscriptions_deliver_exactly_once_across_a_restart(db: &TestDb) {
+    let store = db.open().await;
+    let mut setup = DbTx::begin(&store).await.unwrap();
+    setup.execute("create table seen (event_id text primary key)", &[]).await.unwrap();
+    setup.commit().await.unwrap();
+    for i in 0..10 {
+        store.append(&stream(&format!("s{i}")), ExpectedVersion::Any, events(0..5)).await.unwrap();
+    }
+    let mut sub = CatchUp::resume(&store, "counter").await.unwrap().with_batch_size(7);
+    assert_eq!(handle_batch(&store, &mut sub, true).await, 7);
+    assert_eq!(handle_batch(&store, &mut sub, true).await, 7);
+    // Crash in the middle of the third batch.
+    assert_eq!(handle_batch(&store, &mut sub, false).await, 7);
+    drop(sub);
+
+    let mut resumed = CatchUp::resume(&store, "counter").await.unwrap().with_batch_size(7);
+    let mut handled = 14;
+    loop {
+        let n = handle_batch(&store, &mut resumed, true).await;
+        if n == 0 {
+            break;
+        }
+        handled += n;
+    }
+    assert_eq!(handled, 50);
+    let mut check = DbTx::begin(&store).await.unwrap();
+    let seen = check.query_i64("select count(*) from seen", &[]).await.unwrap();
+    assert_eq!(seen, Some(50), "every event handled exactly once");
+    check.commit().await.unwrap();
+
+    // Events appended later are delivered to the waiting subscriber.
+    let waiter = tokio::spawn(async move { resumed.next_batch().await.unwrap().len() });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    store.append(&stream("late"), ExpectedVersion::Any, events(0..1)).await.unwrap();
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), waiter).await.unwrap().unwrap(), 1);
+}
+
+async fn concurrent_writers_never_make_a_subscriber_skip_an_event(db: &TestDb) {
+    // Several stores = several writer tasks with their own connections, as
+    // several nodes would be; many tasks append through each.
+    let nodes = 4;
+    let tasks_per_node = 8;
+    let appends_per_task = 40;
+    let mut stores = Vec::new();
+    for _ in 0..nodes {
+        stores.push(db.open().await);
+    }
+    let reader = stores[0].clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let subscriber = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut sub = CatchUp::from_position(&reader, "gap-test", 0).with_batch_size(50);
+            let mut seen: Vec<(i64, Uuid)> = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let batch = sub.poll().await.unwrap();
+                if batch.is_empty() {
+                    if done.load(std::sync::atomic::Ordering::SeqCst) {
+                        // One more look after the writers finished.
+                        let tail = sub.poll().await.unwrap();
+                        if tail.is_empty() {
+                            return seen;
+                        }
+                        continue;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "subscriber timed out");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                for e in &batch {
+                    seen.push((e.global_position, e.event_id));
+                }
+                // Advance the in-memory position without a database write.
+                let last = batch.last().unwrap().global_position;
+                sub = CatchUp::from_position(&reader, "gap-test", last).with_batch_size(50);
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    let mut written = Vec::new();
+    for (n, store) in stores.iter().enumerate() {
+        for t in 0..tasks_per_node {
+            let store = store.clone();
+            writers.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..appends_per_task {
+                    let e = event(i);
+                    ids.push(e.event_id);
+                    store.append(&stream(&format!("n{n}t{t}")), ExpectedVersion::Any, vec![e]).await.unwrap();
+                }
+                ids
+            }));
+        }
+    }
+    for w in writers {
+        written.extend(w.await.unwrap());
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = subscriber.await.unwrap();
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "positions strictly increase");
+    let seen_ids: HashSet<Uuid> = seen.iter().map(|(_, id)| *id).collect();
+    assert_eq!(seen.len(), seen_ids.len(), "no event delivered twice");
+    let written: HashSet<Uuid> = written.into_iter().collect();
+    assert_eq!(written.len(), nodes * tasks_per_node * appends_per_task);
+    assert_eq!(seen_ids, written, "the live subscriber saw every event");
+}
+
+async fn snapshots_are_invalidated_by_a_new_schema_tag(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("snap");
+    assert_eq!(store.load_snapshot(&s, "v1").await.unwrap(), None);
+    store.save_snapshot(&s, 5, "v1", b"five").await.unwrap();
+    let snap = store.load_snapshot(&s, "v1").await.unwrap().unwrap();
+    assert_eq!((snap.version, snap.state.as_slice()), (5, b"five".as_slice()));
+    assert_eq!(store.load_snapshot(&s, "v2").await.unwrap(), None, "another schema reads as none");
+    store.save_snapshot(&s, 3, "v1", b"three").await.unwrap();
+    assert_eq!(
+        store.load_snapshot(&s, "v1").await.unwrap().unwrap().version,
+        5,
+        "an older snapshot never replaces a newer one"
+    );
+    store.save_snapshot(&s, 2, "v2", b"two").await.unwrap();
+    assert_eq!(store.load_snapshot(&s, "v2").await.unwrap().unwrap().version, 2, "a new schema replaces the old one");
+}
+
+async fn each_stream_is_hash_chained(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("chain");
+    store.append(&s, ExpectedVersion::NoStream, events(0..3)).await.unwrap();
+    store.append(&s, ExpectedVersion::Exact(3), events(3..4)).await.unwrap();
+    let read = store.read_stream(&s, 1, 10).await.unwrap();
+    let mut previous = [0u8; 32];
+    for e in &read {
+        let metadata = serde_json::to_string(&e.metadata).unwrap();
+        let expected = hash::chain(
+            &previous,
+            hash::Fields {
+                stream_id: e.stream_id.as_str(),
+                stream_version: e.stream_version,
+                event_id: &e.event_id,
+                event_type: &e.event_type,
+                event_version: &e.event_version,
+                payload: &e.payload,
+                metadata: &metadata,
+                recorded_at: e.recorded_at,
+            },
+        );
+        assert_eq!(e.hash, expected, "event {} chains to its predecessor", e.stream_version);
+        previous = e.hash;
+    }
+}
+
+async fn the_cqrs_es_framework_runs_on_the_log(db: &TestDb) {
+    use cqrs_es::CqrsFramework;
+    use cqrs_es::persist::PersistedEventStore;
+    use eventuall_domain::room::{ConnectionKind, EventRoom, RoomCommand};
+
+    let store = db.open().await;
+    let event_store = PersistedEventStore::<EventStore, EventRoom>::new_snapshot_store(store.clone(), 2);
+    let cqrs = CqrsFramework::new(event_store, vec![], ());
+    for (i, user) in ["alice", "bob", "carol"].iter().enumerate() {
+        let command = RoomCommand::Connect {
+            connection_id: format!("c{i}"),
+            client_id: None,
+            user_id: (*user).into(),
+            name: (*user).into(),
+            kind: ConnectionKind::WebSocket,
+            at: i as i64,
+        };
+        let metadata = HashMap::from([("actor".to_owned(), (*user).to_owned())]);
+        cqrs.execute_with_metadata("launch", command, metadata).await.unwrap();
+    }
+    let stored = store.read_stream(&StreamId::parse("room-launch").unwrap(), 1, 10).await.unwrap();
+    assert_eq!(stored.len(), 3);
+    assert_eq!(stored[2].metadata.actor.as_deref(), Some("carol"));
+    assert!(store.load_snapshot(&StreamId::parse("room-launch").unwrap(), "cqrs-es").await.unwrap().is_some());
+}
+
+async fn pending_appends_are_committed_on_shutdown(db: &TestDb) {
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.append(&stream(&format!("sd{i}")), ExpectedVersion::Any, events(0..2)).await
+        }));
+    }
+    tokio::task::yield_now().await;
+    store.shutdown().await;
+    let acknowledged = futures::future::join_all(tasks).await.into_iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+    let after = store.append(&stream("late"), ExpectedVersion::Any, events(0..1)).await;
+    assert!(matches!(after, Err(StoreError::Closed)));
+    let reopened = db.open().await;
+    let stored = reopened.read_all(0, 1000).await.unwrap().len();
+    assert_eq!(stored, acknowledged * 2, "every acknowledged append is stored, nothing else");
+}
