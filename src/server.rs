@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{DEV_JWT_SECRET, ServeConfig};
 use crate::http::{AppState, Limits, router};
+use crate::queues::Queues;
 use crate::rooms::Rooms;
 use crate::store::{EventStore, StoreOptions};
 use crate::timers::{Dispatch, Timers};
@@ -46,9 +47,11 @@ impl Application {
             .with_context(|| format!("opening the event store at {}", redact(&config.database.database_url)))?;
         let timers = Timers::new(store.clone(), clock.clone());
         let rooms = Rooms::new(store.clone(), timers.clone(), clock.clone(), config.presence());
+        let queues = Queues::new(store.clone(), clock.clone(), config.evict_after.into());
         let state = AppState {
             store,
             rooms,
+            queues,
             auth: Authenticator::new(&secret),
             clock,
             limits: Arc::new(Limits {

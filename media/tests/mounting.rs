@@ -45,39 +45,19 @@ async fn both_simulators_work_mounted_in_a_host_app() {
         ..EgressConfig::default()
     });
 
-    let stream = mux
-        .create_live_stream(&CreateLiveStream::default())
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&CreateLiveStream::default()).await.unwrap();
     let url = format!("mux://{}", stream.stream_key);
-    let info = egress
-        .start_web_egress("https://x/?saga=mounted", &[url], StartSignal::Immediate)
-        .await
-        .unwrap();
+    let info = egress.start_web_egress("https://x/?saga=mounted", &[url], StartSignal::Immediate).await.unwrap();
     eventually("stream active", || async {
-        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active)
-            .then_some(())
+        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active).then_some(())
     })
     .await;
     assert_eq!(
         lk::status(&egress.get_egress(&info.egress_id).await.unwrap().unwrap()),
         lk::proto::EgressStatus::EgressActive
     );
-    let health = reqwest::get(format!("{base}/health"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let health = reqwest::get(format!("{base}/health")).await.unwrap().text().await.unwrap();
     assert_eq!(health, "ok");
-    let other = reqwest::get(format!("{base}/elsewhere"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(
-        other, "host fallback",
-        "the simulators add no fallback of their own"
-    );
+    let other = reqwest::get(format!("{base}/elsewhere")).await.unwrap().text().await.unwrap();
+    assert_eq!(other, "host fallback", "the simulators add no fallback of their own");
 }

@@ -11,8 +11,7 @@ use common::{egress, eventually, mux, mux_ingest_url, sims};
 use eventuall_media::livekit::proto::{self, EgressStatus};
 use eventuall_media::livekit::{self as lk, StartSignal, StopOutcome};
 use eventuall_media::mux::{
-    AssetStatus, CreateClip, CreateLiveStream, LiveStreamStatus, MuxError, NewAssetSettings,
-    PlaybackPolicy,
+    AssetStatus, CreateClip, CreateLiveStream, LiveStreamStatus, MuxError, NewAssetSettings, PlaybackPolicy,
 };
 use eventuall_media::sim::{AssetFault, AssetKind, IngestFault, IngestPhase, Times};
 
@@ -36,39 +35,19 @@ async fn egress_status(client: &lk::Egress, id: &str) -> EgressStatus {
 async fn a_recording_flows_from_egress_to_mux_stream_to_clip() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&stream_request("saga-7"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("saga-7")).await.unwrap();
     let page = "https://app.example.com/composite?saga=7";
 
-    let started = egress
-        .start_web_egress(
-            page,
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::AwaitPage,
-        )
-        .await
-        .unwrap();
+    let started =
+        egress.start_web_egress(page, &[mux_ingest_url(&stream.stream_key)], StartSignal::AwaitPage).await.unwrap();
     assert_eq!(lk::status(&started), EgressStatus::EgressStarting);
     assert_eq!(lk::web_url(&started), Some(page));
-    let Some(proto::egress_info::Request::Web(web)) = &started.request else {
-        panic!("web request")
-    };
+    let Some(proto::egress_info::Request::Web(web)) = &started.request else { panic!("web request") };
     assert!(web.await_start_signal);
     let shown = &web.stream_outputs[0].urls[0];
-    assert!(
-        !shown.contains(&stream.stream_key),
-        "stream key redacted: {shown}"
-    );
-    assert!(
-        shown.starts_with("rtmps://global-live.mux.com:443/app/{"),
-        "{shown}"
-    );
-    assert!(
-        started.updated_at > 1_700_000_000_000_000_000,
-        "nanoseconds"
-    );
+    assert!(!shown.contains(&stream.stream_key), "stream key redacted: {shown}");
+    assert!(shown.starts_with("rtmps://global-live.mux.com:443/app/{"), "{shown}");
+    assert!(started.updated_at > 1_700_000_000_000_000_000, "nanoseconds");
 
     let live = eventually("mux stream active", || async {
         let s = mux.get_live_stream(&stream.id).await.unwrap();
@@ -78,17 +57,10 @@ async fn a_recording_flows_from_egress_to_mux_stream_to_clip() {
     let asset_id = live.active_asset_id.clone().expect("active asset");
     assert_eq!(live.recent_asset_ids, vec![asset_id.clone()]);
     assert_eq!(live.active_ingest_protocol.as_deref(), Some("rtmp"));
-    let info = egress
-        .get_egress(&started.egress_id)
-        .await
-        .unwrap()
-        .unwrap();
+    let info = egress.get_egress(&started.egress_id).await.unwrap().unwrap();
     assert_eq!(lk::status(&info), EgressStatus::EgressActive);
     assert_eq!(info.stream_results.len(), 1);
-    assert_eq!(
-        info.stream_results[0].status,
-        proto::stream_info::Status::Active as i32
-    );
+    assert_eq!(info.stream_results[0].status, proto::stream_info::Status::Active as i32);
     assert!(info.started_at > 0);
 
     let asset = mux.get_asset(&asset_id).await.unwrap();
@@ -100,27 +72,19 @@ async fn a_recording_flows_from_egress_to_mux_stream_to_clip() {
 
     // 1 ms of broadcast is 1 s of media in the fast config.
     tokio::time::sleep(Duration::from_millis(60)).await;
-    let StopOutcome::Stopping(stopping) = egress.stop_egress(&started.egress_id).await.unwrap()
-    else {
+    let StopOutcome::Stopping(stopping) = egress.stop_egress(&started.egress_id).await.unwrap() else {
         panic!("a running egress stops");
     };
     assert_eq!(lk::status(&stopping), EgressStatus::EgressEnding);
 
     let ended = eventually("egress complete", || async {
-        let e = egress
-            .get_egress(&started.egress_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let e = egress.get_egress(&started.egress_id).await.unwrap().unwrap();
         lk::is_terminal(&e).then_some(e)
     })
     .await;
     assert_eq!(lk::status(&ended), EgressStatus::EgressComplete);
     assert!(ended.ended_at >= ended.started_at);
-    assert_eq!(
-        ended.stream_results[0].status,
-        proto::stream_info::Status::Finished as i32
-    );
+    assert_eq!(ended.stream_results[0].status, proto::stream_info::Status::Finished as i32);
     assert!(ended.stream_results[0].duration > 0);
     assert!(matches!(
         egress.stop_egress(&started.egress_id).await.unwrap(),
@@ -156,36 +120,19 @@ async fn a_recording_flows_from_egress_to_mux_stream_to_clip() {
     })
     .await;
     assert_eq!(ready.duration, Some(20.5));
-    assert_eq!(
-        mux.find_asset_by_passthrough("clip:alice:saga-7")
-            .await
-            .unwrap()
-            .map(|a| a.id),
-        Some(clip.id)
-    );
+    assert_eq!(mux.find_asset_by_passthrough("clip:alice:saga-7").await.unwrap().map(|a| a.id), Some(clip.id));
 
     mux.delete_live_stream(&stream.id).await.unwrap();
-    assert!(
-        sims.handle.leftovers().is_empty(),
-        "{:?}",
-        sims.handle.leftovers()
-    );
+    assert!(sims.handle.leftovers().is_empty(), "{:?}", sims.handle.leftovers());
 }
 
 #[tokio::test]
 async fn clips_outside_the_recording_are_invalid() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&stream_request("bounds"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("bounds")).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=b",
-            &[format!("mux://{}", stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=b", &[format!("mux://{}", stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     let asset_id = eventually("asset", || async {
@@ -206,20 +153,10 @@ async fn clips_outside_the_recording_are_invalid() {
         end_time: Some(end),
         ..CreateClip::default()
     };
+    assert!(matches!(mux.create_clip(&clip(1.0, duration + 1.0)).await, Err(MuxError::InvalidParameters(_))));
+    assert!(matches!(mux.create_clip(&clip(2.0, 2.5)).await, Err(MuxError::InvalidParameters(_))));
     assert!(matches!(
-        mux.create_clip(&clip(1.0, duration + 1.0)).await,
-        Err(MuxError::InvalidParameters(_))
-    ));
-    assert!(matches!(
-        mux.create_clip(&clip(2.0, 2.5)).await,
-        Err(MuxError::InvalidParameters(_))
-    ));
-    assert!(matches!(
-        mux.create_clip(&CreateClip {
-            source_asset_id: "missing".into(),
-            ..clip(0.0, 1.0)
-        })
-        .await,
+        mux.create_clip(&CreateClip { source_asset_id: "missing".into(), ..clip(0.0, 1.0) }).await,
         Err(MuxError::InvalidParameters(_))
     ));
     assert!(mux.create_clip(&clip(0.0, duration)).await.is_ok());
@@ -229,40 +166,20 @@ async fn clips_outside_the_recording_are_invalid() {
 async fn an_unknown_or_disabled_stream_key_fails_the_egress() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let disabled = mux
-        .create_live_stream(&stream_request("off"))
-        .await
-        .unwrap();
+    let disabled = mux.create_live_stream(&stream_request("off")).await.unwrap();
     mux.disable_live_stream(&disabled.id).await.unwrap();
 
-    for url in [
-        mux_ingest_url("no-such-key"),
-        mux_ingest_url(&disabled.stream_key),
-    ] {
-        let started = egress
-            .start_web_egress("https://x/?saga=k", &[url], StartSignal::Immediate)
-            .await
-            .unwrap();
+    for url in [mux_ingest_url("no-such-key"), mux_ingest_url(&disabled.stream_key)] {
+        let started = egress.start_web_egress("https://x/?saga=k", &[url], StartSignal::Immediate).await.unwrap();
         let ended = eventually("egress failed", || async {
-            let e = egress
-                .get_egress(&started.egress_id)
-                .await
-                .unwrap()
-                .unwrap();
+            let e = egress.get_egress(&started.egress_id).await.unwrap().unwrap();
             lk::is_terminal(&e).then_some(e)
         })
         .await;
         assert_eq!(lk::status(&ended), EgressStatus::EgressFailed);
         assert_eq!(ended.error, "All streams stopped");
-        assert_eq!(
-            ended.stream_results[0].status,
-            proto::stream_info::Status::Failed as i32
-        );
-        assert!(
-            ended.stream_results[0].error.contains("refused"),
-            "{}",
-            ended.stream_results[0].error
-        );
+        assert_eq!(ended.stream_results[0].status, proto::stream_info::Status::Failed as i32);
+        assert!(ended.stream_results[0].error.contains("refused"), "{}", ended.stream_results[0].error);
     }
     assert!(sims.handle.mux.assets().is_empty());
 }
@@ -271,38 +188,23 @@ async fn an_unknown_or_disabled_stream_key_fails_the_egress() {
 async fn disabling_the_stream_mid_broadcast_fails_the_egress_and_ends_the_recording() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&stream_request("cut"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("cut")).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=cut",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=cut", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     eventually("active", || async {
-        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active)
-            .then_some(())
+        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active).then_some(())
     })
     .await;
     mux.disable_live_stream(&stream.id).await.unwrap();
     let ended = eventually("egress failed", || async {
-        let e = egress
-            .get_egress(&started.egress_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let e = egress.get_egress(&started.egress_id).await.unwrap().unwrap();
         lk::is_terminal(&e).then_some(e)
     })
     .await;
     assert_eq!(lk::status(&ended), EgressStatus::EgressFailed);
-    assert_eq!(
-        ended.stream_results[0].status,
-        proto::stream_info::Status::Failed as i32
-    );
+    assert_eq!(ended.stream_results[0].status, proto::stream_info::Status::Failed as i32);
     let snapshot = &sims.handle.mux.live_streams()[0];
     assert_eq!(snapshot.status, LiveStreamStatus::Disabled);
     assert_eq!(snapshot.phase, IngestPhase::Idle);
@@ -314,36 +216,21 @@ async fn disabling_the_stream_mid_broadcast_fails_the_egress_and_ends_the_record
 async fn complete_ends_the_recording_and_drops_the_encoder_after_the_grace_period() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&stream_request("complete"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("complete")).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=c",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=c", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     eventually("active", || async {
-        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active)
-            .then_some(())
+        (mux.get_live_stream(&stream.id).await.unwrap().status == LiveStreamStatus::Active).then_some(())
     })
     .await;
     mux.complete_live_stream(&stream.id).await.unwrap();
     let s = mux.get_live_stream(&stream.id).await.unwrap();
     assert_eq!(s.status, LiveStreamStatus::Idle, "recording ends at once");
-    assert!(
-        sims.handle.mux.live_streams()[0].encoder_connected,
-        "encoder kept for the grace period"
-    );
+    assert!(sims.handle.mux.live_streams()[0].encoder_connected, "encoder kept for the grace period");
     let ended = eventually("encoder dropped", || async {
-        let e = egress
-            .get_egress(&started.egress_id)
-            .await
-            .unwrap()
-            .unwrap();
+        let e = egress.get_egress(&started.egress_id).await.unwrap().unwrap();
         lk::is_terminal(&e).then_some(e)
     })
     .await;
@@ -357,19 +244,10 @@ async fn a_reconnect_inside_the_window_continues_the_same_asset() {
     config.mux.reconnect_window_override = Some(Duration::from_millis(800));
     let sims = common::sims_with(config).await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&stream_request("flap"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("flap")).await.unwrap();
     let url = mux_ingest_url(&stream.stream_key);
-    let first = egress
-        .start_web_egress(
-            "https://x/?saga=f",
-            std::slice::from_ref(&url),
-            StartSignal::Immediate,
-        )
-        .await
-        .unwrap();
+    let first =
+        egress.start_web_egress("https://x/?saga=f", std::slice::from_ref(&url), StartSignal::Immediate).await.unwrap();
     let asset = eventually("active", || async {
         let s = mux.get_live_stream(&stream.id).await.unwrap();
         (s.status == LiveStreamStatus::Active).then(|| s.active_asset_id.unwrap())
@@ -377,20 +255,10 @@ async fn a_reconnect_inside_the_window_continues_the_same_asset() {
     .await;
     egress.stop_egress(&first.egress_id).await.unwrap();
     let disconnected = mux.get_live_stream(&stream.id).await.unwrap();
-    assert_eq!(
-        disconnected.status,
-        LiveStreamStatus::Active,
-        "active during the reconnect window"
-    );
-    assert_eq!(
-        sims.handle.mux.live_streams()[0].phase,
-        IngestPhase::Disconnected
-    );
+    assert_eq!(disconnected.status, LiveStreamStatus::Active, "active during the reconnect window");
+    assert_eq!(sims.handle.mux.live_streams()[0].phase, IngestPhase::Disconnected);
 
-    let second = egress
-        .start_web_egress("https://x/?saga=f2", &[url], StartSignal::Immediate)
-        .await
-        .unwrap();
+    let second = egress.start_web_egress("https://x/?saga=f2", &[url], StartSignal::Immediate).await.unwrap();
     eventually("reconnected", || async {
         let s = sims.handle.mux.live_streams();
         (s[0].phase == IngestPhase::Active && s[0].encoder_connected).then_some(())
@@ -406,23 +274,14 @@ async fn a_reconnect_inside_the_window_continues_the_same_asset() {
 async fn a_stream_stuck_idle_never_records_although_the_egress_is_active() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    sims.faults()
-        .mux_ingest(IngestFault::StuckIdle, Times::Once);
-    let stream = mux
-        .create_live_stream(&stream_request("stuck"))
-        .await
-        .unwrap();
+    sims.faults().mux_ingest(IngestFault::StuckIdle, Times::Once);
+    let stream = mux.create_live_stream(&stream_request("stuck")).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=s",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=s", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     eventually("egress active", || async {
-        (egress_status(&egress, &started.egress_id).await == EgressStatus::EgressActive)
-            .then_some(())
+        (egress_status(&egress, &started.egress_id).await == EgressStatus::EgressActive).then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -437,18 +296,10 @@ async fn a_stream_stuck_idle_never_records_although_the_egress_is_active() {
 async fn a_stream_that_only_connects_has_a_preparing_asset_and_stays_idle() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
-    sims.faults()
-        .mux_ingest(IngestFault::OnlyConnected, Times::Once);
-    let stream = mux
-        .create_live_stream(&stream_request("conn"))
-        .await
-        .unwrap();
+    sims.faults().mux_ingest(IngestFault::OnlyConnected, Times::Once);
+    let stream = mux.create_live_stream(&stream_request("conn")).await.unwrap();
     egress
-        .start_web_egress(
-            "https://x/?saga=c",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=c", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     eventually("connected", || async {
@@ -458,14 +309,8 @@ async fn a_stream_that_only_connects_has_a_preparing_asset_and_stays_idle() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let s = mux.get_live_stream(&stream.id).await.unwrap();
     assert_eq!(s.status, LiveStreamStatus::Idle);
-    assert_eq!(
-        sims.handle.mux.live_streams()[0].phase,
-        IngestPhase::Connected
-    );
-    let asset = mux
-        .get_asset(&s.active_asset_id.expect("asset created on connect"))
-        .await
-        .unwrap();
+    assert_eq!(sims.handle.mux.live_streams()[0].phase, IngestPhase::Connected);
+    let asset = mux.get_asset(&s.active_asset_id.expect("asset created on connect")).await.unwrap();
     assert_eq!(asset.status, AssetStatus::Preparing);
 }
 
@@ -474,16 +319,9 @@ async fn asset_and_clip_faults_surface_as_errored_or_stuck_preparing() {
     let sims = sims().await;
     let (mux, egress) = (mux(&sims), egress(&sims));
     let faults = sims.faults();
-    let stream = mux
-        .create_live_stream(&stream_request("faulty"))
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&stream_request("faulty")).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=a",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=a", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     let asset_id = eventually("active", || async {
@@ -516,23 +354,13 @@ async fn asset_and_clip_faults_surface_as_errored_or_stuck_preparing() {
     .await;
     assert!(!errored.errors.unwrap().messages.is_empty());
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(
-        mux.get_asset(&stuck.id).await.unwrap().status,
-        AssetStatus::Preparing
-    );
+    assert_eq!(mux.get_asset(&stuck.id).await.unwrap().status, AssetStatus::Preparing);
 
     // A live recording that errors.
     faults.mux_asset(AssetKind::LiveRecording, AssetFault::Errored, Times::Once);
-    let second = mux
-        .create_live_stream(&stream_request("faulty-2"))
-        .await
-        .unwrap();
+    let second = mux.create_live_stream(&stream_request("faulty-2")).await.unwrap();
     egress
-        .start_web_egress(
-            "https://x/?saga=a2",
-            &[mux_ingest_url(&second.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=a2", &[mux_ingest_url(&second.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     let live_asset = eventually("stream active", || async {
@@ -540,8 +368,5 @@ async fn asset_and_clip_faults_surface_as_errored_or_stuck_preparing() {
         (s.status == LiveStreamStatus::Active).then(|| s.active_asset_id.unwrap())
     })
     .await;
-    assert_eq!(
-        mux.get_asset(&live_asset).await.unwrap().status,
-        AssetStatus::Errored
-    );
+    assert_eq!(mux.get_asset(&live_asset).await.unwrap().status, AssetStatus::Errored);
 }

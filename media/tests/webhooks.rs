@@ -16,9 +16,7 @@ use base64::Engine;
 use common::{egress, eventually, mux, mux_ingest_url, sims};
 use eventuall_media::livekit::proto::EgressStatus;
 use eventuall_media::livekit::{StartSignal, WebhookVerifier, WebhookVerifyError};
-use eventuall_media::mux::{
-    CreateLiveStream, DEFAULT_TOLERANCE, MuxWebhookError, MuxWebhookEvent, verify_webhook,
-};
+use eventuall_media::mux::{CreateLiveStream, DEFAULT_TOLERANCE, MuxWebhookError, MuxWebhookEvent, verify_webhook};
 use eventuall_media::sim::{DeliveryOutcome, SimConfig, Times, WebhookFault, sign_livekit_webhook};
 use serde_json::Value;
 
@@ -35,12 +33,10 @@ async fn receiver() -> (String, Inbox) {
     let app = Router::new()
         .route(
             "/hook",
-            post(
-                |State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes| async move {
-                    inbox.lock().unwrap().push(Received { headers, body });
-                    "ok"
-                },
-            ),
+            post(|State(inbox): State<Inbox>, headers: HeaderMap, body: Bytes| async move {
+                inbox.lock().unwrap().push(Received { headers, body });
+                "ok"
+            }),
         )
         .with_state(inbox.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -59,10 +55,7 @@ async fn wait_for(inbox: &Inbox, count: usize) -> Vec<Received> {
 
 fn verifier() -> WebhookVerifier {
     let cfg = SimConfig::fast().livekit;
-    WebhookVerifier::new([
-        ("APIother", "other-secret".to_owned()),
-        (cfg.api_key.as_str(), cfg.api_secret),
-    ])
+    WebhookVerifier::new([("APIother", "other-secret".to_owned()), (cfg.api_key.as_str(), cfg.api_secret)])
 }
 
 fn auth(r: &Received) -> &str {
@@ -71,12 +64,7 @@ fn auth(r: &Received) -> &str {
 
 fn jwt_claims(token: &str) -> Value {
     let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 #[tokio::test]
@@ -86,11 +74,7 @@ async fn egress_webhooks_are_sent_and_signed_like_livekit() {
     sims.handle.livekit.set_webhook_url(Some(url));
     let client = egress(&sims);
     let info = client
-        .start_web_egress(
-            "https://x/?saga=hooks",
-            &["rtmp://example.net/live2/key".into()],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=hooks", &["rtmp://example.net/live2/key".into()], StartSignal::Immediate)
         .await
         .unwrap();
     wait_for(&inbox, 2).await;
@@ -98,24 +82,10 @@ async fn egress_webhooks_are_sent_and_signed_like_livekit() {
     let got = wait_for(&inbox, 4).await;
 
     let verifier = verifier();
-    let events: Vec<_> = got
-        .iter()
-        .map(|r| verifier.verify(&r.body, auth(r)).unwrap())
-        .collect();
+    let events: Vec<_> = got.iter().map(|r| verifier.verify(&r.body, auth(r)).unwrap()).collect();
     let names: Vec<_> = events.iter().map(|e| e.event.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "egress_started",
-            "egress_updated",
-            "egress_updated",
-            "egress_ended"
-        ]
-    );
-    let statuses: Vec<_> = events
-        .iter()
-        .map(|e| e.egress_info.as_ref().unwrap().status)
-        .collect();
+    assert_eq!(names, ["egress_started", "egress_updated", "egress_updated", "egress_ended"]);
+    let statuses: Vec<_> = events.iter().map(|e| e.egress_info.as_ref().unwrap().status).collect();
     assert_eq!(
         statuses,
         [
@@ -125,36 +95,20 @@ async fn egress_webhooks_are_sent_and_signed_like_livekit() {
             EgressStatus::EgressComplete as i32
         ]
     );
-    assert!(
-        events
-            .iter()
-            .all(|e| e.id.starts_with("EV_") && e.created_at > 0)
-    );
+    assert!(events.iter().all(|e| e.id.starts_with("EV_") && e.created_at > 0));
 
     let first = &got[0];
     assert_eq!(first.headers["content-type"], "application/webhook+json");
-    assert!(
-        !auth(first).starts_with("Bearer"),
-        "raw JWT, no Bearer prefix"
-    );
+    assert!(!auth(first).starts_with("Bearer"), "raw JWT, no Bearer prefix");
     let body: Value = serde_json::from_slice(&first.body).unwrap();
-    assert!(
-        body["egressInfo"].get("status").is_none(),
-        "STARTING (0) is omitted: {body}"
-    );
-    assert!(
-        body["egressInfo"]["updatedAt"].is_string(),
-        "int64 as string"
-    );
+    assert!(body["egressInfo"].get("status").is_none(), "STARTING (0) is omitted: {body}");
+    assert!(body["egressInfo"]["updatedAt"].is_string(), "int64 as string");
     let active: Value = serde_json::from_slice(&got[1].body).unwrap();
     assert_eq!(active["egressInfo"]["status"], "EGRESS_ACTIVE");
 
     let claims = jwt_claims(auth(first));
     assert_eq!(claims["iss"], SimConfig::fast().livekit.api_key);
-    assert_eq!(
-        claims["exp"].as_u64().unwrap(),
-        claims["iat"].as_u64().unwrap() + 300
-    );
+    assert_eq!(claims["exp"].as_u64().unwrap(), claims["iat"].as_u64().unwrap() + 300);
     assert_eq!(claims["nbf"], claims["iat"]);
     use sha2::Digest;
     let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(&first.body));
@@ -166,12 +120,8 @@ async fn participant_webhooks_carry_room_and_participant() {
     let sims = sims().await;
     let (url, inbox) = receiver().await;
     sims.handle.livekit.set_webhook_url(Some(url));
-    sims.handle
-        .livekit
-        .participant_joined("show-42", "alice", "Alice");
-    sims.handle
-        .livekit
-        .participant_left("show-42", "alice", "Alice");
+    sims.handle.livekit.participant_joined("show-42", "alice", "Alice");
+    sims.handle.livekit.participant_left("show-42", "alice", "Alice");
     let got = wait_for(&inbox, 2).await;
     let verifier = verifier();
     let joined = verifier.verify(&got[0].body, auth(&got[0])).unwrap();
@@ -180,15 +130,8 @@ async fn participant_webhooks_carry_room_and_participant() {
     assert_eq!(left.event, "participant_left");
     let (room, who) = (joined.room.unwrap(), joined.participant.unwrap());
     assert_eq!((room.name.as_str(), room.num_participants), ("show-42", 1));
-    assert_eq!(
-        (who.identity.as_str(), who.name.as_str()),
-        ("alice", "Alice")
-    );
-    assert_eq!(
-        left.participant.unwrap().sid,
-        who.sid,
-        "same participant sid on leave"
-    );
+    assert_eq!((who.identity.as_str(), who.name.as_str()), ("alice", "Alice"));
+    assert_eq!(left.participant.unwrap().sid, who.sid, "same participant sid on leave");
     assert_eq!(left.room.unwrap().sid, room.sid);
 }
 
@@ -212,20 +155,10 @@ async fn webhook_faults_are_rejected_with_the_right_error() {
     }
     let got = wait_for(&inbox, 6).await;
     let v = verifier();
-    let results: Vec<_> = got
-        .iter()
-        .map(|r| v.verify(&r.body, auth(r)).map(|e| e.id))
-        .collect();
+    let results: Vec<_> = got.iter().map(|r| v.verify(&r.body, auth(r)).map(|e| e.id)).collect();
     assert_eq!(results[0], Err(WebhookVerifyError::BadSignature));
-    assert_eq!(
-        results[1],
-        Err(WebhookVerifyError::UnknownKey("APIrotatedAway".into()))
-    );
-    assert_eq!(
-        results[2],
-        Err(WebhookVerifyError::BadSignature),
-        "body re-serialised by a proxy"
-    );
+    assert_eq!(results[1], Err(WebhookVerifyError::UnknownKey("APIrotatedAway".into())));
+    assert_eq!(results[2], Err(WebhookVerifyError::BadSignature), "body re-serialised by a proxy");
     assert_eq!(results[3], Err(WebhookVerifyError::Expired));
     // The dropped one never arrives; the duplicate arrives twice with one id.
     let dup_a = results[4].clone().unwrap();
@@ -245,27 +178,14 @@ async fn webhook_faults_are_rejected_with_the_right_error() {
 #[tokio::test]
 async fn the_verifier_handles_bearer_tampering_wrong_keys_and_leeway() {
     let cfg = SimConfig::fast().livekit;
-    let body =
-        r#"{"event":"room_started","room":{"name":"r"},"id":"EV_1","createdAt":"1"}"#.to_owned();
+    let body = r#"{"event":"room_started","room":{"name":"r"},"id":"EV_1","createdAt":"1"}"#.to_owned();
     let signed = sign_livekit_webhook(&cfg.api_key, &cfg.api_secret, body.clone(), None);
     let v = verifier();
-    assert_eq!(
-        v.verify(body.as_bytes(), &signed.authorization)
-            .unwrap()
-            .event,
-        "room_started"
-    );
+    assert_eq!(v.verify(body.as_bytes(), &signed.authorization).unwrap().event, "room_started");
     let bearer = format!("Bearer {}", signed.authorization);
-    assert_eq!(
-        v.verify(body.as_bytes(), &bearer).unwrap().id,
-        "EV_1",
-        "Bearer prefix tolerated"
-    );
+    assert_eq!(v.verify(body.as_bytes(), &bearer).unwrap().id, "EV_1", "Bearer prefix tolerated");
     let tampered = body.replace("\"r\"", "\"s\"");
-    assert_eq!(
-        v.verify(tampered.as_bytes(), &signed.authorization),
-        Err(WebhookVerifyError::BadSignature)
-    );
+    assert_eq!(v.verify(tampered.as_bytes(), &signed.authorization), Err(WebhookVerifyError::BadSignature));
     let only_other = WebhookVerifier::new([("APIother", "other-secret")]);
     assert_eq!(
         only_other.verify(body.as_bytes(), &signed.authorization),
@@ -276,20 +196,11 @@ async fn the_verifier_handles_bearer_tampering_wrong_keys_and_leeway() {
         same_key_other_secret.verify(body.as_bytes(), &signed.authorization),
         Err(WebhookVerifyError::BadSignature)
     );
-    assert!(matches!(
-        v.verify(body.as_bytes(), "garbage"),
-        Err(WebhookVerifyError::Malformed(_))
-    ));
-    assert!(matches!(
-        v.verify(body.as_bytes(), ""),
-        Err(WebhookVerifyError::Malformed(_))
-    ));
+    assert!(matches!(v.verify(body.as_bytes(), "garbage"), Err(WebhookVerifyError::Malformed(_))));
+    assert!(matches!(v.verify(body.as_bytes(), ""), Err(WebhookVerifyError::Malformed(_))));
 
     // 60 s leeway: expired 30 s ago still passes, 120 s ago does not.
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
     let token = |exp: u64| {
         use sha2::Digest;
         let claims = serde_json::json!({"iss": cfg.api_key, "iat": exp - 300, "nbf": exp - 300, "exp": exp,
@@ -302,10 +213,7 @@ async fn the_verifier_handles_bearer_tampering_wrong_keys_and_leeway() {
         .unwrap()
     };
     assert!(v.verify(body.as_bytes(), &token(now - 30)).is_ok());
-    assert_eq!(
-        v.verify(body.as_bytes(), &token(now - 120)),
-        Err(WebhookVerifyError::Expired)
-    );
+    assert_eq!(v.verify(body.as_bytes(), &token(now - 120)), Err(WebhookVerifyError::Expired));
 }
 
 #[tokio::test]
@@ -314,16 +222,9 @@ async fn mux_webhooks_follow_the_live_stream_sequence_and_verify() {
     let (url, inbox) = receiver().await;
     sims.handle.mux.set_webhook_url(Some(url));
     let (mux, egress) = (mux(&sims), egress(&sims));
-    let stream = mux
-        .create_live_stream(&CreateLiveStream::default())
-        .await
-        .unwrap();
+    let stream = mux.create_live_stream(&CreateLiveStream::default()).await.unwrap();
     let started = egress
-        .start_web_egress(
-            "https://x/?saga=m",
-            &[mux_ingest_url(&stream.stream_key)],
-            StartSignal::Immediate,
-        )
+        .start_web_egress("https://x/?saga=m", &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate)
         .await
         .unwrap();
     wait_for(&inbox, 5).await;
@@ -339,9 +240,7 @@ async fn mux_webhooks_follow_the_live_stream_sequence_and_verify() {
                 verify_webhook("wrong", sig, &r.body, SystemTime::now(), DEFAULT_TOLERANCE),
                 Err(MuxWebhookError::BadSignature)
             );
-            serde_json::from_slice::<MuxWebhookEvent>(&r.body)
-                .unwrap()
-                .kind
+            serde_json::from_slice::<MuxWebhookEvent>(&r.body).unwrap().kind
         })
         .collect();
     assert_eq!(
@@ -358,9 +257,6 @@ async fn mux_webhooks_follow_the_live_stream_sequence_and_verify() {
         ]
     );
     let active: Value = serde_json::from_slice(&got[3].body).unwrap();
-    assert!(
-        active["data"]["created_at"].is_number(),
-        "webhook created_at is a number"
-    );
+    assert!(active["data"]["created_at"].is_number(), "webhook created_at is a number");
     assert_eq!(active["data"]["status"], "active");
 }

@@ -7,6 +7,7 @@
 pub mod error;
 pub mod extract;
 pub mod party;
+pub mod queue;
 pub mod rooms;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
+use crate::queues::Queues;
 use crate::rooms::Rooms;
 use crate::store::EventStore;
 pub use error::{ApiError, ApiResult};
@@ -29,6 +31,7 @@ pub use error::{ApiError, ApiResult};
 pub struct AppState {
     pub store: EventStore,
     pub rooms: Rooms,
+    pub queues: Queues,
     pub auth: Authenticator,
     pub clock: SharedClock,
     pub limits: Arc<Limits>,
@@ -49,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(rooms::router())
         .merge(party::router())
+        .merge(queue::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)

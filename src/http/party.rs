@@ -27,22 +27,26 @@ use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use super::extract::event_id;
 use super::{ApiError, AppState};
 use crate::auth::Caller;
+use crate::outlet::{Outbound, Outlet};
+use crate::rooms::RoomMsg;
 use crate::rooms::actor::new_connection_id;
-use crate::rooms::{CONNECTION_QUEUE, Outbound, RoomMsg};
 
 /// Protocol ping interval: below the 30–60 s idle timeouts of common proxies.
 const PING_EVERY: Duration = Duration::from_secs(20);
 /// A socket silent this long (no frame, no pong) is considered dead.
-const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// Hard cap handed to the WebSocket codec; frames between the configured
 /// limit and this cap get a clean 1009 close from us.
 const CODEC_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// WebSocket close code for a message over the size limit.
-const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// WebSocket close code for a client dropped for reading too slowly ("try again later").
+pub const CLOSE_TOO_SLOW: u16 = 1013;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/parties/event/{event_id}", get(event_socket))
@@ -129,7 +133,8 @@ async fn serve_event_socket(
     socket: WebSocket,
 ) {
     let connection_id = new_connection_id();
-    let (outbound, queue) = mpsc::channel(CONNECTION_QUEUE);
+    let (outbound, queue) = Outlet::new();
+    let dropped = outbound.dropped();
     let (reply, joined) = oneshot::channel();
     let room = event_id.as_str().to_owned();
     app.rooms
@@ -150,18 +155,21 @@ async fn serve_event_socket(
         let _ = sink.send(close_message(1011, "room unavailable")).await;
         return;
     }
-    let writer = tokio::spawn(write_frames(sink, queue));
+    let writer = tokio::spawn(write_frames(sink, queue, dropped.clone()));
     let max_frame = app.limits.max_frame_bytes;
     loop {
-        let frame = match tokio::time::timeout(SILENCE_LIMIT, stream.next()).await {
-            Ok(Some(Ok(frame))) => frame,
-            // Silence, a closed stream, or a protocol error (e.g. a frame
-            // over the codec cap) all end the connection.
-            Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+        let frame = tokio::select! {
+            next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
+                Ok(Some(Ok(frame))) => frame,
+                // Silence, a closed stream, or a protocol error (e.g. a frame
+                // over the codec cap) all end the connection.
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            },
+            _ = dropped.cancelled() => break,
         };
         match frame {
             Message::Text(text) if text.len() > max_frame => {
-                let _ = outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
+                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
                 break;
             }
             Message::Text(text) => match classify(&text) {
@@ -188,22 +196,33 @@ async fn serve_event_socket(
     }
 }
 
-fn close_message(code: u16, reason: &'static str) -> Message {
+pub fn close_message(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
-/// Writes queued frames and pings until the queue closes or a close is sent.
+/// Writes queued frames and pings until the queue closes, a close is sent,
+/// or the connection is dropped as too slow.
 pub async fn write_frames(
     mut sink: futures::stream::SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Outbound>,
+    dropped: CancellationToken,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     loop {
         tokio::select! {
+            _ = dropped.cancelled() => {
+                let _ = sink.send(close_message(CLOSE_TOO_SLOW, "too slow")).await;
+                return;
+            }
             frame = queue.recv() => match frame {
                 Some(Outbound::Text(text)) => {
                     if sink.send(Message::Text(Utf8Bytes::from(text.as_ref()))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Outbound::Binary(bytes)) => {
+                    if sink.send(Message::Binary(bytes)).await.is_err() {
                         return;
                     }
                 }

@@ -22,20 +22,13 @@ use uuid::Uuid;
 
 use super::{RoomMsg, Rooms, SNAPSHOT_TAG};
 use crate::actor::Retirement;
+use crate::outlet::{Outbound, Outlet, Refused};
 use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
 
 /// Messages handled per batch (one append, one snapshot).
 const MAX_BATCH: usize = 512;
 /// Events between stored snapshots: bounds the tail a rebuild replays.
 const SNAPSHOT_EVERY: u64 = 500;
-
-/// A frame for one connection.
-#[derive(Clone, Debug)]
-pub enum Outbound {
-    Text(Arc<str>),
-    /// Close the socket with this code and reason.
-    Close(u16, &'static str),
-}
 
 pub(super) struct RoomActor {
     rooms: Rooms,
@@ -44,7 +37,7 @@ pub(super) struct RoomActor {
     state: EventRoom,
     version: u64,
     snapshot_version: u64,
-    subscribers: HashMap<String, mpsc::Sender<Outbound>>,
+    subscribers: HashMap<String, Outlet>,
     /// The last snapshot JSON, shared by every reader until the next change.
     snapshot_json: Arc<str>,
     /// When the sweep timer is armed for, as far as this actor knows.
@@ -64,7 +57,7 @@ struct Decided {
     events: Vec<RoomEvent>,
     metadata: Metadata,
     reply: Reply,
-    subscribe: Option<(String, mpsc::Sender<Outbound>)>,
+    subscribe: Option<(String, Outlet)>,
 }
 
 impl RoomActor {
@@ -297,17 +290,17 @@ impl RoomActor {
     /// Queues a frame for one subscriber; drops the subscriber if its queue
     /// is full (a slow client must not slow the room) or gone.
     async fn send_to(&mut self, id: &str, frame: Outbound) {
-        let Some(sender) = self.subscribers.get(id) else { return };
-        let reason = match sender.try_send(frame) {
+        let Some(outlet) = self.subscribers.get(id) else { return };
+        let reason = match outlet.try_send(frame) {
             Ok(()) => return,
-            Err(mpsc::error::TrySendError::Full(_)) => CloseReason::TooSlow,
-            Err(mpsc::error::TrySendError::Closed(_)) => CloseReason::Closed,
+            Err(Refused::Full) => CloseReason::TooSlow,
+            Err(Refused::Gone) => CloseReason::Closed,
         };
-        if let Some(sender) = self.subscribers.remove(id) {
-            // The socket task closes the connection when it sees this (or
-            // when the queue closes); the disconnect comes back as a message.
-            let _ = sender.try_send(Outbound::Close(1013, "too slow"));
+        if let Some(outlet) = self.subscribers.remove(id) {
+            outlet.drop_slow();
         }
+        // The socket task reports its own disconnect too; closing twice
+        // records nothing.
         let rooms = self.rooms.clone();
         let event_id = self.event_id.clone();
         let connection_id = id.to_owned();

@@ -10,21 +10,19 @@ pub mod actor;
 use std::sync::Arc;
 
 use eventuall_domain::room::{CloseReason, RoomCommand};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::actor::Registry;
 use crate::clock::SharedClock;
 use crate::config::PresenceTimings;
+pub use crate::outlet::{Outbound, Outlet};
 use crate::store::{EventStore, Metadata};
 use crate::timers::{Timer, Timers};
-pub use actor::Outbound;
 
 /// Schema tag of stored room states; bump it when `EventRoom` changes shape.
 pub const SNAPSHOT_TAG: &str = "room-v1";
 /// Name of a room's sweep timer.
 pub const SWEEP_TIMER: &str = "sweep";
-/// Frames a connection may have queued before it counts as too slow.
-pub const CONNECTION_QUEUE: usize = 64;
 
 pub enum RoomMsg {
     Connect {
@@ -32,7 +30,7 @@ pub enum RoomMsg {
         client_id: Option<String>,
         user_id: String,
         name: String,
-        outbound: mpsc::Sender<Outbound>,
+        outbound: Outlet,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Heartbeat {

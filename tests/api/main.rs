@@ -3,4 +3,5 @@
 //! clients.
 
 mod helpers;
+mod queue;
 mod rooms;

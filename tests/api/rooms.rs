@@ -306,3 +306,48 @@ async fn cors_preflight_allows_configured_origins_only() {
     let other = preflight("https://evil.example.com").await.unwrap();
     assert!(other.headers().get("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_dropped_and_the_room_goes_on() {
+    use eventuall::outlet::Outlet;
+    use eventuall::rooms::RoomMsg;
+
+    let app = spawn_app().await;
+    let (outlet, _unread_queue) = Outlet::new();
+    let dropped = outlet.dropped();
+    let (reply, joined) = tokio::sync::oneshot::channel();
+    app.state
+        .rooms
+        .send(
+            "slow",
+            RoomMsg::Connect {
+                connection_id: "slow-reader".into(),
+                client_id: None,
+                user_id: "sloth".into(),
+                name: "Sloth".into(),
+                outbound: outlet,
+                reply,
+            },
+        )
+        .await;
+    joined.await.unwrap().unwrap();
+    // Each stage change broadcasts a snapshot; nobody drains the queue.
+    for i in 0..300 {
+        let path = if i % 2 == 0 { "/event/slow/stage/enter" } else { "/event/slow/stage/exit" };
+        let response = app.post_json(path, Some(&moderator()), &json!({"userId": "bob"})).await;
+        assert_eq!(response.status(), 200, "the room keeps answering");
+        if dropped.is_cancelled() {
+            break;
+        }
+    }
+    assert!(dropped.is_cancelled(), "the slow subscriber was dropped");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = app.state.store.read_stream(&StreamId::parse("room-slow").unwrap(), 1, 1000).await.unwrap();
+        if events.iter().any(|e| e.event_type == "ConnectionClosed" && e.payload.contains("too_slow")) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the drop is recorded as too_slow: {}", events.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -10,9 +10,12 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.EVENTUALL_BIN ?? join(here, "../../target/debug/eventuall");
 export const SECRET = "node-test-secret";
 
-/** Starts `eventuall serve` on a free port with a fresh SQLite file. */
-export async function startServer(extraEnv = {}) {
-  const dir = mkdtempSync(join(tmpdir(), "eventuall-node-"));
+/**
+ * Starts `eventuall serve` on a free port with a fresh SQLite file, or on the
+ * database directory `dir` of an earlier server (to test restarts).
+ */
+export async function startServer(extraEnv = {}, { dir } = {}) {
+  dir ??= mkdtempSync(join(tmpdir(), "eventuall-node-"));
   const child = spawn(BIN, ["serve"], {
     env: {
       ...process.env,
@@ -42,11 +45,15 @@ export async function startServer(extraEnv = {}) {
   child.stderr.resume();
   return {
     host,
+    dir,
     http: `http://${host}`,
-    async stop() {
-      child.kill("SIGTERM");
-      await new Promise((r) => child.once("exit", r));
-      rmSync(dir, { recursive: true, force: true });
+    /** Stops the server; keeps its database when `keep` is set. */
+    async stop({ keep = false, signal = "SIGTERM" } = {}) {
+      if (child.exitCode === null) {
+        child.kill(signal);
+        await new Promise((r) => child.once("exit", r));
+      }
+      if (!keep) rmSync(dir, { recursive: true, force: true });
     },
   };
 }

@@ -12,10 +12,7 @@ use clap::Parser;
 use eventuall_media::sim::{LiveKitSimConfig, MuxSimConfig, SimAddrs, SimConfig, Simulators};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "eventuall-sim",
-    about = "Local Mux and LiveKit Egress simulators"
-)]
+#[command(name = "eventuall-sim", about = "Local Mux and LiveKit Egress simulators")]
 struct Args {
     /// Port for the Mux simulator (0: any free port).
     #[arg(long, env = "EVENTUALL_SIM_MUX_PORT", default_value_t = 0)]
@@ -27,17 +24,9 @@ struct Args {
     livekit_api_key: String,
     #[arg(long, env = "EVENTUALL_LIVEKIT_API_SECRET", default_value = "secret")]
     livekit_api_secret: String,
-    #[arg(
-        long,
-        env = "EVENTUALL_MUX_TOKEN_ID",
-        default_value = "dev-mux-token-id"
-    )]
+    #[arg(long, env = "EVENTUALL_MUX_TOKEN_ID", default_value = "dev-mux-token-id")]
     mux_token_id: String,
-    #[arg(
-        long,
-        env = "EVENTUALL_MUX_TOKEN_SECRET",
-        default_value = "dev-mux-token-secret"
-    )]
+    #[arg(long, env = "EVENTUALL_MUX_TOKEN_SECRET", default_value = "dev-mux-token-secret")]
     mux_token_secret: String,
     /// Where the LiveKit simulator POSTs its webhooks.
     #[arg(long, env = "EVENTUALL_SIM_LIVEKIT_WEBHOOK_URL")]
@@ -46,11 +35,7 @@ struct Args {
     #[arg(long, env = "EVENTUALL_SIM_MUX_WEBHOOK_URL")]
     mux_webhook_url: Option<String>,
     /// Secret for Mux webhook signatures.
-    #[arg(
-        long,
-        env = "EVENTUALL_SIM_MUX_WEBHOOK_SECRET",
-        default_value = "whsec_sim"
-    )]
+    #[arg(long, env = "EVENTUALL_SIM_MUX_WEBHOOK_SECRET", default_value = "whsec_sim")]
     mux_webhook_secret: String,
     /// Millisecond state transitions and no Mux rate limit (for tests).
     #[arg(long, env = "EVENTUALL_SIM_FAST")]
@@ -61,11 +46,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     tracing_init();
     let args = Args::parse();
-    let base = if args.fast {
-        SimConfig::fast()
-    } else {
-        SimConfig::default()
-    };
+    let base = if args.fast { SimConfig::fast() } else { SimConfig::default() };
     let config = SimConfig {
         mux: MuxSimConfig {
             token_id: args.mux_token_id,
@@ -85,9 +66,7 @@ async fn main() -> anyhow::Result<()> {
         mux: SocketAddr::from(([127, 0, 0, 1], args.mux_port)),
         livekit: SocketAddr::from(([127, 0, 0, 1], args.livekit_port)),
     };
-    let sims = Simulators::spawn_on(config, addrs)
-        .await
-        .context("binding the simulators")?;
+    let sims = Simulators::spawn_on(config, addrs).await.context("binding the simulators")?;
     let line = serde_json::json!({"mux_url": sims.mux_url, "livekit_url": sims.livekit_url});
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").context("writing the address line")?;
@@ -104,8 +83,5 @@ async fn main() -> anyhow::Result<()> {
 fn tracing_init() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

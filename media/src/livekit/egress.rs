@@ -12,9 +12,7 @@
 
 use std::time::Duration;
 
-use livekit_api::services::egress::{
-    EgressClient, EgressListFilter, EgressListOptions, EgressOutput, WebOptions,
-};
+use livekit_api::services::egress::{EgressClient, EgressListFilter, EgressListOptions, EgressOutput, WebOptions};
 use livekit_api::services::{ServerError, ServiceError};
 use livekit_protocol as proto;
 
@@ -120,14 +118,7 @@ impl EgressError {
     /// error: reconcile with [`Egress::find_active_egress_by_url`] before
     /// starting again.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            Self::Timeout
-                | Self::Transport(_)
-                | Self::Decode(_)
-                | Self::Internal(_)
-                | Self::Unavailable(_)
-        )
+        matches!(self, Self::Timeout | Self::Transport(_) | Self::Decode(_) | Self::Internal(_) | Self::Unavailable(_))
     }
 }
 
@@ -143,15 +134,10 @@ impl From<ServiceError> for EgressError {
                 "permission_denied" => Self::PermissionDenied(e.msg),
                 "invalid_argument" => Self::InvalidArgument(e.msg),
                 "internal" => Self::Internal(e.msg),
-                _ => Self::Twirp {
-                    code: e.code,
-                    msg: e.msg,
-                },
+                _ => Self::Twirp { code: e.code, msg: e.msg },
             },
             ServiceError::Twirp(ServerError::Request(e)) if e.is_timeout() => Self::Timeout,
-            ServiceError::Twirp(ServerError::Request(e)) if e.is_decode() => {
-                Self::Decode(e.to_string())
-            }
+            ServiceError::Twirp(ServerError::Request(e)) if e.is_decode() => Self::Decode(e.to_string()),
             ServiceError::Twirp(ServerError::Request(e)) => Self::Transport(e.to_string()),
             ServiceError::Twirp(ServerError::Prost(e)) => Self::Decode(e.to_string()),
             ServiceError::Twirp(ServerError::Url(e)) => Self::Transport(e.to_string()),
@@ -191,31 +177,18 @@ impl Egress {
             protocol: proto::StreamProtocol::Rtmp as i32,
             urls: rtmp_urls.to_vec(),
         });
-        let options = WebOptions {
-            await_start_signal: start_signal == StartSignal::AwaitPage,
-            ..WebOptions::default()
-        };
-        Ok(self
-            .client
-            .start_web_egress(page_url, vec![output], options)
-            .await?)
+        let options =
+            WebOptions { await_start_signal: start_signal == StartSignal::AwaitPage, ..WebOptions::default() };
+        Ok(self.client.start_web_egress(page_url, vec![output], options).await?)
     }
 
     /// The egress with this id, or `None` if the server does not know it.
-    pub async fn get_egress(
-        &self,
-        egress_id: &str,
-    ) -> Result<Option<proto::EgressInfo>, EgressError> {
+    pub async fn get_egress(&self, egress_id: &str) -> Result<Option<proto::EgressInfo>, EgressError> {
         let options = EgressListOptions {
             filter: EgressListFilter::Egress(egress_id.to_owned()),
             ..EgressListOptions::default()
         };
-        match self
-            .client
-            .list_egress(options)
-            .await
-            .map_err(EgressError::from)
-        {
+        match self.client.list_egress(options).await.map_err(EgressError::from) {
             Ok(items) => Ok(items.into_iter().find(|e| e.egress_id == egress_id)),
             Err(EgressError::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
@@ -224,39 +197,22 @@ impl Egress {
 
     /// Egresses not yet finished (STARTING, ACTIVE or ENDING).
     pub async fn list_active_egress(&self) -> Result<Vec<proto::EgressInfo>, EgressError> {
-        let options = EgressListOptions {
-            active: true,
-            ..EgressListOptions::default()
-        };
+        let options = EgressListOptions { active: true, ..EgressListOptions::default() };
         Ok(self.client.list_egress(options).await?)
     }
 
     /// Reconciles a start whose response was lost: the active web egress
     /// recording exactly `page_url`, if any.
-    pub async fn find_active_egress_by_url(
-        &self,
-        page_url: &str,
-    ) -> Result<Option<proto::EgressInfo>, EgressError> {
-        Ok(self
-            .list_active_egress()
-            .await?
-            .into_iter()
-            .find(|e| web_url(e) == Some(page_url)))
+    pub async fn find_active_egress_by_url(&self, page_url: &str) -> Result<Option<proto::EgressInfo>, EgressError> {
+        Ok(self.list_active_egress().await?.into_iter().find(|e| web_url(e) == Some(page_url)))
     }
 
     /// Stops an egress. A 412 ("cannot be stopped": already ENDING or
     /// terminal) is success, because the goal of the call is already met.
     pub async fn stop_egress(&self, egress_id: &str) -> Result<StopOutcome, EgressError> {
-        match self
-            .client
-            .stop_egress(egress_id)
-            .await
-            .map_err(EgressError::from)
-        {
+        match self.client.stop_egress(egress_id).await.map_err(EgressError::from) {
             Ok(info) => Ok(StopOutcome::Stopping(Box::new(info))),
-            Err(EgressError::FailedPrecondition(message)) => {
-                Ok(StopOutcome::AlreadyStopped { message })
-            }
+            Err(EgressError::FailedPrecondition(message)) => Ok(StopOutcome::AlreadyStopped { message }),
             Err(e) => Err(e),
         }
     }

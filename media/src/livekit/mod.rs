@@ -11,8 +11,7 @@ mod egress;
 mod webhook;
 
 pub use egress::{
-    DEFAULT_REQUEST_TIMEOUT, Egress, EgressConfig, EgressError, StartSignal, StopOutcome,
-    is_terminal, status, web_url,
+    DEFAULT_REQUEST_TIMEOUT, Egress, EgressConfig, EgressError, StartSignal, StopOutcome, is_terminal, status, web_url,
 };
 pub use livekit_protocol as proto;
 pub use webhook::{WebhookVerifier, WebhookVerifyError};

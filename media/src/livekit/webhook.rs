@@ -47,8 +47,7 @@ impl WebhookVerifier {
             .into_iter()
             .map(|(key, secret)| {
                 let key = key.into();
-                let receiver =
-                    WebhookReceiver::new(TokenVerifier::with_api_key(&key, secret.as_ref()));
+                let receiver = WebhookReceiver::new(TokenVerifier::with_api_key(&key, secret.as_ref()));
                 (key, receiver)
             })
             .collect();
@@ -58,33 +57,22 @@ impl WebhookVerifier {
     /// Verifies and parses one webhook. `authorization` is the raw header
     /// value; LiveKit sends the bare JWT, but a `Bearer ` prefix added by a
     /// proxy is tolerated. Leeway on `exp`/`nbf` is the crate's 60 s.
-    pub fn verify(
-        &self,
-        body: &[u8],
-        authorization: &str,
-    ) -> Result<proto::WebhookEvent, WebhookVerifyError> {
+    pub fn verify(&self, body: &[u8], authorization: &str) -> Result<proto::WebhookEvent, WebhookVerifyError> {
         let token = authorization.trim();
         let token = token.strip_prefix("Bearer ").unwrap_or(token).trim();
         if token.is_empty() {
-            return Err(WebhookVerifyError::Malformed(
-                "missing authorization".into(),
-            ));
+            return Err(WebhookVerifyError::Malformed("missing authorization".into()));
         }
-        let body = std::str::from_utf8(body)
-            .map_err(|_| WebhookVerifyError::Malformed("body is not UTF-8".into()))?;
+        let body = std::str::from_utf8(body).map_err(|_| WebhookVerifyError::Malformed("body is not UTF-8".into()))?;
         let claims = Claims::from_unverified(token).map_err(|e| malformed(&e))?;
-        let receiver = self
-            .receivers
-            .get(&claims.iss)
-            .ok_or_else(|| WebhookVerifyError::UnknownKey(claims.iss.clone()))?;
+        let receiver =
+            self.receivers.get(&claims.iss).ok_or_else(|| WebhookVerifyError::UnknownKey(claims.iss.clone()))?;
         receiver.receive(body, token).map_err(|e| match e {
             WebhookError::InvalidSignature => WebhookVerifyError::BadSignature,
             WebhookError::InvalidBase64(e) => WebhookVerifyError::Malformed(e.to_string()),
             WebhookError::InvalidData(e) => WebhookVerifyError::Malformed(e.to_string()),
             WebhookError::InvalidAuth(AccessTokenError::Encoding(jwt)) => match jwt.kind() {
-                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => {
-                    WebhookVerifyError::Expired
-                }
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => WebhookVerifyError::Expired,
                 ErrorKind::InvalidSignature => WebhookVerifyError::BadSignature,
                 ErrorKind::InvalidIssuer => WebhookVerifyError::UnknownKey(claims.iss.clone()),
                 _ => WebhookVerifyError::Malformed(jwt.to_string()),

@@ -72,10 +72,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// No retries at all; useful in tests that assert a single attempt.
     pub fn none() -> Self {
-        Self {
-            max_retries: 0,
-            ..Self::default()
-        }
+        Self { max_retries: 0, ..Self::default() }
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -118,17 +115,11 @@ impl MuxClient {
     }
 
     pub async fn create_live_stream(&self, req: &CreateLiveStream) -> Result<LiveStream, MuxError> {
-        self.data(Method::POST, "/video/v1/live-streams", Some(json(req)?))
-            .await
+        self.data(Method::POST, "/video/v1/live-streams", Some(json(req)?)).await
     }
 
     pub async fn get_live_stream(&self, id: &str) -> Result<LiveStream, MuxError> {
-        self.data(
-            Method::GET,
-            &format!("/video/v1/live-streams/{}", seg(id)),
-            None,
-        )
-        .await
+        self.data(Method::GET, &format!("/video/v1/live-streams/{}", seg(id)), None).await
     }
 
     /// Every live stream in the environment, newest first.
@@ -138,28 +129,15 @@ impl MuxClient {
 
     /// The newest live stream created with this `passthrough`: how a create
     /// whose response was lost is reconciled.
-    pub async fn find_live_stream_by_passthrough(
-        &self,
-        passthrough: &str,
-    ) -> Result<Option<LiveStream>, MuxError> {
-        Ok(self
-            .find_live_streams_by_passthrough(passthrough)
-            .await?
-            .into_iter()
-            .next())
+    pub async fn find_live_stream_by_passthrough(&self, passthrough: &str) -> Result<Option<LiveStream>, MuxError> {
+        Ok(self.find_live_streams_by_passthrough(passthrough).await?.into_iter().next())
     }
 
     /// All live streams with this `passthrough`, newest first. More than one
     /// means an earlier create was duplicated; the extras are orphans.
-    pub async fn find_live_streams_by_passthrough(
-        &self,
-        passthrough: &str,
-    ) -> Result<Vec<LiveStream>, MuxError> {
+    pub async fn find_live_streams_by_passthrough(&self, passthrough: &str) -> Result<Vec<LiveStream>, MuxError> {
         let all = self.list_live_streams().await?;
-        let mut found: Vec<_> = all
-            .into_iter()
-            .filter(|s| s.passthrough.as_deref() == Some(passthrough))
-            .collect();
+        let mut found: Vec<_> = all.into_iter().filter(|s| s.passthrough.as_deref() == Some(passthrough)).collect();
         found.sort_by_key(|item| std::cmp::Reverse(item.created_at));
         Ok(found)
     }
@@ -191,8 +169,7 @@ impl MuxClient {
     }
 
     pub async fn get_asset(&self, id: &str) -> Result<Asset, MuxError> {
-        self.data(Method::GET, &format!("/video/v1/assets/{}", seg(id)), None)
-            .await
+        self.data(Method::GET, &format!("/video/v1/assets/{}", seg(id)), None).await
     }
 
     /// Every asset in the environment, newest first.
@@ -208,21 +185,13 @@ impl MuxClient {
     /// Creates a clip asset (`status: preparing`); poll [`Self::get_asset`]
     /// at most once per second until it is `ready` or `errored`.
     pub async fn create_clip(&self, clip: &CreateClip) -> Result<Asset, MuxError> {
-        self.data(Method::POST, "/video/v1/assets", Some(json(&clip.body())?))
-            .await
+        self.data(Method::POST, "/video/v1/assets", Some(json(&clip.body())?)).await
     }
 
     /// The newest asset with this `passthrough` (reconciles a lost clip create).
-    pub async fn find_asset_by_passthrough(
-        &self,
-        passthrough: &str,
-    ) -> Result<Option<Asset>, MuxError> {
-        let mut found: Vec<_> = self
-            .list_assets()
-            .await?
-            .into_iter()
-            .filter(|a| a.passthrough.as_deref() == Some(passthrough))
-            .collect();
+    pub async fn find_asset_by_passthrough(&self, passthrough: &str) -> Result<Option<Asset>, MuxError> {
+        let mut found: Vec<_> =
+            self.list_assets().await?.into_iter().filter(|a| a.passthrough.as_deref() == Some(passthrough)).collect();
         found.sort_by_key(|item| std::cmp::Reverse(item.created_at));
         Ok(found.into_iter().next())
     }
@@ -230,13 +199,7 @@ impl MuxClient {
     async fn list_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, MuxError> {
         let mut out = Vec::new();
         for page in 1..=MAX_PAGES {
-            let items: Vec<T> = self
-                .data(
-                    Method::GET,
-                    &format!("{path}?limit={PAGE_LIMIT}&page={page}"),
-                    None,
-                )
-                .await?;
+            let items: Vec<T> = self.data(Method::GET, &format!("{path}?limit={PAGE_LIMIT}&page={page}"), None).await?;
             let last = items.len() < PAGE_LIMIT;
             out.extend(items);
             if last {
@@ -253,17 +216,10 @@ impl MuxClient {
         body: Option<Vec<u8>>,
     ) -> Result<T, MuxError> {
         let bytes = self.send(method, path, body).await?;
-        serde_json::from_slice::<Envelope<T>>(&bytes)
-            .map(|e| e.data)
-            .map_err(|e| MuxError::Decode(e.to_string()))
+        serde_json::from_slice::<Envelope<T>>(&bytes).map(|e| e.data).map_err(|e| MuxError::Decode(e.to_string()))
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Bytes, MuxError> {
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, MuxError> {
         // See the module docs: a POST is attempted exactly once.
         let replayable = method != Method::POST;
         let policy = self.config.retry;
@@ -300,20 +256,12 @@ impl MuxClient {
             .basic_auth(&self.config.token_id, Some(&self.config.token_secret))
             .header(header::ACCEPT, "application/json");
         if let Some(body) = body {
-            req = req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(body);
+            req = req.header(header::CONTENT_TYPE, "application/json").body(body);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| (MuxError::from_reqwest(&e), None))?;
+        let resp = req.send().await.map_err(|e| (MuxError::from_reqwest(&e), None))?;
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| (MuxError::from_reqwest(&e), None))?;
+        let bytes = resp.bytes().await.map_err(|e| (MuxError::from_reqwest(&e), None))?;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -332,9 +280,7 @@ fn json(value: &impl Serialize) -> Result<Vec<u8>, MuxError> {
 /// Ids come from Mux (alphanumeric), but a corrupted stored id must not be
 /// able to address a different path.
 fn seg(id: &str) -> String {
-    id.chars()
-        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
-        .collect()
+    id.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect()
 }
 
 /// `retry-after-ms` (what Mux's own SDK honours first), then `retry-after`
@@ -344,9 +290,7 @@ fn retry_after(headers: &header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = read("retry-after-ms").filter(|v| v.is_finite() && *v >= 0.0) {
         return Some(Duration::from_secs_f64(ms / 1000.0));
     }
-    read("retry-after")
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(Duration::from_secs_f64)
+    read("retry-after").filter(|v| v.is_finite() && *v >= 0.0).map(Duration::from_secs_f64)
 }
 
 #[cfg(test)]
@@ -377,10 +321,7 @@ mod tests {
         h.insert("retry-after-ms", "250".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_millis(250)));
         h.clear();
-        h.insert(
-            "retry-after",
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
+        h.insert("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), None);
     }
 

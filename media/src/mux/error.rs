@@ -19,11 +19,7 @@ pub enum MuxError {
     Server { status: u16 },
     /// Any other 4xx, with Mux's error `type` and messages.
     #[error("mux: {status} {kind}: {message}")]
-    Api {
-        status: u16,
-        kind: String,
-        message: String,
-    },
+    Api { status: u16, kind: String, message: String },
     #[error("mux: request timed out")]
     Timeout,
     #[error("mux: transport error: {0}")]
@@ -37,19 +33,13 @@ impl MuxError {
     /// After such an error on a create, reconcile by `passthrough`
     /// (`find_live_stream_by_passthrough`) rather than creating again.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            Self::Timeout | Self::Transport(_) | Self::Server { .. } | Self::Decode(_)
-        )
+        matches!(self, Self::Timeout | Self::Transport(_) | Self::Server { .. } | Self::Decode(_))
     }
 
     /// True for failures that a later identical request may not hit:
     /// rate limits, 5xx, timeouts and dropped connections.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout | Self::Transport(_)
-        )
+        matches!(self, Self::RateLimited { .. } | Self::Server { .. } | Self::Timeout | Self::Transport(_))
     }
 
     pub(crate) fn from_reqwest(err: &reqwest::Error) -> Self {
@@ -64,27 +54,16 @@ impl MuxError {
 
     /// Maps a non-2xx response. `retry_after` comes from the headers.
     pub(crate) fn from_status(status: u16, body: &[u8], retry_after: Option<Duration>) -> Self {
-        let parsed = serde_json::from_slice::<ErrorEnvelope>(body)
-            .ok()
-            .map(|e| e.error);
-        let message = parsed
-            .as_ref()
-            .map(|e| e.messages.join("; "))
-            .unwrap_or_default();
+        let parsed = serde_json::from_slice::<ErrorEnvelope>(body).ok().map(|e| e.error);
+        let message = parsed.as_ref().map(|e| e.messages.join("; ")).unwrap_or_default();
         let kind = parsed.and_then(|e| e.kind).unwrap_or_default();
         match status {
             401 => Self::Unauthorized,
             404 => Self::NotFound,
             429 => Self::RateLimited { retry_after },
-            400 | 422 if kind == "invalid_parameters" || kind.is_empty() => {
-                Self::InvalidParameters(message)
-            }
+            400 | 422 if kind == "invalid_parameters" || kind.is_empty() => Self::InvalidParameters(message),
             s if s >= 500 => Self::Server { status: s },
-            s => Self::Api {
-                status: s,
-                kind,
-                message,
-            },
+            s => Self::Api { status: s, kind, message },
         }
     }
 }
@@ -108,32 +87,19 @@ mod tests {
 
     #[test]
     fn mux_error_bodies_map_to_variants() {
-        let body =
-            br#"{"error":{"type":"invalid_parameters","messages":["end_time too large","x"]}}"#;
-        assert_eq!(
-            MuxError::from_status(400, body, None),
-            MuxError::InvalidParameters("end_time too large; x".into())
-        );
+        let body = br#"{"error":{"type":"invalid_parameters","messages":["end_time too large","x"]}}"#;
+        assert_eq!(MuxError::from_status(400, body, None), MuxError::InvalidParameters("end_time too large; x".into()));
         let body = br#"{"error":{"type":"not_found","messages":["gone"]}}"#;
         assert_eq!(MuxError::from_status(404, body, None), MuxError::NotFound);
         assert_eq!(
             MuxError::from_status(429, b"", Some(Duration::from_secs(2))),
-            MuxError::RateLimited {
-                retry_after: Some(Duration::from_secs(2))
-            }
+            MuxError::RateLimited { retry_after: Some(Duration::from_secs(2)) }
         );
-        assert_eq!(
-            MuxError::from_status(502, b"<html>", None),
-            MuxError::Server { status: 502 }
-        );
+        assert_eq!(MuxError::from_status(502, b"<html>", None), MuxError::Server { status: 502 });
         let body = br#"{"error":{"type":"forbidden","messages":["no"]}}"#;
         assert_eq!(
             MuxError::from_status(403, body, None),
-            MuxError::Api {
-                status: 403,
-                kind: "forbidden".into(),
-                message: "no".into()
-            }
+            MuxError::Api { status: 403, kind: "forbidden".into(), message: "no".into() }
         );
     }
 }

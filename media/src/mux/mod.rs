@@ -13,10 +13,9 @@ mod webhook;
 pub use client::{MuxClient, MuxConfig, RetryPolicy};
 pub use error::MuxError;
 pub use types::{
-    Asset, AssetErrors, AssetStatus, CreateClip, CreateLiveStream, LatencyMode, LiveStream,
-    LiveStreamStatus, NewAssetSettings, PlaybackId, PlaybackPolicy,
+    Asset, AssetErrors, AssetStatus, CreateClip, CreateLiveStream, LatencyMode, LiveStream, LiveStreamStatus,
+    NewAssetSettings, PlaybackId, PlaybackPolicy,
 };
 pub use webhook::{
-    DEFAULT_TOLERANCE, MuxWebhookError, MuxWebhookEvent, MuxWebhookObject, sign_webhook,
-    verify_webhook,
+    DEFAULT_TOLERANCE, MuxWebhookError, MuxWebhookEvent, MuxWebhookObject, sign_webhook, verify_webhook,
 };

@@ -219,10 +219,7 @@ fn unix_seconds<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u64>, D::Erro
         // Seconds never need sub-second precision here; truncation is intended.
         Some(Raw::Float(f)) if f >= 0.0 => Ok(Some(f as u64)),
         Some(Raw::Float(f)) => Err(serde::de::Error::custom(format!("negative timestamp {f}"))),
-        Some(Raw::Text(s)) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| serde::de::Error::custom(format!("bad timestamp {s:?}"))),
+        Some(Raw::Text(s)) => s.parse().map(Some).map_err(|_| serde::de::Error::custom(format!("bad timestamp {s:?}"))),
     }
 }
 
@@ -232,11 +229,8 @@ mod tests {
 
     #[test]
     fn created_at_is_read_from_a_string_or_a_number() {
-        let rest: LiveStream =
-            serde_json::from_str(r#"{"id":"a","status":"idle","created_at":"1527110899"}"#)
-                .unwrap();
-        let hook: LiveStream =
-            serde_json::from_str(r#"{"id":"a","status":"idle","created_at":1527110899}"#).unwrap();
+        let rest: LiveStream = serde_json::from_str(r#"{"id":"a","status":"idle","created_at":"1527110899"}"#).unwrap();
+        let hook: LiveStream = serde_json::from_str(r#"{"id":"a","status":"idle","created_at":1527110899}"#).unwrap();
         assert_eq!(rest.created_at, Some(1_527_110_899));
         assert_eq!(hook.created_at, Some(1_527_110_899));
     }

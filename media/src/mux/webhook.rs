@@ -59,11 +59,7 @@ pub fn verify_webhook(
         // `verify_slice` compares in constant time.
         hex::decode(hex_sig).is_ok_and(|sig| mac.clone().verify_slice(&sig).is_ok())
     });
-    if matched {
-        Ok(())
-    } else {
-        Err(MuxWebhookError::BadSignature)
-    }
+    if matched { Ok(()) } else { Err(MuxWebhookError::BadSignature) }
 }
 
 /// Produces a `mux-signature` header value, as Mux would, for tests and the
@@ -120,10 +116,7 @@ mod tests {
     fn a_signature_made_with_the_secret_verifies() {
         let body = br#"{"type":"video.live_stream.active","id":"e1","data":{}}"#;
         let header = sign_webhook(SECRET, body, at(1_735_689_660));
-        assert_eq!(
-            verify_webhook(SECRET, &header, body, at(1_735_689_700), DEFAULT_TOLERANCE),
-            Ok(())
-        );
+        assert_eq!(verify_webhook(SECRET, &header, body, at(1_735_689_700), DEFAULT_TOLERANCE), Ok(()));
     }
 
     #[test]
@@ -132,10 +125,7 @@ mod tests {
         let good = sign_webhook(SECRET, body, at(100));
         let good_sig = good.split_once(",v1=").unwrap().1;
         let header = format!("t=100,v1={},v1={good_sig}", "00".repeat(32));
-        assert_eq!(
-            verify_webhook(SECRET, &header, body, at(100), DEFAULT_TOLERANCE),
-            Ok(())
-        );
+        assert_eq!(verify_webhook(SECRET, &header, body, at(100), DEFAULT_TOLERANCE), Ok(()));
     }
 
     #[test]
@@ -143,13 +133,7 @@ mod tests {
         let body = br#"{"id":"e1"}"#;
         let header = sign_webhook(SECRET, body, at(1000));
         assert_eq!(
-            verify_webhook(
-                SECRET,
-                &header,
-                br#"{"id":"e2"}"#,
-                at(1000),
-                DEFAULT_TOLERANCE
-            ),
+            verify_webhook(SECRET, &header, br#"{"id":"e2"}"#, at(1000), DEFAULT_TOLERANCE),
             Err(MuxWebhookError::BadSignature)
         );
         assert_eq!(

@@ -28,9 +28,7 @@ pub(crate) fn mux_stream_key(url: &str) -> Option<&str> {
     if let Some(key) = url.strip_prefix("mux://") {
         return (!key.is_empty() && !key.contains('/')).then_some(key);
     }
-    let rest = url
-        .strip_prefix("rtmps://")
-        .or_else(|| url.strip_prefix("rtmp://"))?;
+    let rest = url.strip_prefix("rtmps://").or_else(|| url.strip_prefix("rtmp://"))?;
     let (_host, path) = rest.split_once('/')?;
     let key = path.strip_prefix("app/")?;
     (!key.is_empty() && !key.contains('/')).then_some(key)
@@ -45,9 +43,7 @@ pub(crate) fn redact_stream_url(url: &str) -> String {
         ("mux://", key)
     } else if url.starts_with("rtmp://") || url.starts_with("rtmps://") {
         match url.rfind('/') {
-            Some(i)
-                if i + 1 < url.len() && url[..i].contains("://") && !url[..i].ends_with('/') =>
-            {
+            Some(i) if i + 1 < url.len() && url[..i].contains("://") && !url[..i].ends_with('/') => {
                 (&url[..=i], &url[i + 1..])
             }
             _ => return url.to_owned(),
@@ -73,14 +69,8 @@ mod tests {
 
     #[test]
     fn mux_ingest_urls_yield_their_key() {
-        assert_eq!(
-            mux_stream_key("rtmps://global-live.mux.com:443/app/abc-123"),
-            Some("abc-123")
-        );
-        assert_eq!(
-            mux_stream_key("rtmp://global-live.mux.com:5222/app/k"),
-            Some("k")
-        );
+        assert_eq!(mux_stream_key("rtmps://global-live.mux.com:443/app/abc-123"), Some("abc-123"));
+        assert_eq!(mux_stream_key("rtmp://global-live.mux.com:5222/app/k"), Some("k"));
         assert_eq!(mux_stream_key("mux://8e0a2ae"), Some("8e0a2ae"));
         assert_eq!(mux_stream_key("rtmp://a.rtmp.youtube.com/live2/key"), None);
         assert_eq!(mux_stream_key("https://example.com/app/key"), None);
@@ -95,9 +85,6 @@ mod tests {
         );
         assert_eq!(redact_stream_url("mux://stream"), "mux://{st...am}");
         assert_eq!(redact_stream_url("rtmp://h/app/ab"), "rtmp://h/app/{...}");
-        assert_eq!(
-            redact_stream_url("https://example.com/page"),
-            "https://example.com/page"
-        );
+        assert_eq!(redact_stream_url("https://example.com/page"), "https://example.com/page");
     }
 }

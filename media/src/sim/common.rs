@@ -13,11 +13,7 @@ use super::faults::ResponseLoss;
 /// A random `[A-Za-z0-9]` string, the alphabet of Mux ids and LiveKit's
 /// `EG_…`/`EV_…` suffixes.
 pub(crate) fn random_id(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&rand::distr::Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&rand::distr::Alphanumeric).take(len).map(char::from).collect()
 }
 
 /// A simulator state lock. Handlers never panic while holding it on

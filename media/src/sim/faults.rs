@@ -261,16 +261,8 @@ mod tests {
     #[test]
     fn faults_fire_the_armed_number_of_times_in_order() {
         let faults = Faults::default();
-        faults.mux_request(
-            MuxOp::GetAsset,
-            MuxRequestFault::ServerError { status: 502 },
-            Times::N(2),
-        );
-        faults.mux_request(
-            MuxOp::GetAsset,
-            MuxRequestFault::ServerError { status: 503 },
-            Times::Once,
-        );
+        faults.mux_request(MuxOp::GetAsset, MuxRequestFault::ServerError { status: 502 }, Times::N(2));
+        faults.mux_request(MuxOp::GetAsset, MuxRequestFault::ServerError { status: 503 }, Times::Once);
         assert_eq!(faults.take_mux_request(MuxOp::CreateAsset), None);
         let s = |f| match f {
             Some(MuxRequestFault::ServerError { status }) => status,

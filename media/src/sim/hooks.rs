@@ -39,12 +39,7 @@ pub struct SignedWebhook {
 /// Signs `body` with `(api_key, api_secret)`, or deliberately wrongly when
 /// a fault is given (`Duplicate` and `Drop` are delivery faults and sign
 /// normally).
-pub fn sign_webhook(
-    api_key: &str,
-    api_secret: &str,
-    body: String,
-    fault: Option<WebhookFault>,
-) -> SignedWebhook {
+pub fn sign_webhook(api_key: &str, api_secret: &str, body: String, fault: Option<WebhookFault>) -> SignedWebhook {
     let now = crate::time::now_secs();
     let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes()));
     let (mut iss, mut secret, mut iat) = (api_key, api_secret.to_owned(), now);
@@ -64,26 +59,14 @@ pub fn sign_webhook(
         Some(WebhookFault::Expired) => iat = now.saturating_sub(2 * VALID_FOR.as_secs()),
         Some(WebhookFault::Duplicate | WebhookFault::Drop) | None => {}
     }
-    let claims = WebhookClaims {
-        iss,
-        iat,
-        nbf: iat,
-        exp: iat + VALID_FOR.as_secs(),
-        sha256: hash,
-    };
-    let authorization = jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap_or_else(|e| {
-        // HS256 over a serialisable struct cannot fail; an empty token is
-        // rejected by every receiver, which is the safe outcome anyway.
-        tracing::error!(error = %e, "could not sign a simulated webhook");
-        String::new()
-    });
-    SignedWebhook {
-        body: sent_body,
-        authorization,
-    }
+    let claims = WebhookClaims { iss, iat, nbf: iat, exp: iat + VALID_FOR.as_secs(), sha256: hash };
+    let authorization =
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes()))
+            .unwrap_or_else(|e| {
+                // HS256 over a serialisable struct cannot fail; an empty token is
+                // rejected by every receiver, which is the safe outcome anyway.
+                tracing::error!(error = %e, "could not sign a simulated webhook");
+                String::new()
+            });
+    SignedWebhook { body: sent_body, authorization }
 }

@@ -108,10 +108,7 @@ impl EgressSnapshot {
 }
 
 fn is_running(status: EgressStatus) -> bool {
-    matches!(
-        status,
-        EgressStatus::EgressStarting | EgressStatus::EgressActive | EgressStatus::EgressEnding
-    )
+    matches!(status, EgressStatus::EgressStarting | EgressStatus::EgressActive | EgressStatus::EgressEnding)
 }
 
 /// The LiveKit simulator. Cloning shares state.
@@ -166,13 +163,7 @@ impl EgressRec {
     }
 
     /// Moves to a terminal state; returns the encoder connections to hang up.
-    fn finish(
-        &mut self,
-        status: EgressStatus,
-        error: &str,
-        error_code: i32,
-        details: &str,
-    ) -> Vec<u64> {
+    fn finish(&mut self, status: EgressStatus, error: &str, error_code: i32, details: &str) -> Vec<u64> {
         let now = now_nanos();
         self.set_status(status);
         self.info.error = error.into();
@@ -193,18 +184,11 @@ impl EgressRec {
                 }
             }
         }
-        self.outputs
-            .iter_mut()
-            .filter_map(|o| o.connection.take())
-            .collect()
+        self.outputs.iter_mut().filter_map(|o| o.connection.take()).collect()
     }
 
     fn active_streams(&self) -> usize {
-        self.info
-            .stream_results
-            .iter()
-            .filter(|r| r.status == proto::stream_info::Status::Active as i32)
-            .count()
+        self.info.stream_results.iter().filter(|r| r.status == proto::stream_info::Status::Active as i32).count()
     }
 }
 
@@ -223,14 +207,7 @@ impl LiveKitSim {
     pub fn new(cfg: LiveKitSimConfig, faults: Faults, mux: Option<MuxSim>) -> Self {
         let (drops, mut drop_rx) = mpsc::unbounded_channel::<IngestDropped>();
         let outbox = Outbox::spawn(cfg.webhook_url.clone(), cfg.webhook_delivery);
-        let inner = Arc::new(Inner {
-            cfg,
-            faults,
-            mux,
-            outbox,
-            drops,
-            state: Mutex::default(),
-        });
+        let inner = Arc::new(Inner { cfg, faults, mux, outbox, drops, state: Mutex::default() });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         tokio::spawn(async move {
             while let Some(dropped) = drop_rx.recv().await {
@@ -249,13 +226,7 @@ impl LiveKitSim {
             .route("/twirp/livekit.Egress/{method}", post(twirp_call))
             .route(
                 "/twirp/{*rest}",
-                any(|| async {
-                    twirp::error(
-                        StatusCode::NOT_FOUND,
-                        "bad_route",
-                        "no handler for this path",
-                    )
-                }),
+                any(|| async { twirp::error(StatusCode::NOT_FOUND, "bad_route", "no handler for this path") }),
             )
             .route("/_sim/livekit/state", get(sim_state))
             .route("/_sim/livekit/webhook-sample", get(webhook_sample))
@@ -282,10 +253,7 @@ impl LiveKitSim {
 
     /// Egresses still STARTING, ACTIVE or ENDING.
     pub fn active_egresses(&self) -> Vec<EgressSnapshot> {
-        self.egresses()
-            .into_iter()
-            .filter(EgressSnapshot::is_active)
-            .collect()
+        self.egresses().into_iter().filter(EgressSnapshot::is_active).collect()
     }
 
     /// Every webhook produced so far, in order, with its delivery outcome.
@@ -322,10 +290,9 @@ impl LiveKitSim {
                 rec.participants.insert(identity.to_owned(), entry.clone());
                 entry
             }
-            ParticipantChange::Left => rec
-                .participants
-                .remove(identity)
-                .unwrap_or_else(|| (format!("PA_{}", random_id(12)), now_ms)),
+            ParticipantChange::Left => {
+                rec.participants.remove(identity).unwrap_or_else(|| (format!("PA_{}", random_id(12)), now_ms))
+            }
         };
         let event = participant_webhook(change, room, rec, &sid, joined_ms, identity, name);
         self.emit(event);
@@ -343,15 +310,8 @@ impl LiveKitSim {
             }
         };
         let fault = self.inner.faults.take_webhook();
-        let SignedWebhook {
-            body,
-            authorization,
-        } = sign_webhook(
-            &self.inner.cfg.api_key,
-            &self.inner.cfg.api_secret,
-            body,
-            fault,
-        );
+        let SignedWebhook { body, authorization } =
+            sign_webhook(&self.inner.cfg.api_key, &self.inner.cfg.api_secret, body, fault);
         let entry = SentWebhook {
             event: event.event.clone(),
             id: event.id.clone(),
@@ -364,29 +324,15 @@ impl LiveKitSim {
             ("user-agent", "LiveKit".to_owned()),
             ("authorization", authorization),
         ];
-        let copies = if fault == Some(WebhookFault::Duplicate) {
-            2
-        } else {
-            1
-        };
-        let dispatch = if fault == Some(WebhookFault::Drop) {
-            Dispatch::Drop
-        } else {
-            Dispatch::Deliver
-        };
+        let copies = if fault == Some(WebhookFault::Duplicate) { 2 } else { 1 };
+        let dispatch = if fault == Some(WebhookFault::Drop) { Dispatch::Drop } else { Dispatch::Deliver };
         for _ in 0..copies {
-            self.inner
-                .outbox
-                .push(entry.clone(), headers.clone(), dispatch);
+            self.inner.outbox.push(entry.clone(), headers.clone(), dispatch);
         }
     }
 
     fn egress_hook(&self, event: &str, info: &proto::EgressInfo) {
-        self.emit(proto::WebhookEvent {
-            event: event.into(),
-            egress_info: Some(info.clone()),
-            ..Default::default()
-        });
+        self.emit(proto::WebhookEvent { event: event.into(), egress_info: Some(info.clone()), ..Default::default() });
     }
 
     fn later(&self, after: Duration, f: impl FnOnce(&LiveKitSim) + Send + 'static) {
@@ -409,30 +355,18 @@ impl LiveKitSim {
     /// `Ok(None)` for an endpoint outside the simulation, `Err` if refused.
     fn dial(&self, url: &str) -> Result<Option<u64>, String> {
         match (&self.inner.mux, mux_stream_key(url)) {
-            (Some(mux), Some(key)) => mux
-                .rtmp_connect(key, self.inner.drops.clone())
-                .map(Some)
-                .map_err(|e| e.to_string()),
+            (Some(mux), Some(key)) => {
+                mux.rtmp_connect(key, self.inner.drops.clone()).map(Some).map_err(|e| e.to_string())
+            }
             _ => Ok(None),
         }
     }
 
-    fn start_web_egress(
-        &self,
-        req: proto::WebEgressRequest,
-    ) -> Result<proto::EgressInfo, TwirpError> {
+    fn start_web_egress(&self, req: proto::WebEgressRequest) -> Result<proto::EgressInfo, TwirpError> {
         if req.url.is_empty() {
-            return Err(TwirpError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                "url is required",
-            ));
+            return Err(TwirpError::new(StatusCode::BAD_REQUEST, "invalid_argument", "url is required"));
         }
-        let mut urls: Vec<String> = req
-            .stream_outputs
-            .iter()
-            .flat_map(|o| o.urls.iter().cloned())
-            .collect();
+        let mut urls: Vec<String> = req.stream_outputs.iter().flat_map(|o| o.urls.iter().cloned()).collect();
         if urls.is_empty() {
             urls = legacy_stream_urls(&req.output);
         }
@@ -442,11 +376,7 @@ impl LiveKitSim {
             || !req.image_outputs.is_empty()
             || req.output.is_some();
         if !has_output {
-            return Err(TwirpError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_argument",
-                "no outputs provided",
-            ));
+            return Err(TwirpError::new(StatusCode::BAD_REQUEST, "invalid_argument", "no outputs provided"));
         }
         let mut shown = req;
         for output in &mut shown.stream_outputs {
@@ -464,13 +394,7 @@ impl LiveKitSim {
         let fault = self.inner.faults.take_egress();
         let rec = EgressRec {
             info: info.clone(),
-            outputs: urls
-                .into_iter()
-                .map(|url| Output {
-                    url,
-                    connection: None,
-                })
-                .collect(),
+            outputs: urls.into_iter().map(|url| Output { url, connection: None }).collect(),
             fault,
             epoch: 0,
         };
@@ -481,9 +405,7 @@ impl LiveKitSim {
         }
         if fault != Some(EgressFault::StuckStarting) {
             let id = info.egress_id.clone();
-            self.later(self.inner.cfg.egress_start_delay, move |sim| {
-                sim.activate(&id, 0)
-            });
+            self.later(self.inner.cfg.egress_start_delay, move |sim| sim.activate(&id, 0));
         }
         Ok(info)
     }
@@ -500,20 +422,12 @@ impl LiveKitSim {
                 return;
             }
             if rec.fault == Some(EgressFault::AbortStartSignal) {
-                rec.finish(
-                    EgressStatus::EgressAborted,
-                    "Start signal not received",
-                    412,
-                    "",
-                );
+                rec.finish(EgressStatus::EgressAborted, "Start signal not received", 412, "");
                 let info = rec.info.clone();
                 self.egress_hook("egress_ended", &info);
                 return;
             }
-            rec.outputs
-                .iter()
-                .map(|o| o.url.clone())
-                .collect::<Vec<_>>()
+            rec.outputs.iter().map(|o| o.url.clone()).collect::<Vec<_>>()
         };
         let dialled: Vec<Result<Option<u64>, String>> = urls.iter().map(|u| self.dial(u)).collect();
         let mut orphaned = Vec::new();
@@ -528,10 +442,8 @@ impl LiveKitSim {
             } else {
                 let now = now_nanos();
                 for (i, result) in dialled.into_iter().enumerate() {
-                    let mut info = proto::StreamInfo {
-                        url: redact_stream_url(&rec.outputs[i].url),
-                        ..Default::default()
-                    };
+                    let mut info =
+                        proto::StreamInfo { url: redact_stream_url(&rec.outputs[i].url), ..Default::default() };
                     match result {
                         Ok(conn) => {
                             rec.outputs[i].connection = conn;
@@ -567,14 +479,7 @@ impl LiveKitSim {
         let id = id.to_owned();
         match follow_up {
             Some((EgressFault::FailMidStream { after }, epoch)) => self.later(after, move |sim| {
-                sim.end_if_active(
-                    &id,
-                    epoch,
-                    EgressStatus::EgressFailed,
-                    "pipeline frozen",
-                    500,
-                    "",
-                )
+                sim.end_if_active(&id, epoch, EgressStatus::EgressFailed, "pipeline frozen", 500, "")
             }),
             Some((EgressFault::LimitReached { after }, epoch)) => self.later(after, move |sim| {
                 sim.end_if_active(
@@ -590,15 +495,7 @@ impl LiveKitSim {
         }
     }
 
-    fn end_if_active(
-        &self,
-        id: &str,
-        epoch: u64,
-        status: EgressStatus,
-        error: &str,
-        code: i32,
-        details: &str,
-    ) {
+    fn end_if_active(&self, id: &str, epoch: u64, status: EgressStatus, error: &str, code: i32, details: &str) {
         let conns = {
             let mut st = lock(&self.inner.state);
             let Some(rec) = st.egresses.iter_mut().find(|e| e.info.egress_id == id) else {
@@ -635,28 +532,19 @@ impl LiveKitSim {
                 }
                 EgressStatus::EgressActive => {
                     rec.set_status(EgressStatus::EgressEnding);
-                    let conns: Vec<u64> = rec
-                        .outputs
-                        .iter_mut()
-                        .filter_map(|o| o.connection.take())
-                        .collect();
+                    let conns: Vec<u64> = rec.outputs.iter_mut().filter_map(|o| o.connection.take()).collect();
                     let info = rec.info.clone();
                     self.egress_hook("egress_updated", &info);
                     let epoch = rec.epoch;
                     let id = id.to_owned();
-                    self.later(self.inner.cfg.egress_end_delay, move |sim| {
-                        sim.complete(&id, epoch)
-                    });
+                    self.later(self.inner.cfg.egress_end_delay, move |sim| sim.complete(&id, epoch));
                     (info, conns)
                 }
                 other => {
                     return Err(TwirpError::new(
                         StatusCode::PRECONDITION_FAILED,
                         "failed_precondition",
-                        format!(
-                            "egress with status {} cannot be stopped",
-                            other.as_str_name()
-                        ),
+                        format!("egress with status {} cannot be stopped", other.as_str_name()),
                     ));
                 }
             }
@@ -674,27 +562,14 @@ impl LiveKitSim {
         if rec.epoch != epoch || rec.status() != EgressStatus::EgressEnding {
             return;
         }
-        rec.finish(
-            EgressStatus::EgressComplete,
-            "",
-            0,
-            "End reason: StopEgress API",
-        );
+        rec.finish(EgressStatus::EgressComplete, "", 0, "End reason: StopEgress API");
         let info = rec.info.clone();
         self.egress_hook("egress_ended", &info);
     }
 
-    fn list_egress(
-        &self,
-        req: &proto::ListEgressRequest,
-    ) -> Result<proto::ListEgressResponse, TwirpError> {
+    fn list_egress(&self, req: &proto::ListEgressRequest) -> Result<proto::ListEgressResponse, TwirpError> {
         let st = lock(&self.inner.state);
-        if !req.egress_id.is_empty()
-            && !st
-                .egresses
-                .iter()
-                .any(|e| e.info.egress_id == req.egress_id)
-        {
+        if !req.egress_id.is_empty() && !st.egresses.iter().any(|e| e.info.egress_id == req.egress_id) {
             return Err(not_found());
         }
         let items = st
@@ -705,42 +580,26 @@ impl LiveKitSim {
             .filter(|e| !req.active || is_running(e.status()))
             .map(|e| e.info.clone())
             .collect();
-        Ok(proto::ListEgressResponse {
-            items,
-            next_page_token: None,
-        })
+        Ok(proto::ListEgressResponse { items, next_page_token: None })
     }
 
-    fn update_stream(
-        &self,
-        req: proto::UpdateStreamRequest,
-    ) -> Result<proto::EgressInfo, TwirpError> {
+    fn update_stream(&self, req: proto::UpdateStreamRequest) -> Result<proto::EgressInfo, TwirpError> {
         let removed = {
             let mut st = lock(&self.inner.state);
-            let Some(rec) = st
-                .egresses
-                .iter_mut()
-                .find(|e| e.info.egress_id == req.egress_id)
-            else {
+            let Some(rec) = st.egresses.iter_mut().find(|e| e.info.egress_id == req.egress_id) else {
                 return Err(not_found());
             };
             if rec.status() != EgressStatus::EgressActive {
                 return Err(TwirpError::new(
                     StatusCode::PRECONDITION_FAILED,
                     "failed_precondition",
-                    format!(
-                        "egress with status {} cannot be updated",
-                        rec.status().as_str_name()
-                    ),
+                    format!("egress with status {} cannot be updated", rec.status().as_str_name()),
                 ));
             }
             let now = now_nanos();
             let mut removed = Vec::new();
             for url in &req.remove_output_urls {
-                let found = rec
-                    .outputs
-                    .iter()
-                    .position(|o| &o.url == url || &redact_stream_url(&o.url) == url);
+                let found = rec.outputs.iter().position(|o| &o.url == url || &redact_stream_url(&o.url) == url);
                 let Some(i) = found else { continue };
                 if let Some(result) = rec.info.stream_results.get_mut(i)
                     && result.status == proto::stream_info::Status::Active as i32
@@ -753,33 +612,20 @@ impl LiveKitSim {
             removed
         };
         self.hang_up(removed);
-        let dialled: Vec<(String, Result<Option<u64>, String>)> = req
-            .add_output_urls
-            .iter()
-            .map(|u| (u.clone(), self.dial(u)))
-            .collect();
+        let dialled: Vec<(String, Result<Option<u64>, String>)> =
+            req.add_output_urls.iter().map(|u| (u.clone(), self.dial(u))).collect();
         let (info, orphaned) = {
             let mut st = lock(&self.inner.state);
-            let Some(rec) = st
-                .egresses
-                .iter_mut()
-                .find(|e| e.info.egress_id == req.egress_id)
-            else {
+            let Some(rec) = st.egresses.iter_mut().find(|e| e.info.egress_id == req.egress_id) else {
                 return Err(not_found());
             };
             if rec.status() != EgressStatus::EgressActive {
-                let orphaned = dialled
-                    .into_iter()
-                    .filter_map(|(_, r)| r.ok().flatten())
-                    .collect();
+                let orphaned = dialled.into_iter().filter_map(|(_, r)| r.ok().flatten()).collect();
                 (rec.info.clone(), orphaned)
             } else {
                 let now = now_nanos();
                 for (url, result) in dialled {
-                    let mut info = proto::StreamInfo {
-                        url: redact_stream_url(&url),
-                        ..Default::default()
-                    };
+                    let mut info = proto::StreamInfo { url: redact_stream_url(&url), ..Default::default() };
                     let connection = match result {
                         Ok(conn) => {
                             info.started_at = now;
@@ -796,28 +642,19 @@ impl LiveKitSim {
                     rec.info.stream_results.push(info);
                 }
                 if let Some(proto::egress_info::Request::Web(web)) = &mut rec.info.request {
-                    let urls = rec
-                        .outputs
-                        .iter()
-                        .map(|o| redact_stream_url(&o.url))
-                        .collect();
+                    let urls = rec.outputs.iter().map(|o| redact_stream_url(&o.url)).collect();
                     match web.stream_outputs.first_mut() {
                         Some(out) => out.urls = urls,
-                        None => web.stream_outputs.push(proto::StreamOutput {
-                            protocol: proto::StreamProtocol::Rtmp as i32,
-                            urls,
-                        }),
+                        None => web
+                            .stream_outputs
+                            .push(proto::StreamOutput { protocol: proto::StreamProtocol::Rtmp as i32, urls }),
                     }
                 }
                 rec.info.updated_at = now;
                 if rec.active_streams() == 0 {
                     // Removing the last stream ends the egress normally.
-                    let orphaned = rec.finish(
-                        EgressStatus::EgressComplete,
-                        "",
-                        0,
-                        &format!("End reason: {ALL_STREAMS_STOPPED}"),
-                    );
+                    let orphaned =
+                        rec.finish(EgressStatus::EgressComplete, "", 0, &format!("End reason: {ALL_STREAMS_STOPPED}"));
                     let info = rec.info.clone();
                     self.egress_hook("egress_ended", &info);
                     (info, orphaned)
@@ -834,10 +671,7 @@ impl LiveKitSim {
     fn on_ingest_dropped(&self, connection: u64) {
         let mut st = lock(&self.inner.state);
         let found = st.egresses.iter_mut().find_map(|rec| {
-            let i = rec
-                .outputs
-                .iter()
-                .position(|o| o.connection == Some(connection))?;
+            let i = rec.outputs.iter().position(|o| o.connection == Some(connection))?;
             Some((rec, i))
         });
         let Some((rec, i)) = found else { return };
@@ -862,19 +696,17 @@ impl LiveKitSim {
     }
 
     fn authenticate(&self, headers: &HeaderMap) -> Result<(), TwirpError> {
-        let unauthenticated =
-            |msg: &str| TwirpError::new(StatusCode::UNAUTHORIZED, "unauthenticated", msg);
+        let unauthenticated = |msg: &str| TwirpError::new(StatusCode::UNAUTHORIZED, "unauthenticated", msg);
         let value = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| unauthenticated("authorization header not set"))?;
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
-            unauthenticated("invalid authorization header. Must start with Bearer ")
-        })?;
-        let claims =
-            TokenVerifier::with_api_key(&self.inner.cfg.api_key, &self.inner.cfg.api_secret)
-                .verify(token.trim())
-                .map_err(|_| unauthenticated("invalid token"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| unauthenticated("invalid authorization header. Must start with Bearer "))?;
+        let claims = TokenVerifier::with_api_key(&self.inner.cfg.api_key, &self.inner.cfg.api_secret)
+            .verify(token.trim())
+            .map_err(|_| unauthenticated("invalid token"))?;
         if !claims.video.room_record {
             return Err(unauthenticated("permissions denied"));
         }
@@ -920,16 +752,12 @@ fn participant_webhook(
     name: &str,
 ) -> proto::WebhookEvent {
     let (event, state, reason) = match change {
-        ParticipantChange::Joined => (
-            "participant_joined",
-            proto::participant_info::State::Active,
-            proto::DisconnectReason::UnknownReason,
-        ),
-        ParticipantChange::Left => (
-            "participant_left",
-            proto::participant_info::State::Disconnected,
-            proto::DisconnectReason::ClientInitiated,
-        ),
+        ParticipantChange::Joined => {
+            ("participant_joined", proto::participant_info::State::Active, proto::DisconnectReason::UnknownReason)
+        }
+        ParticipantChange::Left => {
+            ("participant_left", proto::participant_info::State::Disconnected, proto::DisconnectReason::ClientInitiated)
+        }
     };
     proto::WebhookEvent {
         event: event.into(),
@@ -971,11 +799,7 @@ async fn twirp_call(
         );
     };
     let Some(encoding) = Encoding::of(&headers) else {
-        return twirp::error(
-            StatusCode::NOT_FOUND,
-            "bad_route",
-            "unexpected Content-Type",
-        );
+        return twirp::error(StatusCode::NOT_FOUND, "bad_route", "unexpected Content-Type");
     };
     if let Err(e) = sim.authenticate(&headers) {
         return e.into_response();
@@ -984,26 +808,15 @@ async fn twirp_call(
     match fault {
         Some(TwirpFault::SlowThenUnavailable { delay }) => {
             tokio::time::sleep(delay).await;
-            return twirp::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "no response from servers",
-            );
+            return twirp::error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no response from servers");
         }
         Some(TwirpFault::ResourceExhausted) => {
-            return twirp::error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "resource_exhausted",
-                "resource exhausted",
-            );
+            return twirp::error(StatusCode::TOO_MANY_REQUESTS, "resource_exhausted", "resource exhausted");
         }
         Some(TwirpFault::BadGatewayHtml) => {
             let html = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>";
             let mut resp = (StatusCode::BAD_GATEWAY, html).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/html"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/html"));
             return resp;
         }
         _ => {}
@@ -1025,11 +838,7 @@ async fn twirp_call(
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     match fault {
         Some(TwirpFault::CommitThenLose(loss)) => {
-            let internal = twirp::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            );
+            let internal = twirp::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");
             lose(resp, loss, internal).await
         }
         _ => resp,
@@ -1065,21 +874,14 @@ impl ParticipantQuery {
 /// Test-only: a freshly signed sample webhook (`body` and the
 /// `authorization` header value), without sending it anywhere and without
 /// touching simulator state or faults.
-async fn webhook_sample(
-    AxumState(sim): AxumState<LiveKitSim>,
-    Query(q): Query<ParticipantQuery>,
-) -> Response {
+async fn webhook_sample(AxumState(sim): AxumState<LiveKitSim>, Query(q): Query<ParticipantQuery>) -> Response {
     let change = match q.change() {
         Ok(c) => c,
         Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),
     };
     let now_ms = now_nanos() / 1_000_000;
     let room = q.room.as_deref().unwrap_or("sample-room");
-    let rec = RoomRec {
-        sid: format!("RM_{}", random_id(12)),
-        created_ms: now_ms,
-        participants: HashMap::new(),
-    };
+    let rec = RoomRec { sid: format!("RM_{}", random_id(12)), created_ms: now_ms, participants: HashMap::new() };
     let identity = q.identity.as_deref().unwrap_or("alice");
     let name = q.name.as_deref().unwrap_or("Alice");
     let sid = format!("PA_{}", random_id(12));
@@ -1089,21 +891,13 @@ async fn webhook_sample(
     let Ok(body) = serde_json::to_string(&event) else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
-    let signed = sign_webhook(
-        &sim.inner.cfg.api_key,
-        &sim.inner.cfg.api_secret,
-        body,
-        None,
-    );
+    let signed = sign_webhook(&sim.inner.cfg.api_key, &sim.inner.cfg.api_secret, body, None);
     Json(json!({"body": signed.body, "authorization": signed.authorization})).into_response()
 }
 
 /// Test-only: `POST /_sim/livekit/participants {"event","room","identity","name"}`
 /// sends a participant webhook through the normal (fault-injectable) path.
-async fn participant_event(
-    AxumState(sim): AxumState<LiveKitSim>,
-    Json(q): Json<ParticipantQuery>,
-) -> Response {
+async fn participant_event(AxumState(sim): AxumState<LiveKitSim>, Json(q): Json<ParticipantQuery>) -> Response {
     let change = match q.change() {
         Ok(c) => c,
         Err(msg) => return (StatusCode::BAD_REQUEST, msg).into_response(),

@@ -36,8 +36,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use faults::{
-    AssetFault, AssetKind, EgressFault, Faults, IngestFault, MuxOp, MuxRequestFault, ResponseLoss,
-    Times, TwirpFault, TwirpMethod, WebhookFault,
+    AssetFault, AssetKind, EgressFault, Faults, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, Times, TwirpFault,
+    TwirpMethod, WebhookFault,
 };
 pub use hooks::{SignedWebhook, sign_webhook as sign_livekit_webhook};
 pub use livekit::{EgressSnapshot, LiveKitSim, LiveKitSimConfig};
@@ -54,10 +54,7 @@ pub struct SimConfig {
 impl SimConfig {
     /// Millisecond timings and no rate limit: for tests.
     pub fn fast() -> Self {
-        Self {
-            mux: MuxSimConfig::fast(),
-            livekit: LiveKitSimConfig::fast(),
-        }
+        Self { mux: MuxSimConfig::fast(), livekit: LiveKitSimConfig::fast() }
     }
 }
 
@@ -76,11 +73,7 @@ impl SimHandle {
         let faults = Faults::default();
         let mux = MuxSim::new(config.mux, faults.clone());
         let livekit = LiveKitSim::new(config.livekit, faults.clone(), Some(mux.clone()));
-        Self {
-            mux,
-            livekit,
-            faults,
-        }
+        Self { mux, livekit, faults }
     }
 
     /// See [`MuxSim::router`]; generic over the host app's state type.
@@ -131,10 +124,7 @@ pub struct SimAddrs {
 impl Default for SimAddrs {
     fn default() -> Self {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self {
-            mux: any,
-            livekit: any,
-        }
+        Self { mux: any, livekit: any }
     }
 }
 
@@ -158,12 +148,7 @@ impl Simulators {
         let handle = SimHandle::new(config);
         let (mux_url, mux_server) = serve(addrs.mux, handle.mux_router()).await?;
         let (livekit_url, livekit_server) = serve(addrs.livekit, handle.livekit_router()).await?;
-        Ok(Self {
-            mux_url,
-            livekit_url,
-            handle,
-            servers: vec![mux_server, livekit_server],
-        })
+        Ok(Self { mux_url, livekit_url, handle, servers: vec![mux_server, livekit_server] })
     }
 
     pub fn faults(&self) -> &Faults {

@@ -75,10 +75,7 @@ impl Default for MuxSimConfig {
         Self {
             token_id: "dev-mux-token-id".into(),
             token_secret: "dev-mux-token-secret".into(),
-            post_rate_limit: Some(RateLimit {
-                burst: 3,
-                refill_every: Duration::from_secs(1),
-            }),
+            post_rate_limit: Some(RateLimit { burst: 3, refill_every: Duration::from_secs(1) }),
             connect_to_recording: Duration::from_secs(1),
             recording_to_active: Duration::from_secs(2),
             reconnect_window_override: None,
@@ -202,14 +199,8 @@ struct Stream {
 }
 
 enum Origin {
-    Live {
-        stream_id: String,
-    },
-    Clip {
-        source: String,
-        start: f64,
-        end: f64,
-    },
+    Live { stream_id: String },
+    Clip { source: String, start: f64, end: f64 },
 }
 
 struct AssetRec {
@@ -239,17 +230,12 @@ struct Effects {
 }
 
 impl Effects {
-    fn later(
-        &mut self,
-        after: Duration,
-        f: impl FnOnce(&mut State, &mut Effects) + Send + 'static,
-    ) {
+    fn later(&mut self, after: Duration, f: impl FnOnce(&mut State, &mut Effects) + Send + 'static) {
         self.timers.push((after, Box::new(f)));
     }
 
     fn event(&mut self, kind: &str, object_type: &'static str, id: &str, data: Value) {
-        self.events
-            .push((kind.to_owned(), object_type, id.to_owned(), data));
+        self.events.push((kind.to_owned(), object_type, id.to_owned(), data));
     }
 }
 
@@ -280,11 +266,8 @@ impl MuxSim {
     /// Must be called inside a tokio runtime (webhook delivery task).
     pub fn new(cfg: MuxSimConfig, faults: Faults) -> Self {
         let outbox = Outbox::spawn(cfg.webhook_url.clone(), cfg.webhook_delivery);
-        let bucket = cfg.post_rate_limit.map(|limit| Bucket {
-            limit,
-            tokens: f64::from(limit.burst),
-            at: Instant::now(),
-        });
+        let bucket =
+            cfg.post_rate_limit.map(|limit| Bucket { limit, tokens: f64::from(limit.burst), at: Instant::now() });
         let state = State {
             cfg,
             faults,
@@ -294,12 +277,7 @@ impl MuxSim {
             next_connection: 0,
             bucket,
         };
-        Self {
-            inner: Arc::new(Inner {
-                state: Mutex::new(state),
-                outbox,
-            }),
-        }
+        Self { inner: Arc::new(Inner { state: Mutex::new(state), outbox }) }
     }
 
     /// The REST API under `/video/v1`, plus `GET /_sim/mux/state` (no auth)
@@ -308,14 +286,8 @@ impl MuxSim {
     /// Mux's JSON 404.
     pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
         Router::new()
-            .route(
-                "/video/v1/live-streams",
-                get(list_streams).post(create_stream),
-            )
-            .route(
-                "/video/v1/live-streams/{id}",
-                get(get_stream).delete(delete_stream),
-            )
+            .route("/video/v1/live-streams", get(list_streams).post(create_stream))
+            .route("/video/v1/live-streams/{id}", get(get_stream).delete(delete_stream))
             .route("/video/v1/live-streams/{id}/complete", put(complete_stream))
             .route("/video/v1/live-streams/{id}/disable", put(disable_stream))
             .route("/video/v1/live-streams/{id}/enable", put(enable_stream))
@@ -424,17 +396,9 @@ impl MuxSim {
             })
             .to_string();
             let signature = crate::mux::sign_webhook(secret, body.as_bytes(), SystemTime::now());
-            let headers = vec![
-                ("content-type", "application/json".to_owned()),
-                ("mux-signature", signature.clone()),
-            ];
-            let entry = SentWebhook {
-                event: kind,
-                id,
-                body,
-                signature,
-                outcome: super::outbox::DeliveryOutcome::Pending,
-            };
+            let headers = vec![("content-type", "application/json".to_owned()), ("mux-signature", signature.clone())];
+            let entry =
+                SentWebhook { event: kind, id, body, signature, outcome: super::outbox::DeliveryOutcome::Pending };
             self.inner.outbox.push(entry, headers, Dispatch::Deliver);
         }
     }
@@ -449,37 +413,22 @@ impl MuxSim {
     ) -> Response {
         let (expected, faults) = {
             let st = lock(&self.inner.state);
-            (
-                format!("{}:{}", st.cfg.token_id, st.cfg.token_secret),
-                st.faults.clone(),
-            )
+            (format!("{}:{}", st.cfg.token_id, st.cfg.token_secret), st.faults.clone())
         };
         if !basic_auth_matches(headers, &expected) {
-            return mux_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "Unauthorized request",
-            );
+            return mux_error(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized request");
         }
         let fault = faults.take_mux_request(op);
         match fault {
             Some(MuxRequestFault::RateLimited { retry_after }) => return rate_limited(retry_after),
             Some(MuxRequestFault::ServerError { status }) => {
-                let status =
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-                return mux_error(
-                    status,
-                    "internal_error",
-                    "An internal server error occurred",
-                );
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return mux_error(status, "internal_error", "An internal server error occurred");
             }
             _ => {}
         }
         if method == Method::POST {
-            let wait = lock(&self.inner.state)
-                .bucket
-                .as_mut()
-                .and_then(Bucket::take);
+            let wait = lock(&self.inner.state).bucket.as_mut().and_then(Bucket::take);
             if let Some(wait) = wait {
                 return rate_limited(wait);
             }
@@ -487,11 +436,8 @@ impl MuxSim {
         let resp = work(self);
         match fault {
             Some(MuxRequestFault::CommitThenLose(loss)) => {
-                let internal = mux_error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "An internal server error occurred",
-                );
+                let internal =
+                    mux_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "An internal server error occurred");
                 lose(resp, loss, internal).await
             }
             _ => resp,
@@ -499,23 +445,14 @@ impl MuxSim {
     }
 }
 
-const NOT_FOUND_MSG: &str =
-    "The requested resource either doesn't exist or you don't have access to it.";
+const NOT_FOUND_MSG: &str = "The requested resource either doesn't exist or you don't have access to it.";
 
 fn mux_error(status: StatusCode, kind: &str, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"type": kind, "messages": [message]}})),
-    )
-        .into_response()
+    (status, Json(json!({"error": {"type": kind, "messages": [message]}}))).into_response()
 }
 
 fn invalid(message: impl Into<String>) -> Response {
-    mux_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_parameters",
-        &message.into(),
-    )
+    mux_error(StatusCode::BAD_REQUEST, "invalid_parameters", &message.into())
 }
 
 fn not_found() -> Response {
@@ -523,11 +460,7 @@ fn not_found() -> Response {
 }
 
 fn rate_limited(wait: Duration) -> Response {
-    let mut resp = mux_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_requests",
-        "Rate limit exceeded",
-    );
+    let mut resp = mux_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", "Rate limit exceeded");
     let secs = wait.as_secs_f64().ceil().max(0.0);
     if let Ok(v) = HeaderValue::from_str(&format!("{secs:.0}")) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -540,10 +473,7 @@ fn data(status: StatusCode, value: Value) -> Response {
 }
 
 fn basic_auth_matches(headers: &HeaderMap, expected: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
         return false;
     };
     let Some(encoded) = value.strip_prefix("Basic ") else {
@@ -575,30 +505,19 @@ impl OneOrMany {
 
 /// The playback policies of a request, or the `invalid_parameters` message.
 fn policies(plural: Option<OneOrMany>, singular: Option<OneOrMany>) -> Result<Vec<String>, String> {
-    let list = plural
-        .or(singular)
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default();
-    match list
-        .iter()
-        .find(|p| !matches!(p.as_str(), "public" | "signed" | "drm"))
-    {
+    let list = plural.or(singular).map(OneOrMany::into_vec).unwrap_or_default();
+    match list.iter().find(|p| !matches!(p.as_str(), "public" | "signed" | "drm")) {
         Some(bad) => Err(format!("Invalid playback policy: {bad}")),
         None => Ok(list),
     }
 }
 
 fn playback_ids(policies: &[String]) -> Vec<(String, String)> {
-    policies
-        .iter()
-        .map(|p| (random_id(36), p.clone()))
-        .collect()
+    policies.iter().map(|p| (random_id(36), p.clone())).collect()
 }
 
 fn playback_ids_json(ids: &[(String, String)]) -> Value {
-    ids.iter()
-        .map(|(id, policy)| json!({"policy": policy, "id": id}))
-        .collect()
+    ids.iter().map(|(id, policy)| json!({"policy": policy, "id": id})).collect()
 }
 
 #[derive(Deserialize)]
@@ -632,19 +551,11 @@ impl Paging {
     fn apply<T>(&self, items: Vec<T>) -> Vec<T> {
         let limit = self.limit.unwrap_or(25).clamp(1, 100);
         let page = self.page.unwrap_or(1).max(1);
-        items
-            .into_iter()
-            .skip((page - 1) * limit)
-            .take(limit)
-            .collect()
+        items.into_iter().skip((page - 1) * limit).take(limit).collect()
     }
 }
 
-async fn create_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.gate(MuxOp::CreateLiveStream, Method::POST, &headers, |sim| {
         let req: CreateStreamBody = match serde_json::from_slice(&body) {
             Ok(r) => r,
@@ -656,12 +567,7 @@ async fn create_stream(
         };
         let asset_policies = match &req.new_asset_settings {
             Some(settings) => {
-                let get = |k: &str| {
-                    settings
-                        .get(k)
-                        .cloned()
-                        .and_then(|v| serde_json::from_value::<OneOrMany>(v).ok())
-                };
+                let get = |k: &str| settings.get(k).cloned().and_then(|v| serde_json::from_value::<OneOrMany>(v).ok());
                 match policies(get("playback_policies"), get("playback_policy")) {
                     Ok(p) => p,
                     Err(msg) => return invalid(msg),
@@ -673,11 +579,7 @@ async fn create_stream(
         if !matches!(latency_mode.as_str(), "standard" | "reduced" | "low") {
             return invalid(format!("Invalid latency_mode: {latency_mode}"));
         }
-        let default_window = if latency_mode == "standard" {
-            60.0
-        } else {
-            0.0
-        };
+        let default_window = if latency_mode == "standard" { 60.0 } else { 0.0 };
         let reconnect_window = req.reconnect_window.unwrap_or(default_window);
         if !(0.0..=1800.0).contains(&reconnect_window) {
             return invalid("reconnect_window must be between 0 and 1800");
@@ -716,11 +618,7 @@ async fn create_stream(
     .await
 }
 
-async fn list_streams(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Query(paging): Query<Paging>,
-) -> Response {
+async fn list_streams(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Query(paging): Query<Paging>) -> Response {
     sim.gate(MuxOp::ListLiveStreams, Method::GET, &headers, |sim| {
         let st = lock(&sim.inner.state);
         // Newest first, as Mux lists.
@@ -730,11 +628,7 @@ async fn list_streams(
     .await
 }
 
-async fn get_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn get_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::GetLiveStream, Method::GET, &headers, |sim| {
         let st = lock(&sim.inner.state);
         match st.streams.iter().find(|s| s.id == id) {
@@ -745,11 +639,7 @@ async fn get_stream(
     .await
 }
 
-async fn complete_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn complete_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::CompleteLiveStream, Method::PUT, &headers, |sim| {
         sim.mutate(|st, fx| match st.stream_idx(&id) {
             Some(i) => {
@@ -762,11 +652,7 @@ async fn complete_stream(
     .await
 }
 
-async fn disable_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn disable_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::DisableLiveStream, Method::PUT, &headers, |sim| {
         sim.mutate(|st, fx| match st.stream_idx(&id) {
             Some(i) => {
@@ -779,23 +665,14 @@ async fn disable_stream(
     .await
 }
 
-async fn enable_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn enable_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::EnableLiveStream, Method::PUT, &headers, |sim| {
         sim.mutate(|st, fx| match st.stream_idx(&id) {
             Some(i) => {
                 let s = &mut st.streams[i];
                 if !s.enabled {
                     s.enabled = true;
-                    fx.event(
-                        "video.live_stream.enabled",
-                        "live_stream",
-                        &s.id,
-                        s.hook_json(),
-                    );
+                    fx.event("video.live_stream.enabled", "live_stream", &s.id, s.hook_json());
                 }
                 data(StatusCode::OK, json!({}))
             }
@@ -805,11 +682,7 @@ async fn enable_stream(
     .await
 }
 
-async fn delete_stream(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn delete_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::DeleteLiveStream, Method::DELETE, &headers, |sim| {
         sim.mutate(|st, fx| match st.stream_idx(&id) {
             Some(i) => {
@@ -822,11 +695,7 @@ async fn delete_stream(
     .await
 }
 
-async fn list_assets(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Query(paging): Query<Paging>,
-) -> Response {
+async fn list_assets(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Query(paging): Query<Paging>) -> Response {
     sim.gate(MuxOp::ListAssets, Method::GET, &headers, |sim| {
         let st = lock(&sim.inner.state);
         let all: Vec<Value> = st
@@ -845,11 +714,7 @@ async fn list_assets(
     .await
 }
 
-async fn get_asset(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn get_asset(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::GetAsset, Method::GET, &headers, |sim| {
         let st = lock(&sim.inner.state);
         match st.assets.iter().find(|a| a.id == id) {
@@ -860,11 +725,7 @@ async fn get_asset(
     .await
 }
 
-async fn delete_asset(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
+async fn delete_asset(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     sim.gate(MuxOp::DeleteAsset, Method::DELETE, &headers, |sim| {
         sim.mutate(|st, fx| match st.assets.iter().position(|a| a.id == id) {
             Some(i) => {
@@ -902,11 +763,7 @@ struct CreateAssetRequest {
     passthrough: Option<String>,
 }
 
-async fn create_asset(
-    AxumState(sim): AxumState<MuxSim>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn create_asset(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, body: Bytes) -> Response {
     sim.gate(MuxOp::CreateAsset, Method::POST, &headers, |sim| {
         let req: CreateAssetRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,
@@ -920,9 +777,7 @@ async fn create_asset(
             return invalid("inputs is required");
         };
         let Some(source) = input.url.strip_prefix("mux://assets/").map(str::to_owned) else {
-            return invalid(
-                "the simulator only creates clips: inputs[0].url must be mux://assets/{id}",
-            );
+            return invalid("the simulator only creates clips: inputs[0].url must be mux://assets/{id}");
         };
         sim.mutate(|st, fx| {
             let scale = st.cfg.media_time_scale;
@@ -1041,10 +896,7 @@ impl Stream {
         let mut v = self.json();
         v["created_at"] = json!(self.created_at);
         v["connected"] = json!(self.connection.is_some());
-        v["recording"] = json!(matches!(
-            self.phase,
-            IngestPhase::Recording | IngestPhase::Active
-        ));
+        v["recording"] = json!(matches!(self.phase, IngestPhase::Recording | IngestPhase::Active));
         v
     }
 }
@@ -1052,19 +904,13 @@ impl Stream {
 impl AssetRec {
     fn recorded(&self) -> Duration {
         let closed: Duration = self.segments.iter().map(|(_, d)| *d).sum();
-        closed
-            + self
-                .open_segment
-                .map(|(_, at)| at.elapsed())
-                .unwrap_or_default()
+        closed + self.open_segment.map(|(_, at)| at.elapsed()).unwrap_or_default()
     }
 
     /// Media seconds, once there are any.
     fn duration(&self, scale: f64) -> Option<f64> {
         match &self.origin {
-            Origin::Clip { start, end, .. } => {
-                (self.status == AssetStatus::Ready).then_some(end - start)
-            }
+            Origin::Clip { start, end, .. } => (self.status == AssetStatus::Ready).then_some(end - start),
             Origin::Live { .. } => {
                 let recorded = self.recorded();
                 (self.status == AssetStatus::Ready && !recorded.is_zero())
@@ -1120,11 +966,8 @@ impl AssetRec {
                 obj.insert("is_live".into(), json!(self.is_live));
                 obj.insert("live_stream_id".into(), json!(stream_id));
                 obj.insert("ingest_type".into(), json!("live_rtmp"));
-                let mut times: Vec<Value> = self
-                    .segments
-                    .iter()
-                    .map(|(wall, d)| recording_time(*wall, d.as_secs_f64() * scale))
-                    .collect();
+                let mut times: Vec<Value> =
+                    self.segments.iter().map(|(wall, d)| recording_time(*wall, d.as_secs_f64() * scale)).collect();
                 if let Some((wall, at)) = self.open_segment {
                     times.push(recording_time(wall, at.elapsed().as_secs_f64() * scale));
                 }
@@ -1183,11 +1026,7 @@ impl State {
         notify: mpsc::UnboundedSender<IngestDropped>,
         fx: &mut Effects,
     ) -> Result<u64, IngestRefused> {
-        let i = self
-            .streams
-            .iter()
-            .position(|s| s.stream_key == key)
-            .ok_or(IngestRefused::UnknownKey)?;
+        let i = self.streams.iter().position(|s| s.stream_key == key).ok_or(IngestRefused::UnknownKey)?;
         if !self.streams[i].enabled {
             return Err(IngestRefused::Disabled);
         }
@@ -1196,13 +1035,7 @@ impl State {
         }
         self.next_connection += 1;
         let conn = self.next_connection;
-        self.connections.insert(
-            conn,
-            Connection {
-                stream_id: self.streams[i].id.clone(),
-                notify,
-            },
-        );
+        self.connections.insert(conn, Connection { stream_id: self.streams[i].id.clone(), notify });
         let ingest_fault = self.faults.take_ingest();
         self.streams[i].connection = Some(conn);
         match self.streams[i].phase {
@@ -1240,9 +1073,7 @@ impl State {
                         .and_then(|n| n.get("passthrough"))
                         .and_then(Value::as_str)
                         .map(str::to_owned),
-                    origin: Origin::Live {
-                        stream_id: s.id.clone(),
-                    },
+                    origin: Origin::Live { stream_id: s.id.clone() },
                     is_live: true,
                     segments: Vec::new(),
                     open_segment: None,
@@ -1329,20 +1160,14 @@ impl State {
             return;
         };
         self.streams[i].connection = None;
-        if matches!(
-            self.streams[i].phase,
-            IngestPhase::Idle | IngestPhase::Disconnected
-        ) {
+        if matches!(self.streams[i].phase, IngestPhase::Idle | IngestPhase::Disconnected) {
             return;
         }
         let s = &mut self.streams[i];
         s.phase = IngestPhase::Disconnected;
         s.epoch += 1;
         let (stream_id, epoch) = (s.id.clone(), s.epoch);
-        let window = self
-            .cfg
-            .reconnect_window_override
-            .unwrap_or_else(|| Duration::from_secs_f64(s.reconnect_window));
+        let window = self.cfg.reconnect_window_override.unwrap_or_else(|| Duration::from_secs_f64(s.reconnect_window));
         let asset = s.active_asset_id.clone();
         if let Some(a) = self.asset_mut(asset.as_ref()) {
             a.close_segment();
@@ -1392,8 +1217,7 @@ impl State {
         if let Some(i) = self.stream_idx(&c.stream_id) {
             self.streams[i].connection = None;
         }
-        fx.drops
-            .push((c.notify, IngestDropped { connection: conn }));
+        fx.drops.push((c.notify, IngestDropped { connection: conn }));
     }
 
     fn complete(&mut self, i: usize, fx: &mut Effects) {
@@ -1401,9 +1225,7 @@ impl State {
             self.go_idle(i, fx);
         }
         if let Some(conn) = self.streams[i].connection {
-            fx.later(self.cfg.complete_encoder_grace, move |st, fx| {
-                st.drop_connection(conn, fx)
-            });
+            fx.later(self.cfg.complete_encoder_grace, move |st, fx| st.drop_connection(conn, fx));
         }
     }
 
@@ -1438,15 +1260,8 @@ mod tests {
 
     #[test]
     fn the_post_bucket_allows_a_burst_then_refills() {
-        let limit = RateLimit {
-            burst: 2,
-            refill_every: Duration::from_millis(50),
-        };
-        let mut bucket = Bucket {
-            limit,
-            tokens: 2.0,
-            at: Instant::now(),
-        };
+        let limit = RateLimit { burst: 2, refill_every: Duration::from_millis(50) };
+        let mut bucket = Bucket { limit, tokens: 2.0, at: Instant::now() };
         assert_eq!(bucket.take(), None);
         assert_eq!(bucket.take(), None);
         let wait = bucket.take().expect("third call is limited");
@@ -1459,10 +1274,7 @@ mod tests {
     fn basic_auth_is_checked_exactly() {
         let mut h = HeaderMap::new();
         let good = base64::engine::general_purpose::STANDARD.encode("id:secret");
-        h.insert(
-            header::AUTHORIZATION,
-            format!("Basic {good}").parse().unwrap(),
-        );
+        h.insert(header::AUTHORIZATION, format!("Basic {good}").parse().unwrap());
         assert!(basic_auth_matches(&h, "id:secret"));
         assert!(!basic_auth_matches(&h, "id:other"));
         h.insert(header::AUTHORIZATION, "Bearer x".parse().unwrap());

@@ -54,11 +54,7 @@ pub struct DeliveryPolicy {
 
 impl Default for DeliveryPolicy {
     fn default() -> Self {
-        Self {
-            attempts: 3,
-            retry_delay: Duration::from_millis(500),
-            timeout: Duration::from_secs(5),
-        }
+        Self { attempts: 3, retry_delay: Duration::from_millis(500), timeout: Duration::from_secs(5) }
     }
 }
 
@@ -84,27 +80,15 @@ impl Outbox {
         let target = Arc::new(RwLock::new(target));
         let (task_log, task_target) = (log.clone(), target.clone());
         tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(policy.timeout)
-                .build()
-                .ok();
+            let http = reqwest::Client::builder().timeout(policy.timeout).build().ok();
             while let Some(job) = rx.recv().await {
-                let url = task_target
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let url = task_target.read().unwrap_or_else(|e| e.into_inner()).clone();
                 let outcome = match (&http, url) {
                     (_, None) => DeliveryOutcome::NoTarget,
-                    (None, Some(_)) => DeliveryOutcome::Failed {
-                        error: "no http client".into(),
-                    },
+                    (None, Some(_)) => DeliveryOutcome::Failed { error: "no http client".into() },
                     (Some(http), Some(url)) => deliver(http, &url, &job, policy).await,
                 };
-                if let Some(entry) = task_log
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(job.index)
-                {
+                if let Some(entry) = task_log.lock().unwrap_or_else(|e| e.into_inner()).get_mut(job.index) {
                     entry.outcome = outcome;
                 }
             }
@@ -117,12 +101,7 @@ impl Outbox {
     }
 
     /// Queues one delivery (or only records it, for a dropped webhook).
-    pub(crate) fn push(
-        &self,
-        entry: SentWebhook,
-        headers: Vec<(&'static str, String)>,
-        dispatch: Dispatch,
-    ) {
+    pub(crate) fn push(&self, entry: SentWebhook, headers: Vec<(&'static str, String)>, dispatch: Dispatch) {
         let body = entry.body.clone();
         let index = {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
@@ -138,11 +117,7 @@ impl Outbox {
         if dispatch == Dispatch::Deliver {
             // The receiver lives as long as any Outbox clone; a send error
             // only happens during runtime shutdown, when nobody listens.
-            let _ = self.tx.send(Job {
-                index,
-                headers,
-                body,
-            });
+            let _ = self.tx.send(Job { index, headers, body });
         }
     }
 
@@ -157,15 +132,8 @@ pub(crate) enum Dispatch {
     Drop,
 }
 
-async fn deliver(
-    http: &reqwest::Client,
-    url: &str,
-    job: &Job,
-    policy: DeliveryPolicy,
-) -> DeliveryOutcome {
-    let mut last = DeliveryOutcome::Failed {
-        error: "not attempted".into(),
-    };
+async fn deliver(http: &reqwest::Client, url: &str, job: &Job, policy: DeliveryPolicy) -> DeliveryOutcome {
+    let mut last = DeliveryOutcome::Failed { error: "not attempted".into() };
     for attempt in 0..policy.attempts.max(1) {
         if attempt > 0 {
             tokio::time::sleep(policy.retry_delay).await;
@@ -176,20 +144,10 @@ async fn deliver(
         }
         match req.send().await {
             Ok(resp) if resp.status().is_success() => {
-                return DeliveryOutcome::Delivered {
-                    status: resp.status().as_u16(),
-                };
+                return DeliveryOutcome::Delivered { status: resp.status().as_u16() };
             }
-            Ok(resp) => {
-                last = DeliveryOutcome::Delivered {
-                    status: resp.status().as_u16(),
-                }
-            }
-            Err(e) => {
-                last = DeliveryOutcome::Failed {
-                    error: e.to_string(),
-                }
-            }
+            Ok(resp) => last = DeliveryOutcome::Delivered { status: resp.status().as_u16() },
+            Err(e) => last = DeliveryOutcome::Failed { error: e.to_string() },
         }
     }
     last

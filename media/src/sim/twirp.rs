@@ -38,10 +38,7 @@ impl Encoding {
 pub(crate) fn error(status: StatusCode, code: &str, msg: impl Into<String>) -> Response {
     let body = json!({"code": code, "msg": msg.into()}).to_string();
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -55,11 +52,7 @@ pub(crate) struct TwirpError {
 
 impl TwirpError {
     pub(crate) fn new(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            msg: msg.into(),
-        }
+        Self { status, code, msg: msg.into() }
     }
 }
 
@@ -78,11 +71,7 @@ where
         Encoding::Json => serde_json::from_slice(body).map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| {
-        TwirpError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            format!("the request could not be decoded: {e}"),
-        )
+        TwirpError::new(StatusCode::BAD_REQUEST, "malformed", format!("the request could not be decoded: {e}"))
     })
 }
 
@@ -100,10 +89,7 @@ where
     match encoding {
         Encoding::Protobuf => {
             let mut resp = (StatusCode::OK, msg.encode_to_vec()).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/protobuf"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/protobuf"));
             resp
         }
         Encoding::Json => {
@@ -126,10 +112,7 @@ where
                 }
             }
             let mut resp = (StatusCode::OK, value.to_string()).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             resp
         }
     }
@@ -138,11 +121,9 @@ where
 /// Renames protojson's lowerCamelCase keys to proto (snake_case) names.
 fn proto_names(value: Value) -> Value {
     match value {
-        Value::Object(map) => Value::Object(
-            map.into_iter()
-                .map(|(k, v)| (snake(&k), proto_names(v)))
-                .collect::<Map<_, _>>(),
-        ),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (snake(&k), proto_names(v))).collect::<Map<_, _>>())
+        }
         Value::Array(items) => Value::Array(items.into_iter().map(proto_names).collect()),
         other => other,
     }
@@ -197,11 +178,8 @@ mod tests {
 
     #[test]
     fn json_answers_use_proto_names_and_write_defaults() {
-        let info = proto::EgressInfo {
-            egress_id: "EG_1".into(),
-            updated_at: 1_735_689_620_123_456_789,
-            ..Default::default()
-        };
+        let info =
+            proto::EgressInfo { egress_id: "EG_1".into(), updated_at: 1_735_689_620_123_456_789, ..Default::default() };
         let resp = encode(Encoding::Json, &info, Shape::EgressInfo);
         assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
         let value = proto_names(serde_json::to_value(&info).unwrap());
@@ -217,15 +195,9 @@ mod tests {
     #[test]
     fn content_types_select_the_encoding() {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::CONTENT_TYPE,
-            "application/json;charset=UTF-8".parse().unwrap(),
-        );
+        h.insert(header::CONTENT_TYPE, "application/json;charset=UTF-8".parse().unwrap());
         assert_eq!(Encoding::of(&h), Some(Encoding::Json));
-        h.insert(
-            header::CONTENT_TYPE,
-            "application/protobuf".parse().unwrap(),
-        );
+        h.insert(header::CONTENT_TYPE, "application/protobuf".parse().unwrap());
         assert_eq!(Encoding::of(&h), Some(Encoding::Protobuf));
         h.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(Encoding::of(&h), None);
@@ -233,15 +205,11 @@ mod tests {
 
     #[test]
     fn both_request_encodings_decode_to_the_same_message() {
-        let req = proto::StopEgressRequest {
-            egress_id: "EG_1".into(),
-        };
+        let req = proto::StopEgressRequest { egress_id: "EG_1".into() };
         let from_pb: proto::StopEgressRequest =
             decode(Encoding::Protobuf, &prost::Message::encode_to_vec(&req)).unwrap();
-        let from_snake: proto::StopEgressRequest =
-            decode(Encoding::Json, br#"{"egress_id":"EG_1"}"#).unwrap();
-        let from_camel: proto::StopEgressRequest =
-            decode(Encoding::Json, br#"{"egressId":"EG_1"}"#).unwrap();
+        let from_snake: proto::StopEgressRequest = decode(Encoding::Json, br#"{"egress_id":"EG_1"}"#).unwrap();
+        let from_camel: proto::StopEgressRequest = decode(Encoding::Json, br#"{"egressId":"EG_1"}"#).unwrap();
         assert_eq!(from_pb, req);
         assert_eq!(from_snake, req);
         assert_eq!(from_camel, req);

@@ -15,9 +15,7 @@ pub async fn sims() -> Simulators {
 }
 
 pub async fn sims_with(config: SimConfig) -> Simulators {
-    Simulators::spawn(config)
-        .await
-        .expect("simulators bind on 127.0.0.1:0")
+    Simulators::spawn(config).await.expect("simulators bind on 127.0.0.1:0")
 }
 
 pub fn mux_config(sims: &Simulators) -> MuxConfig {
@@ -65,10 +63,7 @@ where
         if let Some(v) = probe().await {
             return v;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -1,0 +1,222 @@
+//! The collaborative queue: the y-websocket endpoint and the webapp's HTTP
+//! commands.
+//!
+//! `GET /parties/queue/{eventId}` speaks the y-websocket protocol (one
+//! message per binary frame), so `new WebsocketProvider("ws://HOST/parties/queue",
+//! eventId, doc, {params: {token}})` works unmodified. Moderators write;
+//! participants read and their writes are dropped. HTTP commands are applied
+//! as Yjs transactions on the server's document, so sockets see them live.
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use eventuall_domain::EventId;
+use eventuall_domain::queue::{Actor, QueueCommand, QueueError, QueueList, Role};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::extract::{ApiJson, Authenticated, event_id};
+use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, accept_protocols, authorize_socket, write_frames};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::outlet::{Outbound, Outlet};
+use crate::queues::{QueueFailure, QueueMsg};
+use crate::rooms::actor::new_connection_id;
+
+/// Largest binary (Yjs) frame accepted; a whole queue of thousands of
+/// entries is far smaller.
+const MAX_BINARY_FRAME: usize = 4 * 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/parties/queue/{event_id}", get(queue_socket))
+        .route("/event/{event_id}/queue", get(view))
+        .route("/event/{event_id}/queue/add", post(add))
+        .route("/event/{event_id}/queue/move", post(move_entry))
+        .route("/event/{event_id}/queue/promote", post(promote))
+        .route("/event/{event_id}/queue/remove", post(remove))
+}
+
+fn role_of(caller: &Caller) -> Role {
+    if caller.is_moderator() { Role::Moderator } else { Role::Participant }
+}
+
+fn queue_error(failure: QueueFailure) -> ApiError {
+    match failure {
+        QueueFailure::Rejected(QueueError::UnknownParticipant(user)) => {
+            ApiError::NotFound(format!("{user} is not in the queue"))
+        }
+        QueueFailure::Rejected(QueueError::Forbidden(_)) => ApiError::Forbidden("moderators only".into()),
+        QueueFailure::Rejected(other) => ApiError::InvalidRequest(other.to_string()),
+        QueueFailure::Unavailable => ApiError::Unavailable("the queue is unavailable".into()),
+    }
+}
+
+fn json_response(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn view(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Response> {
+    let event_id = event_id(&raw)?;
+    caller.may_access(event_id.as_str())?;
+    Ok(json_response(app.queues.view(event_id.as_str()).await.map_err(queue_error)?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AddRequest {
+    user_id: String,
+    /// Display name; the user id when absent.
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MoveRequest {
+    user_id: String,
+    list: QueueList,
+    index: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct UserRequest {
+    user_id: String,
+}
+
+/// Checks the caller may change `raw`'s queue; returns the event and actor.
+fn moderate(caller: &Caller, raw: &str, user_id: &str) -> ApiResult<(EventId, Actor)> {
+    let event_id = event_id(raw)?;
+    caller.may_moderate(event_id.as_str())?;
+    if user_id.is_empty() || user_id.len() > 256 {
+        return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
+    }
+    Ok((event_id, Actor::moderator(caller.user_id())))
+}
+
+async fn run(app: &AppState, event_id: &EventId, command: QueueCommand) -> ApiResult<Response> {
+    Ok(json_response(app.queues.command(event_id.as_str(), command).await.map_err(queue_error)?))
+}
+
+async fn add(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<AddRequest>,
+) -> ApiResult<Response> {
+    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let name = body.name.unwrap_or_else(|| body.user_id.clone());
+    run(&app, &event_id, QueueCommand::Add { user_id: body.user_id, name, actor, at: app.clock.now_millis() }).await
+}
+
+async fn move_entry(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<MoveRequest>,
+) -> ApiResult<Response> {
+    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let at = app.clock.now_millis();
+    run(&app, &event_id, QueueCommand::Move { user_id: body.user_id, list: body.list, index: body.index, actor, at })
+        .await
+}
+
+async fn promote(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<UserRequest>,
+) -> ApiResult<Response> {
+    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    run(&app, &event_id, QueueCommand::Promote { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    ApiJson(body): ApiJson<UserRequest>,
+) -> ApiResult<Response> {
+    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    run(&app, &event_id, QueueCommand::Remove { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
+}
+
+async fn queue_socket(
+    State(app): State<AppState>,
+    Path(raw): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let event_id = match event_id(&raw) {
+        Ok(id) => id,
+        Err(e) => return e.into_response(),
+    };
+    let caller = match authorize_socket(&app, &params, &event_id) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let Ok(upgrade) = upgrade else {
+        return ApiError::InvalidRequest("expected a WebSocket upgrade".into()).into_response();
+    };
+    accept_protocols(upgrade, &headers).on_upgrade(move |socket| serve_queue_socket(app, event_id, caller, socket))
+}
+
+async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, socket: WebSocket) {
+    let connection_id = new_connection_id();
+    let queue = event_id.as_str().to_owned();
+    let (outbound, frames) = Outlet::new();
+    let dropped = outbound.dropped();
+    let (reply, joined) = oneshot::channel();
+    let actor = Actor { user_id: caller.user_id().to_owned(), role: role_of(&caller) };
+    app.queues
+        .send(
+            &queue,
+            QueueMsg::Connect { connection_id: connection_id.clone(), actor, outbound: outbound.clone(), reply },
+        )
+        .await;
+    let (sink, mut stream) = socket.split();
+    if joined.await.is_err() {
+        return;
+    }
+    let writer = tokio::spawn(write_frames(sink, frames, dropped.clone()));
+    loop {
+        let frame = tokio::select! {
+            next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            },
+            _ = dropped.cancelled() => break,
+        };
+        match frame {
+            Message::Binary(bytes) if bytes.len() > MAX_BINARY_FRAME => {
+                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
+                break;
+            }
+            Message::Binary(bytes) => {
+                app.queues.send(&queue, QueueMsg::Frame { connection_id: connection_id.clone(), frame: bytes }).await;
+            }
+            Message::Text(text) if text.len() > app.limits.max_frame_bytes => {
+                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
+                break;
+            }
+            // y-partyserver's `__YPS:` custom messages and other text: no
+            // handler is registered for them; ignored like unknown types.
+            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
+            Message::Close(_) => break,
+        }
+    }
+    app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;
+    drop(outbound);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
