@@ -87,6 +87,32 @@ pub struct MediaConfig {
     pub composite_url: Option<String>,
 }
 
+/// Credentials of `livekit-server --dev`, which the built-in LiveKit
+/// simulator also uses when no key is configured.
+pub const DEV_LIVEKIT_KEY: (&str, &str) = ("devkey", "secret");
+
+impl MediaConfig {
+    /// Every `(key, secret)` that may sign LiveKit webhooks: the API key and
+    /// the extra `EVENTUALL_LIVEKIT_WEBHOOK_KEYS` (`key:secret,…`). Without
+    /// any, the development key of the simulator.
+    pub fn livekit_webhook_keys(&self) -> Result<Vec<(String, String)>, String> {
+        let mut keys = Vec::new();
+        if let (Some(key), Some(secret)) = (&self.livekit_api_key, &self.livekit_api_secret) {
+            keys.push((key.clone(), secret.clone()));
+        }
+        for pair in self.livekit_webhook_keys.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let (key, secret) = pair
+                .split_once(':')
+                .ok_or_else(|| "EVENTUALL_LIVEKIT_WEBHOOK_KEYS entries are key:secret".to_owned())?;
+            keys.push((key.to_owned(), secret.to_owned()));
+        }
+        if keys.is_empty() {
+            keys.push((DEV_LIVEKIT_KEY.0.to_owned(), DEV_LIVEKIT_KEY.1.to_owned()));
+        }
+        Ok(keys)
+    }
+}
+
 /// Presence timings in the units the room actor uses.
 #[derive(Clone, Copy, Debug)]
 pub struct PresenceTimings {

@@ -48,10 +48,15 @@ impl Application {
         let timers = Timers::new(store.clone(), clock.clone());
         let rooms = Rooms::new(store.clone(), timers.clone(), clock.clone(), config.presence());
         let queues = Queues::new(store.clone(), clock.clone(), config.evict_after.into());
+        let webhook_keys = config.media.livekit_webhook_keys().map_err(anyhow::Error::msg)?;
+        if config.media.livekit_api_key.is_none() && config.media.livekit_webhook_keys.is_empty() {
+            tracing::warn!("no LiveKit key configured: webhooks are verified with the development key 'devkey'");
+        }
         let state = AppState {
             store,
             rooms,
             queues,
+            livekit_webhooks: Arc::new(eventuall_media::livekit::WebhookVerifier::new(webhook_keys)),
             auth: Authenticator::new(&secret),
             clock,
             limits: Arc::new(Limits {

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod party;
 pub mod queue;
 pub mod rooms;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: EventStore,
     pub rooms: Rooms,
     pub queues: Queues,
+    /// Verifies LiveKit webhooks (keys chosen by `iss`).
+    pub livekit_webhooks: Arc<eventuall_media::livekit::WebhookVerifier>,
     pub auth: Authenticator,
     pub clock: SharedClock,
     pub limits: Arc<Limits>,
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::router())
         .merge(party::router())
         .merge(queue::router())
+        .merge(webhooks::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)

@@ -5,3 +5,4 @@
 mod helpers;
 mod queue;
 mod rooms;
+mod webhooks;
