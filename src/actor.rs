@@ -60,6 +60,19 @@ impl<M: Send + 'static> Retirement<M> {
     }
 }
 
+/// `first` plus whatever else is already queued, up to `max` messages: the
+/// batch an actor handles with one append and one broadcast.
+pub fn drain_batch<M>(first: M, mailbox: &mut mpsc::Receiver<M>, max: usize) -> Vec<M> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        match mailbox.try_recv() {
+            Ok(msg) => batch.push(msg),
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
 impl<M: Send + 'static> Registry<M> {
     /// `spawn(key, mailbox, retirement)` runs one actor until it retires.
     pub fn new<F, Fut>(spawn: F) -> Arc<Self>

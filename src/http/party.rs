@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -54,11 +55,7 @@ pub fn router() -> Router<AppState> {
 
 /// Verifies `?token=` for `event_id`: 401 for a missing or bad token, 403
 /// for a token scoped to other events.
-pub fn authorize_socket(
-    app: &AppState,
-    params: &HashMap<String, String>,
-    event_id: &EventId,
-) -> Result<Caller, ApiError> {
+fn authorize_socket(app: &AppState, params: &HashMap<String, String>, event_id: &EventId) -> Result<Caller, ApiError> {
     let token = params.get("token").ok_or(ApiError::Unauthorized)?;
     let caller = app.auth.verify(token)?;
     caller.may_access(event_id.as_str())?;
@@ -66,7 +63,7 @@ pub fn authorize_socket(
 }
 
 /// Echoes the client's requested subprotocols (partysocket's `protocols`).
-pub fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
+fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
     let requested: Vec<String> = headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -77,27 +74,35 @@ pub fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSo
     upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE)
 }
 
+/// The checks every party socket makes before its upgrade: a valid event
+/// id (400), a token for it (401 / 403), and an actual WebSocket request.
+pub fn admit(
+    app: &AppState,
+    raw_event_id: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<(EventId, Caller, WebSocketUpgrade), Response> {
+    let event_id = event_id(raw_event_id).map_err(IntoResponse::into_response)?;
+    let caller = authorize_socket(app, params, &event_id).map_err(IntoResponse::into_response)?;
+    let upgrade =
+        upgrade.map_err(|_| ApiError::InvalidRequest("expected a WebSocket upgrade".into()).into_response())?;
+    Ok((event_id, caller, accept_protocols(upgrade, headers)))
+}
+
 async fn event_socket(
     State(app): State<AppState>,
     Path(raw): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let event_id = match event_id(&raw) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    let caller = match authorize_socket(&app, &params, &event_id) {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(),
-    };
-    let Ok(upgrade) = upgrade else {
-        return ApiError::InvalidRequest("expected a WebSocket upgrade".into()).into_response();
+    let (event_id, caller, upgrade) = match admit(&app, &raw, &params, &headers, upgrade) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return refusal,
     };
     let client_id = params.get("_pk").cloned();
-    accept_protocols(upgrade, &headers)
-        .on_upgrade(move |socket| serve_event_socket(app, event_id, caller, client_id, socket))
+    upgrade.on_upgrade(move |socket| serve_event_socket(app, event_id, caller, client_id, socket))
 }
 
 /// Messages a client may send on an event room socket.

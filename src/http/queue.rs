@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -22,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::extract::{ApiJson, Authenticated, event_id};
-use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, accept_protocols, authorize_socket, write_frames};
+use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, admit, write_frames};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::outlet::{Outbound, Outlet};
@@ -156,20 +157,14 @@ async fn queue_socket(
     Path(raw): Path<String>,
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let event_id = match event_id(&raw) {
-        Ok(id) => id,
-        Err(e) => return e.into_response(),
-    };
-    let caller = match authorize_socket(&app, &params, &event_id) {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(),
-    };
-    let Ok(upgrade) = upgrade else {
-        return ApiError::InvalidRequest("expected a WebSocket upgrade".into()).into_response();
-    };
-    accept_protocols(upgrade, &headers).on_upgrade(move |socket| serve_queue_socket(app, event_id, caller, socket))
+    match admit(&app, &raw, &params, &headers, upgrade) {
+        Ok((event_id, caller, upgrade)) => {
+            upgrade.on_upgrade(move |socket| serve_queue_socket(app, event_id, caller, socket))
+        }
+        Err(refusal) => refusal,
+    }
 }
 
 async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, socket: WebSocket) {

@@ -24,6 +24,11 @@ pub fn router() -> Router<AppState> {
         .route("/event/{event_id}/stage/exit", post(exit_stage))
 }
 
+enum StageMove {
+    Enter,
+    Exit,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StageRequest {
@@ -51,7 +56,7 @@ async fn enter_stage(
     path: Path<String>,
     ApiJson(body): ApiJson<StageRequest>,
 ) -> ApiResult<Response> {
-    stage(app, caller, path, body, true).await
+    stage(app, caller, path, body, StageMove::Enter).await
 }
 
 async fn exit_stage(
@@ -60,7 +65,7 @@ async fn exit_stage(
     path: Path<String>,
     ApiJson(body): ApiJson<StageRequest>,
 ) -> ApiResult<Response> {
-    stage(app, caller, path, body, false).await
+    stage(app, caller, path, body, StageMove::Exit).await
 }
 
 async fn stage(
@@ -68,7 +73,7 @@ async fn stage(
     Authenticated(caller): Authenticated,
     Path(raw): Path<String>,
     body: StageRequest,
-    enter: bool,
+    movement: StageMove,
 ) -> ApiResult<Response> {
     let event_id = event_id(&raw)?;
     caller.may_moderate(event_id.as_str())?;
@@ -76,10 +81,9 @@ async fn stage(
         return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
     }
     let at = app.clock.now_millis();
-    let (command, name) = if enter {
-        (RoomCommand::EnterStage { user_id: body.user_id, at }, "EnterStage")
-    } else {
-        (RoomCommand::ExitStage { user_id: body.user_id, at }, "ExitStage")
+    let (command, name) = match movement {
+        StageMove::Enter => (RoomCommand::EnterStage { user_id: body.user_id, at }, "EnterStage"),
+        StageMove::Exit => (RoomCommand::ExitStage { user_id: body.user_id, at }, "ExitStage"),
     };
     let metadata = Metadata::by(caller.user_id()).command(name).correlated(Uuid::now_v7());
     let json = app.rooms.command(event_id.as_str(), command, metadata).await.map_err(ApiError::Unavailable)?;

@@ -23,7 +23,7 @@ use eventuall_domain::queue::{Actor, Queue, QueueCommand, QueueError, QueueEvent
 use tokio::sync::{mpsc, oneshot};
 
 use super::{QueueFailure, QueueMsg, Queues, SNAPSHOT_TAG};
-use crate::actor::Retirement;
+use crate::actor::{Retirement, drain_batch};
 use crate::outlet::{Outbound, Outlet};
 use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
 
@@ -110,14 +110,7 @@ impl QueueActor {
                 }
                 Err(_) => continue,
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match mailbox.try_recv() {
-                    Ok(msg) => batch.push(msg),
-                    Err(_) => break,
-                }
-            }
-            self.process(batch).await;
+            self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await;
         }
         self.save_snapshot().await;
     }

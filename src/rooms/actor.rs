@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{RoomMsg, Rooms, SNAPSHOT_TAG};
-use crate::actor::Retirement;
+use crate::actor::{Retirement, drain_batch};
 use crate::outlet::{Outbound, Outlet, Refused};
 use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
 
@@ -116,14 +116,7 @@ impl RoomActor {
                     None => break,
                 }
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match mailbox.try_recv() {
-                    Ok(msg) => batch.push(msg),
-                    Err(_) => break,
-                }
-            }
-            self.process(batch).await;
+            self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await;
         }
         self.save_snapshot().await;
     }

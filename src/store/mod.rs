@@ -22,6 +22,9 @@
 //! interface the rest of the service sees. It knows nothing of aggregates:
 //! payloads are JSON text and `cqrs` adapts cqrs-es on top.
 
+#[macro_use]
+mod shared_sql;
+
 pub mod aggregate;
 pub mod cqrs;
 pub mod group_commit;
