@@ -3,6 +3,7 @@
 //! clients.
 
 mod helpers;
+mod projections;
 mod queue;
 mod rooms;
 mod webhooks;
