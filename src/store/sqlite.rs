@@ -87,16 +87,13 @@ impl SqliteBackend {
             insert_events(&mut tx, chunk, &mut positions).await?;
             rest = tail;
         }
-        for (stream_id, head) in &plan.new_heads {
-            sqlx::query(
-                "insert into streams (stream_id, version, last_hash) values ($1, $2, $3) \
-                 on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
-            )
-            .bind(stream_id)
-            .bind(head.version as i64)
-            .bind(&head.last_hash[..])
-            .execute(&mut *tx)
-            .await?;
+        let heads: Vec<(&String, &StreamHead)> = plan.new_heads.iter().collect();
+        let mut rest = heads.as_slice();
+        while !rest.is_empty() {
+            let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
+            let (chunk, tail) = rest.split_at(size);
+            upsert_heads(&mut tx, chunk).await?;
+            rest = tail;
         }
         tx.commit().await?;
         Ok(plan.answers(&positions))
@@ -200,6 +197,24 @@ async fn insert_events(
     for returned in query.fetch_all(&mut **tx).await? {
         positions.insert(returned.get(1), returned.get(0));
     }
+    Ok(())
+}
+
+/// One multi-row upsert of stream heads (one statement per chunk, not per
+/// stream: a batch from 256 streams would otherwise cost 256 round trips).
+async fn upsert_heads(tx: &mut Transaction<'_, Sqlite>, chunk: &[(&String, &StreamHead)]) -> Result<(), StoreError> {
+    let values =
+        (0..chunk.len()).map(|i| format!("(${},${},${})", i * 3 + 1, i * 3 + 2, i * 3 + 3)).collect::<Vec<_>>();
+    let sql = format!(
+        "insert into streams (stream_id, version, last_hash) values {} \
+         on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
+        values.join(",")
+    );
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for (stream_id, head) in chunk {
+        query = query.bind(stream_id.as_str()).bind(head.version as i64).bind(&head.last_hash[..]);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
