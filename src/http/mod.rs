@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod party;
 pub mod queue;
+pub mod recording;
 pub mod rooms;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
 use crate::queues::Queues;
+use crate::recording::Recording;
 use crate::rooms::Rooms;
 use crate::store::EventStore;
 pub use error::{ApiError, ApiResult};
@@ -32,6 +34,7 @@ pub struct AppState {
     pub store: EventStore,
     pub rooms: Rooms,
     pub queues: Queues,
+    pub recording: Recording,
     pub auth: Authenticator,
     pub clock: SharedClock,
     pub limits: Arc<Limits>,
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rooms::router())
         .merge(party::router())
         .merge(queue::router())
+        .merge(recording::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)
