@@ -409,3 +409,138 @@ async fn a_stop_that_never_finds_a_recording_becomes_a_dead_letter_and_can_be_re
     assert_eq!(rig.post("/cloudcaster/dead-letters/nope/retry", json!({})).await.status(), 404);
     rig.app.stop().await;
 }
+
+#[tokio::test]
+async fn an_egress_cut_at_its_limit_is_caught_by_the_health_check() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().egress(EgressFault::LimitReached { after: Duration::from_millis(300) }, Times::Once);
+    start_session(&rig).await;
+    rig.drive_until("recording", |s| s.state == "recording" || s.state == "failed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.fire_timers_after(31_000).await;
+    fails_cleanly(&rig, "egress ended").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_egress_stuck_starting_is_failed_as_an_orphan() {
+    let rig = fresh(TestDb::sqlite().await, &["--recording-orphan-after", "30s"]).await;
+    rig.sims.faults().egress(EgressFault::StuckStarting, Times::Once);
+    start_session(&rig).await;
+    fails_cleanly(&rig, "no progress").await;
+    rig.app.stop().await;
+}
+
+/// `eventuall commands dead-letters` and `retry` on the database directly.
+#[tokio::test]
+async fn the_cli_lists_and_retries_dead_letters() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.stop().await;
+    for _ in 0..40 {
+        rig.recording.commands_try_step().await.unwrap();
+        rig.clock.advance(60_000);
+    }
+    let db = rig.app.stop().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .args(args)
+            .args(["--database-url", &db.url])
+            .output()
+            .expect("cli runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, listed) = cli(&["commands", "dead-letters"]);
+    assert!(ok);
+    let row: Value = serde_json::from_str(listed.lines().next().expect("one dead letter")).unwrap();
+    assert_eq!(row["kind"], "stop");
+    let id = row["commandId"].as_str().unwrap().to_owned();
+    let (ok, _) = cli(&["commands", "retry", &id]);
+    assert!(ok);
+    let (_, listed) = cli(&["commands", "dead-letters"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    let (ok, _) = cli(&["commands", "retry", &id]);
+    assert!(!ok, "retrying a command that is not dead fails");
+}
+
+/// The real binary killed with SIGKILL mid-saga, restarted on the same
+/// database: the saga finishes with one stream and one egress.
+#[tokio::test]
+async fn a_kill_9_mid_saga_resumes_without_duplicates() {
+    let sims = Simulators::spawn(SimConfig::fast()).await.expect("simulators");
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .args(["serve", "--listen", &listen, "--database-url", &db_url, "--jwt-secret", crate::helpers::SECRET])
+            .args(["--mux-url", &sims.mux_url, "--livekit-url", &sims.livekit_url])
+            .args(["--recording-poll-every", "20ms"])
+            .env("EVENTUALL_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts")
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let status = |http: reqwest::Client, base: String| async move {
+        let response = http.get(format!("{base}/cloudcaster/{EVENT}/status")).bearer_auth(viewer()).send().await;
+        match response {
+            Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+            _ => None,
+        }
+    };
+    let wait_for = |state: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            for _ in 0..500 {
+                if let Some(s) = status(http.clone(), base.clone()).await
+                    && s["state"] == state
+                {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("never reached {state}");
+        }
+    };
+
+    let mut first = spawn();
+    for _ in 0..500 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = http.post(format!("{base}/cloudcaster/{EVENT}/start")).bearer_auth(moderator()).send().await.unwrap();
+    assert_eq!(started.status(), 202);
+    wait_for("recording").await;
+    first.kill().await.expect("SIGKILL");
+
+    let mut second = spawn();
+    let mut stopped = false;
+    for _ in 0..500 {
+        if let Ok(r) = http.post(format!("{base}/cloudcaster/{EVENT}/stop")).bearer_auth(moderator()).send().await {
+            assert_eq!(r.status(), 202);
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stopped, "the restarted binary answers");
+    wait_for("completed").await;
+    assert_eq!(sims.handle.mux.live_streams().len(), 1, "one live stream");
+    assert_eq!(sims.handle.livekit.egresses().len(), 1, "one egress");
+    for _ in 0..100 {
+        if sims.handle.leftovers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sims.handle.leftovers().is_empty(), "{:#?}", sims.handle.leftovers());
+    second.kill().await.ok();
+}
