@@ -254,7 +254,19 @@ impl Recording {
                 Ok(Advance::Progressed)
             }
             // Long-lived: the health timer watches it, a stop moves it on.
-            Phase::Recording => Ok(Advance::Waiting),
+            // A crash between `RecordingStarted` and arming the timers would
+            // leave it unwatched, so a missing cap timer is re-armed here.
+            Phase::Recording => {
+                let owner = format!("{TIMER_PREFIX}{session_id}");
+                if self.inner.timers.get(&owner, "cap").await?.is_none() {
+                    let started = session.started_at.unwrap_or(now);
+                    let health = now + self.inner.settings.health_every.as_millis() as i64;
+                    self.inner.timers.arm(&owner, "health", health, "").await?;
+                    self.inner.timers.arm(&owner, "cap", started + MAX_RECORDING_MS, "").await?;
+                    self.set_room(&session, Some(started), now).await;
+                }
+                Ok(Advance::Waiting)
+            }
             Phase::Stopping => {
                 let egress_id = session.egress_id.clone().unwrap_or_default();
                 egress.stop_egress(&egress_id).await?;
