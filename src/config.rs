@@ -85,6 +85,25 @@ pub struct MediaConfig {
     /// The page the LiveKit egress records.
     #[arg(long, env = "EVENTUALL_COMPOSITE_URL")]
     pub composite_url: Option<String>,
+    /// How often waiting recording sessions poll Mux and LiveKit.
+    #[arg(long, env = "EVENTUALL_RECORDING_POLL_EVERY", default_value = "1s")]
+    pub recording_poll_every: humantime::Duration,
+    /// A recording session with no progress for this long (outside the
+    /// recording itself) is failed and cleaned up.
+    #[arg(long, env = "EVENTUALL_RECORDING_ORPHAN_AFTER", default_value = "10m")]
+    pub recording_orphan_after: humantime::Duration,
+    /// `background` runs the recording saga's loops; `manual` leaves them to
+    /// the caller (tests step them deterministically).
+    #[arg(long, env = "EVENTUALL_RECORDING_WORKER", value_enum, default_value_t = RecordingWorker::Background, hide = true)]
+    pub recording_worker: RecordingWorker,
+}
+
+/// Who drives the recording process manager and command worker.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordingWorker {
+    #[default]
+    Background,
+    Manual,
 }
 
 /// Credentials of `livekit-server --dev`, which the built-in LiveKit

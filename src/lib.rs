@@ -10,6 +10,8 @@
 //! - [`timers`]: durable timers in the database (the DO alarm).
 //! - [`clock`]: time as a dependency, so tests can move it.
 //! - [`config`]: every setting as a flag and an environment variable.
+//! - [`recording`]: the recording saga (process manager over Mux and
+//!   LiveKit) and its durable command queue.
 //!
 //! The domain (aggregates, commands, events) lives in the `eventuall-domain`
 //! crate and knows nothing of IO; read models live in
@@ -24,6 +26,7 @@ pub mod http;
 pub mod outlet;
 pub mod projections;
 pub mod queues;
+pub mod recording;
 pub mod rooms;
 pub mod server;
 pub mod store;

@@ -19,9 +19,24 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Create or upgrade the database schema, then exit.
     Migrate(DatabaseArgs),
+    /// The recording command queue: list dead letters, retry one.
+    #[command(subcommand)]
+    Commands(CommandsCli),
     /// Developer tools (load generators for tests and benchmarks).
     #[command(subcommand, hide = true)]
     Tools(eventuall::tools::Tool),
+}
+
+#[derive(Subcommand)]
+enum CommandsCli {
+    /// Lists recording commands that exhausted their retries.
+    DeadLetters(DatabaseArgs),
+    /// Puts a dead-lettered command back in the queue.
+    Retry {
+        command_id: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
 }
 
 #[tokio::main]
@@ -42,6 +57,7 @@ async fn main() -> anyhow::Result<()> {
             println!("migrated {}", redact(&db.database_url));
             Ok(())
         }
+        Command::Commands(cli) => run_commands(cli).await,
         Command::Tools(tool) => tool.run().await,
     }
 }
@@ -61,4 +77,31 @@ fn init_tracing() {
     } else {
         builder.init();
     }
+}
+
+async fn run_commands(cli: CommandsCli) -> anyhow::Result<()> {
+    use eventuall::recording::db;
+    let url = match &cli {
+        CommandsCli::DeadLetters(db) | CommandsCli::Retry { db, .. } => db.database_url.clone(),
+    };
+    let store =
+        EventStore::open(&url, StoreOptions::default()).await.with_context(|| format!("opening {}", redact(&url)))?;
+    let result = match cli {
+        CommandsCli::DeadLetters(_) => {
+            for row in db::commands_with_status(&store, "dead").await? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
+            Ok(())
+        }
+        CommandsCli::Retry { command_id, .. } => {
+            if db::retry_dead(&store, &command_id, eventuall::store::now_millis()).await? {
+                println!("{command_id} queued again");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no dead letter {command_id}"))
+            }
+        }
+    };
+    store.shutdown().await;
+    result
 }

@@ -12,9 +12,10 @@ use tokio::sync::watch;
 
 use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::{DEV_JWT_SECRET, ServeConfig};
+use crate::config::{DEV_JWT_SECRET, RecordingWorker, ServeConfig};
 use crate::http::{AppState, Limits, router};
 use crate::queues::Queues;
+use crate::recording::{Recording, RecordingSettings, TIMER_PREFIX};
 use crate::rooms::Rooms;
 use crate::store::{EventStore, StoreOptions};
 use crate::timers::{Dispatch, Timers};
@@ -24,6 +25,9 @@ pub struct Application {
     state: AppState,
     timers: Arc<Timers>,
     shutdown: watch::Sender<bool>,
+    recording_worker: RecordingWorker,
+    /// The built-in Mux/LiveKit simulators, when no URL is configured.
+    simulators: Option<eventuall_media::sim::Simulators>,
 }
 
 impl Application {
@@ -52,11 +56,31 @@ impl Application {
         if config.media.livekit_api_key.is_none() && config.media.livekit_webhook_keys.is_empty() {
             tracing::warn!("no LiveKit key configured: webhooks are verified with the development key 'devkey'");
         }
+        let media = crate::recording::media::connect(&config.media).await?;
+        let recording = Recording::new(
+            store.clone(),
+            timers.clone(),
+            clock.clone(),
+            rooms.clone(),
+            media.mux,
+            media.egress,
+            RecordingSettings {
+                composite_url: config
+                    .media
+                    .composite_url
+                    .clone()
+                    .unwrap_or_else(|| crate::recording::DEFAULT_COMPOSITE_URL.into()),
+                poll_every: config.media.recording_poll_every.into(),
+                orphan_after: config.media.recording_orphan_after.into(),
+                ..RecordingSettings::default()
+            },
+        );
         let state = AppState {
             store,
             rooms,
             queues,
             livekit_webhooks: Arc::new(eventuall_media::livekit::WebhookVerifier::new(webhook_keys)),
+            recording,
             auth: Authenticator::new(&secret),
             clock,
             limits: Arc::new(Limits {
@@ -67,7 +91,14 @@ impl Application {
         };
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let (shutdown, _) = watch::channel(false);
-        Ok(Self { listener, state, timers, shutdown })
+        Ok(Self {
+            listener,
+            state,
+            timers,
+            shutdown,
+            recording_worker: config.media.recording_worker,
+            simulators: media.simulators,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -78,6 +109,16 @@ impl Application {
         &self.state
     }
 
+    /// The built-in simulators, if they serve in place of Mux and LiveKit.
+    pub fn simulators(&self) -> Option<&eventuall_media::sim::Simulators> {
+        self.simulators.as_ref()
+    }
+
+    /// The durable timers (tests fire them with a manual clock).
+    pub fn timers(&self) -> Arc<Timers> {
+        self.timers.clone()
+    }
+
     /// A handle that stops the server when set to true.
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
@@ -86,11 +127,15 @@ impl Application {
     /// The dispatcher that routes fired timers to their owners.
     pub fn timer_dispatch(state: &AppState) -> Dispatch {
         let rooms = state.rooms.clone();
+        let recording = state.recording.clone();
         Arc::new(move |timer| {
             let rooms = rooms.clone();
+            let recording = recording.clone();
             Box::pin(async move {
                 if timer.owner.starts_with("room-") {
                     rooms.fire(timer).await;
+                } else if timer.owner.starts_with(TIMER_PREFIX) {
+                    recording.fire(timer).await;
                 } else {
                     tracing::warn!(owner = %timer.owner, "timer with no known owner dropped");
                 }
@@ -99,9 +144,11 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, state, timers, shutdown } = self;
+        let Self { listener, state, timers, shutdown, recording_worker, simulators } = self;
         let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
+        let recording_loop = (recording_worker == RecordingWorker::Background)
+            .then(|| tokio::spawn(state.recording.clone().run(shutdown.subscribe())));
         let mut stop = shutdown.subscribe();
         let signal = async move {
             tokio::select! {
@@ -114,6 +161,10 @@ impl Application {
         let _ = shutdown.send(true);
         let _ = timer_loop.await;
         let _ = projection_loop.await;
+        if let Some(recording_loop) = recording_loop {
+            let _ = recording_loop.await;
+        }
+        drop(simulators);
         store.shutdown().await;
         tracing::info!("stopped; all acknowledged events are stored");
         Ok(())

@@ -10,9 +10,12 @@
 //! - [`room`]: an event room (the Event Durable Object): presence per
 //!   connection and user, the stage, and the room's recording status.
 //! - `queue`: the collaborative participant queue, a Yjs document.
+//! - [`recording`]: the recording coordinator (one session per room) and the
+//!   recording session, the saga's log.
 
 pub mod ids;
 pub mod queue;
+pub mod recording;
 pub mod room;
 
 pub use ids::EventId;

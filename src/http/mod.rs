@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod party;
 pub mod queue;
+pub mod recording;
 pub mod rooms;
 pub mod webhooks;
 
@@ -23,6 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
 use crate::queues::Queues;
+use crate::recording::Recording;
 use crate::rooms::Rooms;
 use crate::store::EventStore;
 pub use error::{ApiError, ApiResult};
@@ -35,6 +37,7 @@ pub struct AppState {
     pub queues: Queues,
     /// Verifies LiveKit webhooks (keys chosen by `iss`).
     pub livekit_webhooks: Arc<eventuall_media::livekit::WebhookVerifier>,
+    pub recording: Recording,
     pub auth: Authenticator,
     pub clock: SharedClock,
     pub limits: Arc<Limits>,
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(party::router())
         .merge(queue::router())
         .merge(webhooks::router())
+        .merge(recording::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)

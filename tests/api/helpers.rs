@@ -76,6 +76,15 @@ pub async fn spawn_app_on(db: TestDb, extra: &[&str]) -> TestApp {
     TestApp { addr, http: reqwest::Client::new(), db, state, shutdown, server }
 }
 
+/// Serves an already built `Application` (a manual clock, simulators).
+pub fn serve_built(db: TestDb, app: Application) -> TestApp {
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let shutdown = app.shutdown_handle();
+    let server = tokio::spawn(app.run_until_stopped());
+    TestApp { addr, http: reqwest::Client::new(), db, state, shutdown, server }
+}
+
 pub fn token(user: &str, role: Role, events: Option<&[&str]>) -> String {
     let claims = Claims {
         sub: user.into(),

@@ -5,5 +5,6 @@
 mod helpers;
 mod projections;
 mod queue;
+mod recording;
 mod rooms;
 mod webhooks;

@@ -1,0 +1,109 @@
+//! Recording routes (`/cloudcaster/…`): start and stop are queued as durable
+//! commands (202 with the command id); status and clips are read from the
+//! recording aggregates; dead letters of the command queue can be listed and
+//! retried by moderators.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::extract::{Authenticated, event_id};
+use super::{ApiError, ApiResult, AppState};
+use crate::auth::Caller;
+use crate::recording::{CommandKind, EnqueueError};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/cloudcaster/dead-letters", get(dead_letters))
+        .route("/cloudcaster/dead-letters/{command_id}/retry", post(retry_dead_letter))
+        .route("/cloudcaster/{event_id}/start", post(start))
+        .route("/cloudcaster/{event_id}/stop", post(stop))
+        .route("/cloudcaster/{event_id}/status", get(status))
+        .route("/cloudcaster/{event_id}/clips", get(clips))
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> ApiError {
+    ApiError::Internal(e.into())
+}
+
+async fn start(
+    app: State<AppState>,
+    caller: Authenticated,
+    path: Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    enqueue(app, caller, path, CommandKind::Start).await
+}
+
+async fn stop(app: State<AppState>, caller: Authenticated, path: Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
+    enqueue(app, caller, path, CommandKind::Stop).await
+}
+
+async fn enqueue(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    kind: CommandKind,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let event_id = event_id(&raw)?;
+    caller.may_moderate(event_id.as_str())?;
+    match app.recording.enqueue(event_id.as_str(), kind, caller.user_id()).await {
+        Ok(command_id) => {
+            let mut body = json!({"commandId": command_id, "status": "queued"});
+            if kind == CommandKind::Start {
+                body["sessionId"] = json!(command_id);
+            }
+            Ok((StatusCode::ACCEPTED, Json(body)))
+        }
+        Err(EnqueueError::AlreadyRecording) => {
+            Err(ApiError::Conflict("a recording is already active or queued for this event".into()))
+        }
+        Err(EnqueueError::Store(e)) => Err(internal(e)),
+    }
+}
+
+async fn status(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let event_id = event_id(&raw)?;
+    caller.may_access(event_id.as_str())?;
+    let view = app.recording.status(event_id.as_str()).await.map_err(internal)?;
+    Ok(Json(serde_json::to_value(view).map_err(internal)?))
+}
+
+async fn clips(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let event_id = event_id(&raw)?;
+    caller.may_access(event_id.as_str())?;
+    let clips = app.recording.clips(event_id.as_str()).await.map_err(internal)?;
+    Ok(Json(json!({"eventId": event_id.as_str(), "clips": clips})))
+}
+
+fn moderator(caller: &Caller) -> ApiResult<()> {
+    if caller.is_moderator() { Ok(()) } else { Err(ApiError::Forbidden("moderators only".into())) }
+}
+
+async fn dead_letters(State(app): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Value>> {
+    moderator(&caller)?;
+    let rows = app.recording.dead_letters().await.map_err(internal)?;
+    Ok(Json(json!({"deadLetters": rows})))
+}
+
+async fn retry_dead_letter(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(command_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    moderator(&caller)?;
+    if app.recording.retry_dead_letter(&command_id).await.map_err(internal)? {
+        Ok(Json(json!({"commandId": command_id, "status": "pending"})))
+    } else {
+        Err(ApiError::NotFound("no such dead letter".into()))
+    }
+}

@@ -1,0 +1,372 @@
+//! The recording saga: a process manager that drives each
+//! [`RecordingSession`] through Mux and LiveKit from the event log, and the
+//! durable command queue behind `POST /cloudcaster/{eventId}/start|stop`.
+//!
+//! # Layout
+//!
+//! - this file: [`Recording`], the cheap-to-clone handle (clients, settings,
+//!   aggregate loading and appending, read models for the HTTP routes).
+//! - `manager`: the process manager. [`Recording::try_step`] advances every
+//!   due session by one step; polling Mux and LiveKit is the source of truth.
+//! - `commands`: the command queue with retries, backoff and dead letters
+//!   ([`Recording::commands_try_step`]).
+//! - `db`: the two operational tables.
+//!
+//! Design and idempotency rules: `docs/adr/0005-recording-saga.md`. This
+//! module depends on the store, timers, rooms and the media clients; it knows
+//! nothing of HTTP.
+
+mod commands;
+pub mod db;
+mod manager;
+pub mod media;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventuall_domain::recording::{
+    ClipStatus, Coordinator, CoordinatorCommand, CoordinatorEvent, RecordingSession, SessionCommand, SessionEvent,
+};
+use eventuall_media::livekit::Egress;
+use eventuall_media::mux::MuxClient;
+use serde::Serialize;
+use tokio::sync::{Mutex, Notify, watch};
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::rooms::Rooms;
+use crate::store::aggregate::load;
+use crate::store::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+use crate::timers::{Timer, Timers};
+
+pub use commands::{CommandKind, EnqueueError};
+
+/// What one step of a worker did. Production loops call it repeatedly;
+/// tests call it deterministically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Progressed,
+    Idle,
+}
+
+/// Tunables of the saga. [`RecordingSettings::default`] is production.
+#[derive(Clone, Debug)]
+pub struct RecordingSettings {
+    /// The page the egress records; `?saga={sessionId}` is appended.
+    pub composite_url: String,
+    /// Real-time pause of the loops when there is nothing to do: how often
+    /// waiting sessions poll Mux and LiveKit. Both APIs ask for at most about
+    /// one poll per second per resource.
+    pub poll_every: Duration,
+    /// Health check cadence while recording (egress and stream alive?).
+    pub health_every: Duration,
+    /// A session with no new event for this long outside `Recording` is
+    /// failed and cleaned up (a stuck stream, a lost egress, a crashed step).
+    pub orphan_after: Duration,
+    /// Attempts of one saga step (or one queued command) before giving up.
+    pub max_attempts: i64,
+    /// First retry delay; doubles per attempt up to `max_backoff`.
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+/// Used when `EVENTUALL_COMPOSITE_URL` is not set.
+pub const DEFAULT_COMPOSITE_URL: &str = "http://127.0.0.1:8787/composite";
+
+impl Default for RecordingSettings {
+    fn default() -> Self {
+        Self {
+            composite_url: DEFAULT_COMPOSITE_URL.into(),
+            poll_every: Duration::from_secs(1),
+            health_every: Duration::from_secs(30),
+            orphan_after: Duration::from_secs(10 * 60),
+            max_attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RecordingSettings {
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        let exp = self.initial_backoff.saturating_mul(1u32 << attempts.clamp(0, 16) as u32);
+        exp.min(self.max_backoff).as_millis() as i64
+    }
+}
+
+/// Handle to the recording saga. Cheap to clone.
+#[derive(Clone)]
+pub struct Recording {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    timers: Arc<Timers>,
+    clock: SharedClock,
+    rooms: Rooms,
+    mux: MuxClient,
+    egress: Egress,
+    settings: RecordingSettings,
+    /// One saga step at a time in this process: a timer firing and a loop
+    /// step never drive the same session concurrently (the log's expected
+    /// versions guard across processes).
+    step_lock: Mutex<()>,
+    wake: Notify,
+}
+
+/// Timer owners of the saga: `recording-{sessionId}`.
+pub const TIMER_PREFIX: &str = "recording-";
+const SCHEMA_TAG: &str = "v1";
+const ACTOR: &str = "system:recording";
+
+pub fn session_stream(session_id: &str) -> StreamId {
+    StreamId::of("recording", session_id)
+}
+
+pub fn coordinator_stream(event_id: &str) -> StreamId {
+    StreamId::of("coordinator", event_id)
+}
+
+/// `GET /cloudcaster/{eventId}/status`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    pub event_id: String,
+    pub session_id: Option<String>,
+    /// `none`, or the session's phase (`recording`, `completed`, `failed`, …).
+    pub state: String,
+    pub recording: bool,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub failure_reason: Option<String>,
+    pub stream_id: Option<String>,
+    pub egress_id: Option<String>,
+    pub asset_id: Option<String>,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepView {
+    pub step: String,
+    pub at: i64,
+}
+
+/// One entry of `GET /cloudcaster/{eventId}/clips`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClipView {
+    pub clip_id: String,
+    pub session_id: String,
+    pub participant: String,
+    pub start: f64,
+    pub end: f64,
+    pub status: ClipStatus,
+    pub asset_id: Option<String>,
+    pub playback_id: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Recording {
+    pub fn new(
+        store: EventStore,
+        timers: Arc<Timers>,
+        clock: SharedClock,
+        rooms: Rooms,
+        mux: MuxClient,
+        egress: Egress,
+        settings: RecordingSettings,
+    ) -> Self {
+        let inner = Inner {
+            store,
+            timers,
+            clock,
+            rooms,
+            mux,
+            egress,
+            settings,
+            step_lock: Mutex::new(()),
+            wake: Notify::new(),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    pub fn settings(&self) -> &RecordingSettings {
+        &self.inner.settings
+    }
+
+    fn now(&self) -> i64 {
+        self.inner.clock.now_millis()
+    }
+
+    /// Wakes the loops (a command was queued).
+    pub fn poke(&self) {
+        self.inner.wake.notify_waiters();
+    }
+
+    /// Runs the process manager and the command worker until `shutdown`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        while !*shutdown.borrow() {
+            let commands = self.commands_try_step().await;
+            let sessions = self.try_step().await;
+            let progressed = matches!(commands, Ok(Step::Progressed)) || matches!(sessions, Ok(Step::Progressed));
+            if let Err(error) = &commands {
+                tracing::error!(error = %format!("{error:#}"), "recording command worker step failed");
+            }
+            if let Err(error) = &sessions {
+                tracing::error!(error = %format!("{error:#}"), "recording process manager step failed");
+            }
+            if progressed {
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.inner.settings.poll_every) => {}
+                _ = self.inner.wake.notified() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    pub async fn session(&self, session_id: &str) -> Result<(RecordingSession, u64), StoreError> {
+        let loaded = load::<RecordingSession>(&self.inner.store, &session_stream(session_id), SCHEMA_TAG).await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    pub async fn coordinator(&self, event_id: &str) -> Result<(Coordinator, u64), StoreError> {
+        let loaded = load::<Coordinator>(&self.inner.store, &coordinator_stream(event_id), SCHEMA_TAG).await?;
+        Ok((loaded.state, loaded.version))
+    }
+
+    fn metadata(session_id: &str, command: &str) -> Metadata {
+        let metadata = Metadata::by(ACTOR).command(command);
+        match Uuid::parse_str(session_id) {
+            Ok(id) => metadata.correlated(id),
+            Err(_) => metadata,
+        }
+    }
+
+    /// Decides `command` on the session and appends the result (expected
+    /// version checked). Returns the events appended (empty: nothing to do).
+    async fn execute_session(
+        &self,
+        session_id: &str,
+        command: SessionCommand,
+        name: &str,
+    ) -> anyhow::Result<Vec<SessionEvent>> {
+        let (session, version) = self.session(session_id).await?;
+        let events = session.decide(command)?;
+        if !events.is_empty() {
+            let batch = events
+                .iter()
+                .map(|e| {
+                    use cqrs_es::DomainEvent;
+                    NewEvent::json(e.event_type(), e.event_version(), e, Self::metadata(session_id, name))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.inner.store.append(&session_stream(session_id), ExpectedVersion::Exact(version), batch).await?;
+        }
+        Ok(events)
+    }
+
+    async fn record(&self, session_id: &str, event: SessionEvent) -> anyhow::Result<()> {
+        use cqrs_es::DomainEvent;
+        let name = event.event_type();
+        self.execute_session(session_id, SessionCommand::Record(event), &name).await?;
+        Ok(())
+    }
+
+    async fn execute_coordinator(
+        &self,
+        event_id: &str,
+        command: CoordinatorCommand,
+        session_id: &str,
+    ) -> anyhow::Result<Result<Vec<CoordinatorEvent>, eventuall_domain::recording::CoordinatorError>> {
+        let (coordinator, version) = self.coordinator(event_id).await?;
+        let events = match coordinator.decide(command) {
+            Ok(events) => events,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if !events.is_empty() {
+            let batch = events
+                .iter()
+                .map(|e| {
+                    use cqrs_es::DomainEvent;
+                    NewEvent::json(e.event_type(), e.event_version(), e, Self::metadata(session_id, "Coordinate"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.inner.store.append(&coordinator_stream(event_id), ExpectedVersion::Exact(version), batch).await?;
+        }
+        Ok(Ok(events))
+    }
+
+    /// The latest session of `event_id` as `GET …/status` shows it.
+    pub async fn status(&self, event_id: &str) -> Result<StatusView, StoreError> {
+        let (coordinator, _) = self.coordinator(event_id).await?;
+        let mut view = StatusView {
+            event_id: event_id.to_owned(),
+            session_id: None,
+            state: "none".into(),
+            recording: false,
+            started_at: None,
+            stopped_at: None,
+            failure_reason: None,
+            stream_id: None,
+            egress_id: None,
+            asset_id: None,
+            steps: vec![],
+        };
+        let Some(session_id) = coordinator.last_session else { return Ok(view) };
+        let (session, _) = self.session(&session_id).await?;
+        let events = self.inner.store.read_stream(&session_stream(&session_id), 1, 10_000).await?;
+        view.steps = events
+            .iter()
+            .map(|e| StepView {
+                step: e.event_type.clone(),
+                at: e.decode::<SessionEvent>().map(|s| s.at()).unwrap_or(0),
+            })
+            .collect();
+        view.state =
+            serde_json::to_value(session.phase).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        view.recording = session.phase == eventuall_domain::recording::Phase::Recording;
+        view.session_id = Some(session_id);
+        view.started_at = session.started_at;
+        view.stopped_at = session.stopped_at;
+        view.failure_reason = session.failure;
+        view.stream_id = session.stream_id;
+        view.egress_id = session.egress_id;
+        view.asset_id = session.asset_id;
+        Ok(view)
+    }
+
+    /// Clips of the latest session of `event_id`.
+    pub async fn clips(&self, event_id: &str) -> Result<Vec<ClipView>, StoreError> {
+        let (coordinator, _) = self.coordinator(event_id).await?;
+        let Some(session_id) = coordinator.last_session else { return Ok(vec![]) };
+        let (session, _) = self.session(&session_id).await?;
+        Ok(session
+            .clips
+            .into_values()
+            .map(|c| ClipView {
+                clip_id: c.plan.clip_id,
+                session_id: session_id.clone(),
+                participant: c.plan.user_id,
+                start: c.plan.start,
+                end: c.plan.end,
+                status: c.status,
+                asset_id: c.asset_id,
+                playback_id: c.playback_id,
+                error: c.error,
+            })
+            .collect())
+    }
+
+    /// Handles a fired timer of the saga (health check, 12 h cap).
+    pub async fn fire(&self, timer: Timer) {
+        let Some(session_id) = timer.owner.strip_prefix(TIMER_PREFIX) else { return };
+        if let Err(error) = self.on_timer(session_id, &timer.name).await {
+            tracing::error!(session_id, timer = %timer.name, error = %format!("{error:#}"), "recording timer failed");
+        }
+        self.poke();
+    }
+}

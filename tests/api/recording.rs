@@ -1,0 +1,546 @@
+//! The recording saga end to end: HTTP commands, the process manager stepped
+//! deterministically (`try_step`), the Mux and LiveKit simulators with
+//! injected faults, and a manual clock for health checks, the 12 h cap and
+//! orphan detection. Every scenario ends in a terminal state with nothing
+//! left running in the simulators.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eventuall::auth::Role;
+use eventuall::clock::ManualClock;
+use eventuall::recording::{Recording, StatusView, Step};
+use eventuall::server::Application;
+use eventuall::timers::{Dispatch, Timers};
+use eventuall_media::sim::{
+    AssetFault, AssetKind, EgressFault, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, SimConfig, Simulators,
+    Times, TwirpFault, TwirpMethod,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, TestDb, config_with, serve_built, token};
+
+const EVENT: &str = "launch";
+/// Manual time added whenever both workers are idle: lets backoffs expire
+/// and timers come due without real waiting.
+const IDLE_ADVANCE_MS: i64 = 500;
+
+struct Rig {
+    app: TestApp,
+    sims: Arc<Simulators>,
+    clock: Arc<ManualClock>,
+    recording: Recording,
+    timers: Arc<Timers>,
+    dispatch: Dispatch,
+}
+
+async fn rig(db: TestDb, sims: Arc<Simulators>, clock: Arc<ManualClock>, extra: &[&str]) -> Rig {
+    let mut flags = vec![
+        "--mux-url",
+        sims.mux_url.as_str(),
+        "--livekit-url",
+        sims.livekit_url.as_str(),
+        "--recording-worker",
+        "manual",
+        "--composite-url",
+        "https://app.example.com/composite",
+    ];
+    flags.extend_from_slice(extra);
+    let app = Application::build_with_clock(config_with(&db.url, &flags), clock.clone()).await.expect("app builds");
+    let timers = app.timers();
+    let dispatch = Application::timer_dispatch(app.state());
+    let recording = app.state().recording.clone();
+    let app = serve_built(db, app);
+    Rig { app, sims, clock, recording, timers, dispatch }
+}
+
+async fn fresh(db: TestDb, extra: &[&str]) -> Rig {
+    let sims = Arc::new(Simulators::spawn(SimConfig::fast()).await.expect("simulators"));
+    rig(db, sims, ManualClock::starting_at(1_700_000_000_000), extra).await
+}
+
+fn moderator() -> String {
+    token("mod", Role::Moderator, Some(&[EVENT]))
+}
+
+fn viewer() -> String {
+    token("viewer", Role::Participant, Some(&[EVENT]))
+}
+
+impl Rig {
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.app.post_json(path, Some(&moderator()), &body).await
+    }
+
+    async fn start(&self) -> reqwest::Response {
+        self.post(&format!("/cloudcaster/{EVENT}/start"), json!({})).await
+    }
+
+    async fn stop(&self) -> reqwest::Response {
+        self.post(&format!("/cloudcaster/{EVENT}/stop"), json!({})).await
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.app.get(path, Some(&viewer())).await;
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    async fn stage(&self, user: &str, action: &str) {
+        let response = self.post(&format!("/event/{EVENT}/stage/{action}"), json!({"userId": user})).await;
+        assert_eq!(response.status(), 200);
+    }
+
+    /// Steps both workers until `accept` holds for the status; moves the
+    /// manual clock only while both are idle.
+    async fn drive_until(&self, what: &str, accept: impl Fn(&StatusView) -> bool) -> StatusView {
+        for _ in 0..3_000 {
+            let commands = self.recording.commands_try_step().await.expect("command step");
+            let sessions = self.recording.try_step().await.expect("saga step");
+            let status = self.recording.status(EVENT).await.expect("status");
+            if accept(&status) {
+                return status;
+            }
+            if commands == Step::Idle && sessions == Step::Idle {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.clock.advance(IDLE_ADVANCE_MS);
+            }
+        }
+        let status = self.recording.status(EVENT).await.expect("status");
+        panic!("never reached {what}; status: {status:#?}");
+    }
+
+    async fn drive_to_state(&self, state: &str) -> StatusView {
+        self.drive_until(state, |s| s.state == state).await
+    }
+
+    async fn fire_timers_after(&self, millis: i64) {
+        self.clock.advance(millis);
+        self.timers.fire_due(&self.dispatch).await.expect("timers fire");
+    }
+
+    /// Nothing left running: stopped egresses end and disconnected streams
+    /// go idle within the simulators' millisecond timings.
+    async fn assert_clean(&self) {
+        for _ in 0..100 {
+            if self.sims.handle.leftovers().is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let leftovers = self.sims.handle.leftovers();
+        panic!("left running: {leftovers:#?}");
+    }
+
+    async fn assert_room_recording(&self, session_id: Option<&str>) {
+        let snapshot = self.get_json(&format!("/event/{EVENT}/snapshot")).await;
+        match session_id {
+            Some(id) => assert_eq!(snapshot["recording"]["sessionId"], json!(id), "{snapshot}"),
+            None => assert_eq!(snapshot["recording"], Value::Null, "{snapshot}"),
+        }
+    }
+}
+
+async fn start_session(rig: &Rig) -> String {
+    let response = rig.start().await;
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    body["sessionId"].as_str().expect("session id").to_owned()
+}
+
+async fn happy_path(db: TestDb) {
+    let rig = fresh(db, &[]).await;
+    let session_id = start_session(&rig).await;
+
+    let second = rig.start().await;
+    assert_eq!(second.status(), 409);
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict");
+
+    let status = rig.drive_to_state("recording").await;
+    assert_eq!(status.session_id.as_deref(), Some(session_id.as_str()));
+    rig.assert_room_recording(Some(&session_id)).await;
+    assert_eq!(rig.start().await.status(), 409, "a second start while recording is refused");
+
+    rig.stage("alice", "enter").await;
+    rig.clock.advance(5_000);
+    rig.stage("bob", "enter").await;
+    rig.clock.advance(5_000);
+    rig.stage("alice", "exit").await;
+    rig.clock.advance(3_000);
+    // The simulator records 1,000 media seconds per wall second.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(rig.stop().await.status(), 202);
+
+    let status = rig.drive_to_state("completed").await;
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.step.as_str()).collect();
+    for expected in [
+        "RecordingRequested",
+        "StreamCreated",
+        "EgressStarted",
+        "RecordingStarted",
+        "StopRequested",
+        "EgressStopped",
+        "StreamCompleted",
+        "RecordingAssetReady",
+        "ClipsRequested",
+        "RecordingCompleted",
+    ] {
+        assert!(steps.contains(&expected), "{expected} missing from {steps:?}");
+    }
+
+    let clips = rig.get_json(&format!("/cloudcaster/{EVENT}/clips")).await;
+    let clips = clips["clips"].as_array().expect("clips").clone();
+    assert_eq!(clips.len(), 2, "{clips:#?}");
+    let alice = clips.iter().find(|c| c["participant"] == "alice").expect("alice's clip");
+    assert_eq!(alice["start"], json!(0.0));
+    assert_eq!(alice["end"], json!(10.0));
+    let bob = clips.iter().find(|c| c["participant"] == "bob").expect("bob's clip");
+    assert_eq!(bob["start"], json!(5.0));
+    assert_eq!(bob["end"], json!(13.0));
+    for clip in &clips {
+        assert_eq!(clip["status"], "ready");
+        assert!(clip["playbackId"].is_string(), "{clip}");
+    }
+
+    rig.assert_room_recording(None).await;
+    rig.assert_clean().await;
+    assert_eq!(rig.sims.handle.mux.live_streams().len(), 1);
+    assert_eq!(rig.sims.handle.livekit.egresses().len(), 1);
+    // The room is free again.
+    assert_eq!(rig.start().await.status(), 202);
+    rig.app.stop().await.drop_db().await;
+}
+
+#[tokio::test]
+async fn a_recording_runs_from_start_to_clips_on_sqlite() {
+    happy_path(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn a_recording_runs_from_start_to_clips_on_postgres() {
+    happy_path(TestDb::postgres().await).await;
+}
+
+#[tokio::test]
+async fn participants_cannot_start_but_can_read_the_status() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let response = rig.app.post_json(&format!("/cloudcaster/{EVENT}/start"), Some(&viewer()), &json!({})).await;
+    assert_eq!(response.status(), 403);
+    let status = rig.get_json(&format!("/cloudcaster/{EVENT}/status")).await;
+    assert_eq!(status["state"], "none");
+    rig.app.stop().await;
+}
+
+async fn fails_cleanly(rig: &Rig, reason_contains: &str) {
+    let status = rig.drive_to_state("failed").await;
+    let reason = status.failure_reason.clone().unwrap_or_default();
+    assert!(reason.contains(reason_contains), "failure reason {reason:?} lacks {reason_contains:?}");
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.step.as_str()).collect();
+    for expected in ["RecordingFailureDetected", "EgressStopped", "StreamDeleted", "LockReleased", "RecordingFailed"] {
+        assert!(steps.contains(&expected), "{expected} missing from {steps:?}");
+    }
+    rig.assert_clean().await;
+    rig.assert_room_recording(None).await;
+}
+
+#[tokio::test]
+async fn an_egress_that_fails_mid_stream_is_caught_by_the_health_check() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().egress(EgressFault::FailMidStream { after: Duration::from_millis(300) }, Times::Once);
+    start_session(&rig).await;
+    // On a loaded machine the egress may already fail before the stream is
+    // seen active; then the saga fails at that step instead, just as cleanly.
+    rig.drive_until("recording", |s| s.state == "recording" || s.state == "failed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.fire_timers_after(31_000).await;
+    fails_cleanly(&rig, "egress ended").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_aborted_egress_start_compensates() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().egress(EgressFault::AbortStartSignal, Times::Once);
+    start_session(&rig).await;
+    fails_cleanly(&rig, "ABORTED").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_lost_create_response_is_reconciled_without_a_duplicate() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let faults = rig.sims.faults();
+    faults.mux_request(
+        MuxOp::CreateLiveStream,
+        MuxRequestFault::CommitThenLose(ResponseLoss::InternalError),
+        Times::Once,
+    );
+    faults.livekit_request(TwirpMethod::StartWebEgress, TwirpFault::CommitThenLose(ResponseLoss::Reset), Times::Once);
+    start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    assert_eq!(rig.sims.handle.mux.live_streams().len(), 1, "one live stream");
+    assert_eq!(rig.sims.handle.livekit.egresses().len(), 1, "one egress");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn transient_mux_and_livekit_errors_are_retried() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let faults = rig.sims.faults();
+    let limited = MuxRequestFault::RateLimited { retry_after: Duration::from_secs(1) };
+    faults.mux_request(MuxOp::CreateLiveStream, limited, Times::N(2));
+    let slow = TwirpFault::SlowThenUnavailable { delay: Duration::from_millis(20) };
+    faults.livekit_request(TwirpMethod::StartWebEgress, slow, Times::Once);
+    faults.livekit_request(TwirpMethod::StartWebEgress, TwirpFault::ResourceExhausted, Times::Once);
+    start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    assert_eq!(rig.sims.handle.livekit.egresses().len(), 1, "one egress");
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn mux_errors_past_the_retries_fail_the_session_cleanly() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let faults = rig.sims.faults();
+    faults.mux_request(MuxOp::CreateLiveStream, MuxRequestFault::ServerError { status: 503 }, Times::Always);
+    start_session(&rig).await;
+    fails_cleanly(&rig, "gave up").await;
+    faults.clear();
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_never_goes_active_is_failed_as_an_orphan() {
+    let rig = fresh(TestDb::sqlite().await, &["--recording-orphan-after", "30s"]).await;
+    rig.sims.faults().mux_ingest(IngestFault::StuckIdle, Times::Always);
+    start_session(&rig).await;
+    fails_cleanly(&rig, "no progress").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_errored_clip_does_not_fail_the_recording() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().mux_asset(AssetKind::Clip, AssetFault::Errored, Times::Once);
+    start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    rig.stage("alice", "enter").await;
+    rig.clock.advance(4_000);
+    rig.stage("alice", "exit").await;
+    rig.stage("bob", "enter").await;
+    rig.clock.advance(4_000);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    let clips = rig.get_json(&format!("/cloudcaster/{EVENT}/clips")).await;
+    let statuses: Vec<&str> =
+        clips["clips"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.contains(&"errored") && statuses.contains(&"ready"), "{statuses:?}");
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn the_twelve_hour_cap_stops_the_recording() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Health checks fire along the way and find everything alive.
+    rig.fire_timers_after(12 * 60 * 60 * 1000).await;
+    let status = rig.drive_to_state("completed").await;
+    assert!(status.steps.iter().any(|s| s.step == "StopRequested"));
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_saga_finishes_without_duplicates() {
+    let db = TestDb::sqlite().await;
+    let first = fresh(db, &[]).await;
+    start_session(&first).await;
+    first.drive_to_state("egress_started").await;
+    let sims = first.sims.clone();
+    let clock = first.clock.clone();
+    let db = first.app.stop().await;
+
+    let second = rig(db, sims, clock, &[]).await;
+    second.drive_to_state("recording").await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    second.stop().await;
+    second.drive_to_state("completed").await;
+    assert_eq!(second.sims.handle.mux.live_streams().len(), 1, "one live stream");
+    assert_eq!(second.sims.handle.livekit.egresses().len(), 1, "one egress");
+    second.assert_clean().await;
+    second.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_that_never_finds_a_recording_becomes_a_dead_letter_and_can_be_retried() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    assert_eq!(rig.stop().await.status(), 202);
+    for _ in 0..40 {
+        rig.recording.commands_try_step().await.unwrap();
+        rig.clock.advance(60_000);
+    }
+    let dead = rig.app.get("/cloudcaster/dead-letters", Some(&moderator())).await;
+    assert_eq!(dead.status(), 200);
+    let dead: Value = dead.json().await.unwrap();
+    let letters = dead["deadLetters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{dead}");
+    assert_eq!(letters[0]["kind"], "stop");
+    assert_eq!(letters[0]["attempts"], 5);
+    let id = letters[0]["commandId"].as_str().unwrap();
+
+    let viewer_retry =
+        rig.app.post_json(&format!("/cloudcaster/dead-letters/{id}/retry"), Some(&viewer()), &json!({})).await;
+    assert_eq!(viewer_retry.status(), 403);
+    assert_eq!(rig.post(&format!("/cloudcaster/dead-letters/{id}/retry"), json!({})).await.status(), 200);
+    assert!(rig.recording.dead_letters().await.unwrap().is_empty());
+    assert_eq!(rig.post("/cloudcaster/dead-letters/nope/retry", json!({})).await.status(), 404);
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_egress_cut_at_its_limit_is_caught_by_the_health_check() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().egress(EgressFault::LimitReached { after: Duration::from_millis(300) }, Times::Once);
+    start_session(&rig).await;
+    rig.drive_until("recording", |s| s.state == "recording" || s.state == "failed").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.fire_timers_after(31_000).await;
+    fails_cleanly(&rig, "egress ended").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_egress_stuck_starting_is_failed_as_an_orphan() {
+    let rig = fresh(TestDb::sqlite().await, &["--recording-orphan-after", "30s"]).await;
+    rig.sims.faults().egress(EgressFault::StuckStarting, Times::Once);
+    start_session(&rig).await;
+    fails_cleanly(&rig, "no progress").await;
+    rig.app.stop().await;
+}
+
+/// `eventuall commands dead-letters` and `retry` on the database directly.
+#[tokio::test]
+async fn the_cli_lists_and_retries_dead_letters() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.stop().await;
+    for _ in 0..40 {
+        rig.recording.commands_try_step().await.unwrap();
+        rig.clock.advance(60_000);
+    }
+    let db = rig.app.stop().await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .args(args)
+            .args(["--database-url", &db.url])
+            .output()
+            .expect("cli runs");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, listed) = cli(&["commands", "dead-letters"]);
+    assert!(ok);
+    let row: Value = serde_json::from_str(listed.lines().next().expect("one dead letter")).unwrap();
+    assert_eq!(row["kind"], "stop");
+    let id = row["commandId"].as_str().unwrap().to_owned();
+    let (ok, _) = cli(&["commands", "retry", &id]);
+    assert!(ok);
+    let (_, listed) = cli(&["commands", "dead-letters"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+    let (ok, _) = cli(&["commands", "retry", &id]);
+    assert!(!ok, "retrying a command that is not dead fails");
+}
+
+/// The real binary killed with SIGKILL mid-saga, restarted on the same
+/// database: the saga finishes with one stream and one egress.
+#[tokio::test]
+async fn a_kill_9_mid_saga_resumes_without_duplicates() {
+    let sims = Simulators::spawn(SimConfig::fast()).await.expect("simulators");
+    let dir = tempfile::tempdir().unwrap();
+    let db_url = format!("sqlite://{}", dir.path().join("events.db").display());
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = format!("127.0.0.1:{port}");
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .args(["serve", "--listen", &listen, "--database-url", &db_url, "--jwt-secret", crate::helpers::SECRET])
+            .args(["--mux-url", &sims.mux_url, "--livekit-url", &sims.livekit_url])
+            .args(["--recording-poll-every", "20ms"])
+            .env("EVENTUALL_LOG", "warn")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts")
+    };
+    let http = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    let status = |http: reqwest::Client, base: String| async move {
+        let response = http.get(format!("{base}/cloudcaster/{EVENT}/status")).bearer_auth(viewer()).send().await;
+        match response {
+            Ok(r) if r.status() == 200 => r.json::<Value>().await.ok(),
+            _ => None,
+        }
+    };
+    let wait_for = |state: &'static str| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            for _ in 0..500 {
+                if let Some(s) = status(http.clone(), base.clone()).await
+                    && s["state"] == state
+                {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("never reached {state}");
+        }
+    };
+
+    let mut first = spawn();
+    for _ in 0..500 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = http.post(format!("{base}/cloudcaster/{EVENT}/start")).bearer_auth(moderator()).send().await.unwrap();
+    assert_eq!(started.status(), 202);
+    wait_for("recording").await;
+    first.kill().await.expect("SIGKILL");
+
+    let mut second = spawn();
+    let mut stopped = false;
+    for _ in 0..500 {
+        if let Ok(r) = http.post(format!("{base}/cloudcaster/{EVENT}/stop")).bearer_auth(moderator()).send().await {
+            assert_eq!(r.status(), 202);
+            stopped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(stopped, "the restarted binary answers");
+    wait_for("completed").await;
+    assert_eq!(sims.handle.mux.live_streams().len(), 1, "one live stream");
+    assert_eq!(sims.handle.livekit.egresses().len(), 1, "one egress");
+    for _ in 0..100 {
+        if sims.handle.leftovers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sims.handle.leftovers().is_empty(), "{:#?}", sims.handle.leftovers());
+    second.kill().await.ok();
+}
