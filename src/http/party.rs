@@ -43,6 +43,12 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 const CODEC_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 /// WebSocket close code for a message over the size limit.
 const CLOSE_TOO_BIG: u16 = 1009;
+/// Most bytes the codec reads per call. tungstenite zero-fills this much of
+/// its input buffer before every read, so it is resident memory per socket:
+/// the 128 KiB default made an idle connection cost ~155 KiB of server RSS
+/// (`eventuall-bench rooms --phase memory`). Clients send tiny frames;
+/// larger ones still arrive whole, the buffer grows to fit them.
+const READ_BUFFER: usize = 4 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/parties/event/{event_id}", get(event_socket))
@@ -70,7 +76,7 @@ pub fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSo
         .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
         .filter(|p| !p.is_empty())
         .collect();
-    upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE)
+    upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE).read_buffer_size(READ_BUFFER)
 }
 
 async fn event_socket(
