@@ -84,9 +84,15 @@ pub struct RoomsArgs {
     /// Rooms per round of the memory phase.
     #[arg(long, default_value_t = 1_000)]
     memory_rooms: usize,
-    /// The server's `--evict-after` in the memory phase: long enough to read
-    /// the RSS of live idle rooms, short enough to wait for their eviction.
-    #[arg(long, default_value = "5s")]
+    /// Rounds of create-then-evict in the memory phase; growth that
+    /// survives every round is a leak, growth in round 1 only is the
+    /// allocator keeping freed memory.
+    #[arg(long, default_value_t = 3)]
+    memory_rounds: usize,
+    /// The server's `--evict-after` in the memory phase: long enough to
+    /// create every room and read the RSS while all are live, short enough
+    /// to wait for their eviction.
+    #[arg(long, default_value = "10s")]
     evict_after: humantime::Duration,
 }
 
@@ -251,14 +257,39 @@ fn fd_limits() -> (String, String) {
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 fn token(user: &str) -> String {
+    token_as(user, Role::Participant)
+}
+
+fn token_as(user: &str, role: Role) -> String {
     let claims = Claims {
         sub: user.to_owned(),
         exp: eventuall::store::now_millis() / 1000 + 3600,
         name: Some(format!("{user} name")),
-        role: Role::Participant,
+        role,
         events: None,
     };
     Authenticator::new(SECRET).issue(&claims)
+}
+
+/// One HTTP/1.1 POST on a fresh connection; answers the status code. Plain
+/// TCP keeps an HTTP client crate out of the bench for one call.
+async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
+    use tokio::io::AsyncReadExt;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        anyhow::Ok(response)
+    };
+    let response = tokio::time::timeout(STEP_LIMIT, exchange).await.context("HTTP request timed out")??;
+    let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+    head.split(' ').nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("bad response {head:?}"))
 }
 
 /// Opens a socket to `event` as `user`; returns it once its first frame (a
@@ -744,33 +775,35 @@ async fn memory_phase(args: &RoomsArgs) -> anyhow::Result<()> {
     server.stop().await?;
     server.cleanup().await;
 
-    // Rooms: each gets one client, a heartbeat and a departure; all are
-    // held open until every room exists, so they go idle (and evict) together.
+    // Rooms: each gets one change over HTTP (a stage entry), so no socket
+    // memory mixes into the figure; they go idle (and evict) together.
     let evict_after: Duration = args.evict_after.into();
     let mut server = Server::start(args.database_url.as_deref(), &args.evict_after.to_string()).await?;
     let addr = server.addr;
-    let (warm, _, _) = join(addr, "warmup", "warmup").await?;
-    leave(warm).await;
-    wait_for_live_rooms(&mut server, 0, evict_after).await?;
+    let moderator = token_as("bench-moderator", Role::Moderator);
     let m = args.memory_rooms;
-    for round in 1..=2 {
+    for round in 1..=args.memory_rounds.min(10) {
         let base = server.stats().await?;
-        let seats = (0..m).map(|i| (format!("mem-{round}-{i:04}"), format!("user-{i:04}"))).collect();
-        let (mut sockets, _) = fill(addr, seats).await?;
-        for s in &mut sockets {
-            s.send(Message::text(HEARTBEAT)).await?;
-        }
-        futures::future::join_all(sockets.into_iter().map(leave)).await;
-        // The departures are processed; nothing is evicted yet.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let created: Vec<anyhow::Result<u16>> = futures::stream::iter((0..m).map(|i| {
+            let moderator = moderator.clone();
+            async move {
+                let path = format!("/event/mem-{round}-{i:04}/stage/enter");
+                http_post(addr, &path, &moderator, r#"{"userId":"speaker"}"#).await
+            }
+        }))
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+        let failed = created.iter().filter(|r| !matches!(r, Ok(200))).count();
+        anyhow::ensure!(failed == 0, "{failed} of {m} stage entries failed");
         let live = server.stats().await?;
         println!(
-            "| round {round}: {m} live idle rooms (1 offline user each) | {:.1} MiB | {:.1} MiB | {} → {} | {:.1} KiB/room |",
+            "| round {round}: {m} rooms, one stage entry each, live and idle | {:.1} MiB | {:.1} MiB | {} → {} | {:.1} KiB/room |",
             mib(base.rss),
             mib(live.rss),
             base.live_rooms,
             live.live_rooms,
-            (live.rss.saturating_sub(base.rss)) as f64 / live.live_rooms.max(1) as f64 / 1024.0
+            (live.rss as f64 - base.rss as f64) / live.live_rooms.saturating_sub(base.live_rooms).max(1) as f64 / 1024.0
         );
         let evicted = wait_for_live_rooms(&mut server, 0, evict_after).await?;
         println!(
@@ -786,8 +819,8 @@ async fn memory_phase(args: &RoomsArgs) -> anyhow::Result<()> {
     server.cleanup().await;
     println!();
     println!(
-        "Evicted rooms: `--evict-after {}`; RSS is what the allocator keeps, so freed memory shows as reuse in round 2 \
-         rather than as a drop.",
+        "Rooms: `--evict-after {}`. RSS is what the allocator keeps: memory freed by eviction is reused by the next \
+         round rather than returned, so the later rounds show whether eviction really frees.",
         args.evict_after
     );
     Ok(())
