@@ -100,7 +100,11 @@ pub async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) {
             }
         }
     };
+    // One receiver for the whole loop, marked before each step: an append
+    // that lands while a step runs still wakes the next wait.
+    let mut head = store.head_watch();
     while !*shutdown.borrow() {
+        head.mark_unchanged();
         match try_step(&store, &mut subscription).await {
             Ok(Step::Progressed(_)) => continue,
             Ok(Step::Idle) => {}
@@ -110,7 +114,6 @@ pub async fn run(store: EventStore, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
         }
-        let mut head = store.head_watch();
         tokio::select! {
             _ = head.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}

@@ -8,8 +8,14 @@
 //! - `load`: time to load an aggregate whose stream holds 1,000,000 events
 //!   (snapshot + tail, as the actors do) against one with 10 events.
 //!
+//! - `rooms`: event rooms over WebSockets against the running service:
+//!   heartbeat load with durability check, join latency, fanout, memory
+//!   (see [`rooms`]).
+//!
 //! Every loop is bounded by a count and a time limit. Results are printed as
 //! Markdown rows for `docs/BENCHMARKS.md`.
+
+mod rooms;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +63,11 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0,499")]
         tails: Vec<u64>,
     },
+    /// Event rooms: heartbeat load, join latency, fanout, memory.
+    Rooms(Box<rooms::RoomsArgs>),
+    /// The service for `rooms`, driven over stdin (run by `rooms` itself).
+    #[command(hide = true)]
+    RoomsServer(Box<rooms::ServerArgs>),
 }
 
 #[tokio::main]
@@ -66,6 +77,8 @@ async fn main() -> anyhow::Result<()> {
             append_bench(&postgres_url, events, time_limit.into(), &streams).await
         }
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
+        Command::Rooms(args) => rooms::run(*args).await,
+        Command::RoomsServer(args) => rooms::serve_child(*args).await,
     }
 }
 

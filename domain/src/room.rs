@@ -271,7 +271,10 @@ impl EventRoom {
         events
     }
 
-    fn decide(&self, command: RoomCommand) -> Result<Vec<RoomEvent>, RoomError> {
+    /// The events `command` yields against this state, not yet applied:
+    /// what `handle` writes. The room actor uses it to apply events one at
+    /// a time without cloning the state per command.
+    pub fn decide(&self, command: RoomCommand) -> Result<Vec<RoomEvent>, RoomError> {
         Ok(match command {
             RoomCommand::Connect { connection_id, client_id, user_id, name, kind, at } => {
                 if let Some(existing) = self.connections.get(&connection_id) {

@@ -48,6 +48,12 @@ const CODEC_MAX_MESSAGE: usize = 16 * 1024 * 1024;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// WebSocket close code for a client dropped for reading too slowly ("try again later").
 pub const CLOSE_TOO_SLOW: u16 = 1013;
+/// Most bytes the codec reads per call. tungstenite zero-fills this much of
+/// its input buffer before every read, so it is resident memory per socket:
+/// the 128 KiB default made an idle connection cost ~155 KiB of server RSS
+/// (`eventuall-bench rooms --phase memory`). Clients send tiny frames;
+/// larger ones still arrive whole, the buffer grows to fit them.
+const READ_BUFFER: usize = 4 * 1024;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/parties/event/{event_id}", get(event_socket))
@@ -71,7 +77,7 @@ fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocket
         .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
         .filter(|p| !p.is_empty())
         .collect();
-    upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE)
+    upgrade.protocols(requested).max_message_size(CODEC_MAX_MESSAGE).read_buffer_size(READ_BUFFER)
 }
 
 /// The checks every party socket makes before its upgrade: a valid event

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use eventuall_domain::room::{CloseReason, ConnectionKind, EventRoom, RoomCommand, RoomEvent, RoomSnapshot};
 use tokio::sync::{mpsc, oneshot};
@@ -246,14 +245,15 @@ impl RoomActor {
                 (command, Metadata::by("system:room").command("DropConnections"), Reply::None, None)
             }
         };
-        let sink = EventSink::default();
-        let before = working.clone();
-        match working.handle(command, &(), &sink).await {
-            Ok(()) => {}
+        // Decide, then apply event by event, judging each against the state
+        // just before it. No per-message clone of the room: cloning and
+        // dropping a 100-user room per heartbeat was ~37% of the server's
+        // CPU under 2,000 heartbeats/s (`eventuall-bench rooms`, perf).
+        let events = match working.decide(command) {
+            Ok(events) => events,
             Err(error) => {
                 // E.g. a heartbeat racing its connection's close: harmless.
                 tracing::debug!(room = %self.event_id, %error, "command refused");
-                *working = before;
                 let reply = match reply {
                     Reply::Connected(tx) => {
                         let _ = tx.send(Err(error.to_string()));
@@ -263,12 +263,10 @@ impl RoomActor {
                 };
                 return Some(Decided { events: vec![], metadata, reply, subscribe: None });
             }
-        }
-        let events = sink.collect().await;
-        let mut replay = before;
+        };
         for event in &events {
-            *changed |= event.changes_snapshot(&replay);
-            replay.apply(event.clone());
+            *changed |= event.changes_snapshot(working);
+            working.apply(event.clone());
         }
         Some(Decided { events, metadata, reply, subscribe })
     }

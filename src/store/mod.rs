@@ -371,9 +371,15 @@ impl EventStore {
         self.inner.backend.head_position().await
     }
 
-    /// A receiver that changes whenever this process commits an append.
+    /// A receiver that changes whenever this process commits an append
+    /// after this call.
     pub fn head_watch(&self) -> watch::Receiver<i64> {
-        self.inner.head.clone()
+        // A clone inherits the stored receiver's "last seen" version, which
+        // never moves: without this, `changed()` on every fresh receiver
+        // resolves at once after the first append, and waiters spin.
+        let mut head = self.inner.head.clone();
+        head.mark_unchanged();
+        head
     }
 
     /// The snapshot of `stream` if one exists with this `schema_tag`.
