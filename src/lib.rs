@@ -10,6 +10,11 @@
 //! - [`timers`]: durable timers in the database (the DO alarm).
 //! - [`clock`]: time as a dependency, so tests can move it.
 //! - [`config`]: every setting as a flag and an environment variable.
+//! - [`analytics`]: per-event analytics read from the analytics projection.
+//! - [`projections`]: the runner that keeps read models (presence,
+//!   analytics) up to date from the log.
+//! - [`replay`]: audits and replays of the log (`eventuall replay …`):
+//!   verify, rebuild, time travel, history, export, status.
 //!
 //! The domain (aggregates, commands, events) lives in the `eventuall-domain`
 //! crate and knows nothing of IO; read models live in
@@ -17,11 +22,13 @@
 //! `eventuall-media`.
 
 pub mod actor;
+pub mod analytics;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod http;
 pub mod projections;
+pub mod replay;
 pub mod rooms;
 pub mod server;
 pub mod store;

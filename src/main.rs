@@ -19,6 +19,9 @@ enum Command {
     Serve(Box<ServeConfig>),
     /// Create or upgrade the database schema, then exit.
     Migrate(DatabaseArgs),
+    /// Audit and replay the event log: verify, rebuild, state, history,
+    /// export, status.
+    Replay(eventuall::replay::cli::ReplayArgs),
     /// Developer tools (load generators for tests and benchmarks).
     #[command(subcommand, hide = true)]
     Tools(eventuall::tools::Tool),
@@ -40,6 +43,13 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("migrating {}", redact(&db.database_url)))?;
             store.shutdown().await;
             println!("migrated {}", redact(&db.database_url));
+            Ok(())
+        }
+        Command::Replay(replay) => {
+            let code = replay.run().await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
             Ok(())
         }
         Command::Tools(tool) => tool.run().await,

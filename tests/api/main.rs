@@ -3,4 +3,5 @@
 //! clients.
 
 mod helpers;
+mod replay;
 mod rooms;
