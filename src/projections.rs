@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use eventuall_domain::queue::QueueEvent;
 use eventuall_domain::room::RoomEvent;
-use eventuall_projections::analytics::{self, Input, Key, QueueWait, Rows, WaitOutcome};
+use eventuall_projections::analytics::{self, Input, Key, QueueWait, Rows};
 use eventuall_projections::{RowChange, presence};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -403,16 +403,27 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
             [s.event_id.into(), s.user_id.into(), s.on_stage_since.into(), s.stage_ms.into(), s.stage_entries.into()];
         tx.execute(&stage_sql, &args).await?;
     }
-    let wait_sql = format!(
+    // Two statements, so that `outcome` (text) is never bound as an untyped
+    // NULL: PostgreSQL would fix the parameter's type from the first binding.
+    let ended_sql = format!(
         "insert into {} (event_id, user_id, queued_at, ended_at, outcome) values ($1, $2, $3, $4, $5) \
          on conflict (event_id, user_id, queued_at) do update set ended_at = excluded.ended_at, \
          outcome = excluded.outcome",
         tables.name("analytics_queue_waits")
     );
-    for w in rows.ended_waits.into_iter().chain(rows.open_waits.into_values()) {
-        let outcome: Option<&str> = w.outcome.map(WaitOutcome::as_str);
-        let args: [SqlValue; 5] = [w.event_id.into(), w.user_id.into(), w.queued_at.into(), w.ended_at.into(), outcome.into()];
-        tx.execute(&wait_sql, &args).await?;
+    let open_sql = format!(
+        "insert into {} (event_id, user_id, queued_at) values ($1, $2, $3) on conflict do nothing",
+        tables.name("analytics_queue_waits")
+    );
+    for w in rows.ended_waits {
+        let (Some(ended_at), Some(outcome)) = (w.ended_at, w.outcome) else { continue };
+        let args: [SqlValue; 5] =
+            [w.event_id.into(), w.user_id.into(), w.queued_at.into(), ended_at.into(), outcome.as_str().into()];
+        tx.execute(&ended_sql, &args).await?;
+    }
+    for w in rows.open_waits.into_values() {
+        let args: [SqlValue; 3] = [w.event_id.into(), w.user_id.into(), w.queued_at.into()];
+        tx.execute(&open_sql, &args).await?;
     }
     Ok(())
 }

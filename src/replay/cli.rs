@@ -14,15 +14,15 @@ use super::raw::Filter;
 use super::registry::Registry;
 use super::state::At;
 use super::{Output, Progress, ReplayError, history, rebuild, state, verify};
-use crate::config::DatabaseArgs;
 use crate::projections::{self, Projection};
 use crate::server::redact;
 use crate::store::{EventStore, StoreOptions, StreamId};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
+    /// `sqlite://FILE` or `postgres://…` (accepted before or after the command).
+    #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db", global = true)]
+    pub database_url: String,
     /// Machine-readable output (JSON; JSON Lines for history and export).
     #[arg(long, global = true)]
     pub json: bool,
@@ -72,7 +72,7 @@ pub enum ReplayCommand {
 impl ReplayArgs {
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
-        let url = &self.database.database_url;
+        let url = &self.database_url;
         let store = EventStore::open(url, StoreOptions::default())
             .await
             .with_context(|| format!("opening {}", redact(url)))?;

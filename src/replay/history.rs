@@ -84,7 +84,9 @@ pub fn summarize(payload: &str) -> String {
         return "(not JSON)".to_owned();
     };
     let body = match &value {
-        Value::Object(map) if map.len() == 1 => map.values().next().expect("one entry"),
+        Value::Object(map) if map.len() == 1 && map.values().all(Value::is_object) => {
+            map.values().next().expect("one entry")
+        }
         other => other,
     };
     let text = match body {

@@ -46,8 +46,10 @@ pub enum Filter {
     Category(String),
 }
 
-const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, event_version, payload, \
-     metadata, recorded_at, hash";
+/// PostgreSQL stores payload and metadata as `json` (byte for byte): read
+/// them as text.
+const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, event_version, \
+     payload::text as payload, metadata::text as metadata, recorded_at, hash";
 
 /// Up to `limit` events after position `after` and at most `until`.
 pub async fn read_batch(
@@ -65,8 +67,13 @@ pub async fn read_batch(
             (" and stream_id >= $4 and stream_id < $5", Some(category.clone()))
         }
     };
+    // SQLite has no `::` casts; its columns are text already.
+    let columns = match store.backend() {
+        Backend::Sqlite(_) => COLUMNS.replace("::text", ""),
+        Backend::Postgres(_) => COLUMNS.to_owned(),
+    };
     let sql = format!(
-        "select {COLUMNS} from events where global_position > $1 and global_position <= $2{condition} \
+        "select {columns} from events where global_position > $1 and global_position <= $2{condition} \
          order by global_position limit $3"
     );
     macro_rules! run {
