@@ -166,7 +166,12 @@ pub async fn event_analytics(store: &EventStore, event_id: &str) -> Result<Optio
         },
         stage: stage
             .into_iter()
-            .map(|(user_id, stage_ms, entries, on_stage_since)| StageSummary { user_id, stage_ms, entries, on_stage_since })
+            .map(|(user_id, stage_ms, entries, on_stage_since)| StageSummary {
+                user_id,
+                stage_ms,
+                entries,
+                on_stage_since,
+            })
             .collect(),
         queue: QueueSummary {
             promoted: promoted.len() as i64,

@@ -269,7 +269,8 @@ async fn load_row(tx: &mut DbTx, rows: &mut Rows, key: &Key, tables: Tables) -> 
             );
             let found: Vec<(String, i64, i64, Option<i64>, Option<i64>, Option<i64>)> =
                 tx.fetch_all_as(&sql, &[event_id.as_str().into()]).await?;
-            for (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at) in found {
+            for (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at) in found
+            {
                 rows.totals.insert(
                     event_id.clone(),
                     analytics::EventTotals {
@@ -333,7 +334,8 @@ async fn load_row(tx: &mut DbTx, rows: &mut Rows, key: &Key, tables: Tables) -> 
                  order by queued_at desc limit 1",
                 tables.name("analytics_queue_waits")
             );
-            let found: Vec<(i64,)> = tx.fetch_all_as(&sql, &[event_id.as_str().into(), user_id.as_str().into()]).await?;
+            let found: Vec<(i64,)> =
+                tx.fetch_all_as(&sql, &[event_id.as_str().into(), user_id.as_str().into()]).await?;
             for (queued_at,) in found {
                 rows.open_waits.insert(
                     (event_id.clone(), user_id.clone()),
@@ -447,7 +449,12 @@ pub async fn status(store: &EventStore) -> Result<Vec<ProjectionStatus>, StoreEr
     let mut out = Vec::new();
     for projection in Projection::ALL {
         let position = load_checkpoint(store, projection.name()).await?;
-        out.push(ProjectionStatus { name: projection.name().to_owned(), position, head, lag: (head - position).max(0) });
+        out.push(ProjectionStatus {
+            name: projection.name().to_owned(),
+            position,
+            head,
+            lag: (head - position).max(0),
+        });
     }
     Ok(out)
 }

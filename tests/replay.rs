@@ -80,7 +80,12 @@ fn open(connection: &str, user: &str, at: i64) -> RoomEvent {
 }
 
 fn close(connection: &str, user: &str, at: i64) -> RoomEvent {
-    RoomEvent::ConnectionClosed { connection_id: connection.into(), user_id: user.into(), reason: CloseReason::Closed, at }
+    RoomEvent::ConnectionClosed {
+        connection_id: connection.into(),
+        user_id: user.into(),
+        reason: CloseReason::Closed,
+        at,
+    }
 }
 
 fn beat(connection: &str, user: &str, at: i64) -> RoomEvent {
@@ -119,7 +124,13 @@ async fn small_log(store: &EventStore) {
         append_room(
             store,
             id,
-            &[open("c1", "alice", 10), beat("c1", "alice", 20), enter("alice", 30), exit("alice", 40), close("c1", "alice", 50)],
+            &[
+                open("c1", "alice", 10),
+                beat("c1", "alice", 20),
+                enter("alice", 30),
+                exit("alice", 40),
+                close("c1", "alice", 50),
+            ],
         )
         .await;
     }
@@ -146,14 +157,17 @@ async fn run_to_end(store: &EventStore, projection: Projection) {
 
 /// Every row of a table, rendered and sorted, for comparisons.
 async fn rows(store: &EventStore, table: &str, columns: &str) -> Vec<String> {
-    let columns: Vec<String> =
-        columns.split(", ").map(|c| format!("coalesce(cast({c} as text), 'null')")).collect();
+    let columns: Vec<String> = columns.split(", ").map(|c| format!("coalesce(cast({c} as text), 'null')")).collect();
     let columns = columns.join(", ");
     let mut tx = DbTx::begin(store).await.unwrap();
     let text = if tx.is_postgres() {
-        format!("select coalesce(string_agg(concat_ws('|', {columns}), E'\\n' order by concat_ws('|', {columns})), '') from {table}")
+        format!(
+            "select coalesce(string_agg(concat_ws('|', {columns}), E'\\n' order by concat_ws('|', {columns})), '') from {table}"
+        )
     } else {
-        format!("select coalesce(group_concat(r, char(10)), '') from (select concat_ws('|', {columns}) as r from {table} order by r)")
+        format!(
+            "select coalesce(group_concat(r, char(10)), '') from (select concat_ws('|', {columns}) as r from {table} order by r)"
+        )
     };
     let all = tx.query_text(&text, &[]).await.unwrap().unwrap_or_default();
     all.lines().map(str::to_owned).collect()
@@ -163,7 +177,10 @@ async fn all_projection_rows(store: &EventStore) -> Vec<Vec<String>> {
     let tables = [
         ("presence_sessions", "event_id, connection_id, user_id, kind, connected_at, disconnected_at, close_reason"),
         ("stage_intervals", "event_id, user_id, entered_at, exited_at"),
-        ("analytics_events", "event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at"),
+        (
+            "analytics_events",
+            "event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at",
+        ),
         (
             "analytics_attendance",
             "event_id, user_id, first_joined_at, last_left_at, open_connections, present_since, present_ms, sessions",
@@ -376,7 +393,7 @@ async fn analytics_are_exact_for_a_scripted_event(db: &TestDb) {
             close("c3", "alice", 7_000), // alice: 1,000 → 7,000
             open("c5", "bob", 8_000),
             exit("alice", 8_000),
-            close("c5", "bob", 9_000), // bob: 2,000 → 6,000 and 8,000 → 9,000
+            close("c5", "bob", 9_000),    // bob: 2,000 → 6,000 and 8,000 → 9,000
             close("c4", "carol", 10_000), // carol: 4,000 → 10,000
         ],
     )
@@ -385,7 +402,12 @@ async fn analytics_are_exact_for_a_scripted_event(db: &TestDb) {
     for e in [
         queued("carol", 1_500),
         queued("dave", 2_000),
-        QueueEvent::ParticipantRemoved { user_id: "dave".into(), list: QueueList::Pending, by: "mod".into(), at: 2_500 },
+        QueueEvent::ParticipantRemoved {
+            user_id: "dave".into(),
+            list: QueueList::Pending,
+            by: "mod".into(),
+            at: 2_500,
+        },
         queued("erin", 3_000),
         QueueEvent::ParticipantPromoted { user_id: "erin".into(), by: "mod".into(), at: 3_100 },
         QueueEvent::ParticipantPromoted { user_id: "carol".into(), by: "mod".into(), at: 4_500 },
@@ -442,7 +464,8 @@ async fn state_at_a_position_is_the_state_after_that_event(db: &TestDb) {
         positions.push((outcome.last_position, serde_json::to_value(expected.snapshot("tt", n as u64 + 1)).unwrap()));
     }
     for (position, snapshot) in positions {
-        let at = state::state_at(&store, Registry::standard(), &room("tt"), state::At::Position(position)).await.unwrap();
+        let at =
+            state::state_at(&store, Registry::standard(), &room("tt"), state::At::Position(position)).await.unwrap();
         assert_eq!(at.state, snapshot);
         assert_eq!(at.global_position, Some(position));
     }
@@ -528,6 +551,7 @@ async fn history_and_export_print_json_lines() {
     let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
     assert_eq!(status[0]["name"], "room_presence");
     assert_eq!(status[0]["lag"], 11);
-    let state: serde_json::Value = serde_json::from_str(&run(&["state", "room-launch", "--at", "3", "--json"])).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&run(&["state", "room-launch", "--at", "3", "--json"])).unwrap();
     assert_eq!(state["version"], 3);
 }

@@ -445,7 +445,9 @@ mod replay {
     }
 
     pub async fn bench(events: u64, streams: u64, databases: &[String]) -> anyhow::Result<()> {
-        println!("| database | events | streams | fill | verify | verify events/s | rebuild room_presence | events/s | rebuild analytics | events/s |");
+        println!(
+            "| database | events | streams | fill | verify | verify events/s | rebuild room_presence | events/s | rebuild analytics | events/s |"
+        );
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for database in databases {
             let dir = tempfile::tempdir()?;

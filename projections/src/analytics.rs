@@ -175,14 +175,13 @@ pub fn apply(rows: &mut Rows, event_id: &str, input: Input<'_>) {
 fn apply_room(rows: &mut Rows, event_id: &str, event: &RoomEvent) {
     match event {
         RoomEvent::ConnectionOpened { user_id, at, .. } => {
-            let attendance = rows.attendance.entry((event_id.to_owned(), user_id.clone())).or_insert_with(|| {
-                Attendance {
+            let attendance =
+                rows.attendance.entry((event_id.to_owned(), user_id.clone())).or_insert_with(|| Attendance {
                     event_id: event_id.to_owned(),
                     user_id: user_id.clone(),
                     first_joined_at: *at,
                     ..Attendance::default()
-                }
-            });
+                });
             attendance.sessions += 1;
             attendance.open_connections += 1;
             let arrived = attendance.open_connections == 1;
@@ -339,7 +338,12 @@ mod tests {
 
     #[test]
     fn presence_time_is_counted_when_the_last_connection_closes() {
-        let rows = fold(&[open("c1", "alice", 10), open("c2", "alice", 20), close("c1", "alice", 30), close("c2", "alice", 45)]);
+        let rows = fold(&[
+            open("c1", "alice", 10),
+            open("c2", "alice", 20),
+            close("c1", "alice", 30),
+            close("c2", "alice", 45),
+        ]);
         let alice = &rows.attendance[&("e".into(), "alice".into())];
         assert_eq!((alice.present_ms, alice.last_left_at, alice.present_since), (35, Some(45), None));
         assert_eq!(rows.totals["e"].present_users, 0);
@@ -384,7 +388,12 @@ mod tests {
             queued("carol", 10),
             queued("dave", 20),
             QueueEvent::ParticipantPromoted { user_id: "carol".into(), by: "mod".into(), at: 70 },
-            QueueEvent::ParticipantRemoved { user_id: "dave".into(), list: QueueList::Pending, by: "mod".into(), at: 25 },
+            QueueEvent::ParticipantRemoved {
+                user_id: "dave".into(),
+                list: QueueList::Pending,
+                by: "mod".into(),
+                at: 25,
+            },
         ] {
             apply(&mut rows, "e", Input::Queue(&event));
         }

@@ -11,9 +11,7 @@ use crate::analytics::{EventAnalytics, event_analytics};
 use crate::projections::{ProjectionStatus, status};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/admin/projections", get(projections))
-        .route("/analytics/events/{event_id}", get(analytics))
+    Router::new().route("/admin/projections", get(projections)).route("/analytics/events/{event_id}", get(analytics))
 }
 
 /// Every projection's checkpoint, the log head and the lag.

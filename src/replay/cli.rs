@@ -53,9 +53,7 @@ pub enum ReplayCommand {
     },
     /// A stream's timeline: time, version, type, actor, command, correlation
     /// id and a payload summary.
-    History {
-        stream: String,
-    },
+    History { stream: String },
     /// Events as JSON Lines with every stored field (hash in hex).
     Export {
         #[arg(long, conflicts_with_all = ["category", "all"])]
@@ -73,9 +71,8 @@ impl ReplayArgs {
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         let url = &self.database_url;
-        let store = EventStore::open(url, StoreOptions::default())
-            .await
-            .with_context(|| format!("opening {}", redact(url)))?;
+        let store =
+            EventStore::open(url, StoreOptions::default()).await.with_context(|| format!("opening {}", redact(url)))?;
         let output = if self.json { Output::Json } else { Output::Human };
         let code = run(&store, self.command, output).await;
         store.shutdown().await;

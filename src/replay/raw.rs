@@ -63,9 +63,7 @@ pub async fn read_batch(
         Filter::All => ("", None),
         Filter::Stream(stream) => (" and stream_id = $4", Some(stream.clone())),
         // `-` is followed by `.` in ASCII: a range scan of one category.
-        Filter::Category(category) => {
-            (" and stream_id >= $4 and stream_id < $5", Some(category.clone()))
-        }
+        Filter::Category(category) => (" and stream_id >= $4 and stream_id < $5", Some(category.clone())),
     };
     // SQLite has no `::` casts; its columns are text already.
     let columns = match store.backend() {
@@ -78,7 +76,8 @@ pub async fn read_batch(
     );
     macro_rules! run {
         ($pool:expr) => {{
-            let mut query = sqlx::query_as::<_, RawEvent>(AssertSqlSafe(sql)).bind(after).bind(until).bind(limit as i64);
+            let mut query =
+                sqlx::query_as::<_, RawEvent>(AssertSqlSafe(sql)).bind(after).bind(until).bind(limit as i64);
             match (filter, value) {
                 (Filter::Category(_), Some(c)) => query = query.bind(format!("{c}-")).bind(format!("{c}.")),
                 (_, Some(v)) => query = query.bind(v),

@@ -52,7 +52,11 @@ impl RebuildReport {
 }
 
 /// Rebuilds `projection` and swaps it in.
-pub async fn rebuild(store: &EventStore, projection: Projection, progress: &Progress) -> Result<RebuildReport, ReplayError> {
+pub async fn rebuild(
+    store: &EventStore,
+    projection: Projection,
+    progress: &Progress,
+) -> Result<RebuildReport, ReplayError> {
     let started = Instant::now();
     create_shadows(store, projection).await?;
     let head = store.head_position().await?;

@@ -139,7 +139,13 @@ impl Registry {
 
     /// Checks that a payload decodes into its category's current event type
     /// (after upcasting); payloads of unknown categories must be JSON.
-    pub fn check(&self, category: &str, event_type: &str, event_version: &str, payload: &str) -> Result<(), DecodeError> {
+    pub fn check(
+        &self,
+        category: &str,
+        event_type: &str,
+        event_version: &str,
+        payload: &str,
+    ) -> Result<(), DecodeError> {
         let Some(entry) = self.entries.get(category) else {
             return serde_json::from_str::<serde::de::IgnoredAny>(payload)
                 .map(drop)
@@ -147,7 +153,9 @@ impl Registry {
         };
         let payload = self.upcast(category, event_type, event_version, payload)?;
         (entry.check)(&payload).map_err(|e| match e.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => DecodeError::NotJson(e.to_string()),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                DecodeError::NotJson(e.to_string())
+            }
             _ => DecodeError::Shape(e.to_string()),
         })
     }
@@ -192,9 +200,6 @@ mod tests {
         let registry = Registry::empty().aggregate::<EventRoom>("1").upcaster("room", "0", "1", v0_to_1);
         let old = r#"{"HeartbeatReceived":{"conn":"c","user_id":"u","at":1}}"#;
         assert_eq!(registry.check("room", "HeartbeatReceived", "0", old), Ok(()));
-        assert!(matches!(
-            registry.check("room", "HeartbeatReceived", "-1", old),
-            Err(DecodeError::NoUpcaster { .. })
-        ));
+        assert!(matches!(registry.check("room", "HeartbeatReceived", "-1", old), Err(DecodeError::NoUpcaster { .. })));
     }
 }

@@ -73,7 +73,12 @@ pub struct StateAt {
 }
 
 /// Replays `stream` up to `at` and renders the state.
-pub async fn state_at(store: &EventStore, registry: &Registry, stream: &StreamId, at: At) -> Result<StateAt, ReplayError> {
+pub async fn state_at(
+    store: &EventStore,
+    registry: &Registry,
+    stream: &StreamId,
+    at: At,
+) -> Result<StateAt, ReplayError> {
     match stream.category() {
         "room" => {
             let (room, stop) = fold::<EventRoom>(store, registry, stream, at).await?;

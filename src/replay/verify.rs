@@ -37,14 +37,30 @@ pub const MAX_PROBLEMS: usize = 10_000;
 pub enum ProblemKind {
     InvalidStreamId,
     /// A version was skipped: the events in between are missing.
-    MissingVersion { expected: u64, found: u64 },
+    MissingVersion {
+        expected: u64,
+        found: u64,
+    },
     /// A version at or below one already seen, in global order.
-    OutOfOrder { after: u64, found: u64 },
-    HashMismatch { stored: String, computed: String },
-    Metadata { error: String },
-    Decode { error: String },
+    OutOfOrder {
+        after: u64,
+        found: u64,
+    },
+    HashMismatch {
+        stored: String,
+        computed: String,
+    },
+    Metadata {
+        error: String,
+    },
+    Decode {
+        error: String,
+    },
     /// The `streams` table's head disagrees with the log's last event.
-    HeadMismatch { head_version: u64, log_version: u64 },
+    HeadMismatch {
+        head_version: u64,
+        log_version: u64,
+    },
 }
 
 impl fmt::Display for ProblemKind {
@@ -52,7 +68,9 @@ impl fmt::Display for ProblemKind {
         match self {
             ProblemKind::InvalidStreamId => write!(f, "invalid stream id"),
             ProblemKind::MissingVersion { expected, found } => write!(f, "missing version {expected} (found {found})"),
-            ProblemKind::OutOfOrder { after, found } => write!(f, "version {found} out of order (after version {after})"),
+            ProblemKind::OutOfOrder { after, found } => {
+                write!(f, "version {found} out of order (after version {after})")
+            }
             ProblemKind::HashMismatch { .. } => write!(f, "hash mismatch"),
             ProblemKind::Metadata { error } => write!(f, "metadata error: {error}"),
             ProblemKind::Decode { error } => write!(f, "decode error: {error}"),
@@ -133,14 +151,8 @@ pub async fn verify(store: &EventStore, registry: &Registry, progress: &Progress
     let started = Instant::now();
     let head = store.head_position().await?;
     progress.start(head.max(0) as u64, "verifying");
-    let mut report = Report {
-        events: 0,
-        streams: 0,
-        head,
-        problem_count: 0,
-        problems: Vec::new(),
-        elapsed: Duration::ZERO,
-    };
+    let mut report =
+        Report { events: 0, streams: 0, head, problem_count: 0, problems: Vec::new(), elapsed: Duration::ZERO };
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut batches = Batches::start(store, Filter::All, 0, head, BATCH);
     while let Some(batch) = batches.next().await {

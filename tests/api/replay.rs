@@ -34,7 +34,8 @@ async fn state_at_a_past_version_is_what_the_live_room_showed_then() {
     for snapshot in shown {
         let version = snapshot["version"].as_u64().unwrap();
         let event = store.read_stream(&stream, version, 1).await.unwrap().remove(0);
-        let by_position = state_at(&store, Registry::standard(), &stream, At::Position(event.global_position)).await.unwrap();
+        let by_position =
+            state_at(&store, Registry::standard(), &stream, At::Position(event.global_position)).await.unwrap();
         assert_eq!(by_position.state, snapshot, "state at version {version}");
         // By time: everything stored up to that event's time (events stored
         // in the same millisecond come along), nothing stored before it.
