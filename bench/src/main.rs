@@ -58,6 +58,10 @@ enum Command {
         /// `sqlite`, a `postgres://` server URL, or both (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres://postgres@127.0.0.1:5432/postgres")]
         databases: Vec<String>,
+        /// Keep the SQLite log in this file (to rerun the CLI on it) instead
+        /// of a temporary directory.
+        #[arg(long)]
+        sqlite_file: Option<std::path::PathBuf>,
     },
     /// Load time of a 1,000,000-event aggregate vs a 10-event one.
     Load {
@@ -76,7 +80,9 @@ async fn main() -> anyhow::Result<()> {
             append_bench(&postgres_url, events, time_limit.into(), &streams).await
         }
         Command::Load { events, database } => load_bench(events, &database).await,
-        Command::Replay { events, streams, databases } => replay::bench(events, streams, &databases).await,
+        Command::Replay { events, streams, databases, sqlite_file } => {
+            replay::bench(events, streams, &databases, sqlite_file).await
+        }
     }
 }
 
@@ -444,7 +450,12 @@ mod replay {
         Ok(started.elapsed())
     }
 
-    pub async fn bench(events: u64, streams: u64, databases: &[String]) -> anyhow::Result<()> {
+    pub async fn bench(
+        events: u64,
+        streams: u64,
+        databases: &[String],
+        sqlite_file: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<()> {
         println!(
             "| database | events | streams | fill | verify | verify events/s | rebuild room_presence | events/s | rebuild analytics | events/s |"
         );
@@ -452,7 +463,8 @@ mod replay {
         for database in databases {
             let dir = tempfile::tempdir()?;
             let (url, server) = if database == "sqlite" {
-                (format!("sqlite://{}", dir.path().join("replay.db").display()), None)
+                let path = sqlite_file.clone().unwrap_or_else(|| dir.path().join("replay.db"));
+                (format!("sqlite://{}", path.display()), None)
             } else {
                 (super::fresh_postgres(database).await?, Some(database.clone()))
             };

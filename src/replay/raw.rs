@@ -92,6 +92,12 @@ pub async fn read_batch(
     })
 }
 
+/// Range reads of the whole log in flight at once. sqlx reads each SQLite
+/// row through a channel from a worker thread, so one reader leaves the CPU
+/// idle half the time; a few ranges read in parallel (and handed over in
+/// order) keep it busy.
+const PARALLEL_READS: usize = 3;
+
 /// Batches of events in global order up to a fixed head, read ahead on a
 /// separate task.
 pub struct Batches {
@@ -101,33 +107,63 @@ pub struct Batches {
 impl Batches {
     /// Starts reading events matching `filter` after `after` up to `until`.
     pub fn start(store: &EventStore, filter: Filter, after: i64, until: i64, batch: usize) -> Self {
-        // Two batches in flight: one being checked, one being read.
-        let (sender, receiver) = mpsc::channel(2);
+        let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
-        tokio::spawn(async move {
-            let mut position = after;
-            loop {
-                let result = read_batch(&store, &filter, position, until, batch).await;
-                let done = match &result {
-                    Ok(events) => {
-                        position = events.last().map_or(position, |e| e.global_position);
-                        events.len() < batch
-                    }
-                    Err(_) => true,
-                };
-                if sender.send(result).await.is_err() || done {
-                    return;
-                }
-            }
-        });
+        if filter == Filter::All {
+            tokio::spawn(read_ranges(store, after, until, batch, sender));
+        } else {
+            tokio::spawn(read_pages(store, filter, after, until, batch, sender));
+        }
         Self { receiver }
     }
 
     /// The next non-empty batch, or `None` at the end.
     pub async fn next(&mut self) -> Option<Result<Vec<RawEvent>, StoreError>> {
-        match self.receiver.recv().await? {
-            Ok(events) if events.is_empty() => None,
-            other => Some(other),
+        loop {
+            match self.receiver.recv().await? {
+                Ok(events) if events.is_empty() => continue,
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+type Sender = mpsc::Sender<Result<Vec<RawEvent>, StoreError>>;
+
+/// The whole log as position ranges of `batch`, several read at once.
+async fn read_ranges(store: EventStore, after: i64, until: i64, batch: usize, sender: Sender) {
+    use futures::StreamExt;
+    let mut next = after;
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    loop {
+        while in_flight.len() < PARALLEL_READS && next < until {
+            let end = next.saturating_add(batch as i64).min(until);
+            let store = store.clone();
+            in_flight.push_back(async move { read_batch(&store, &Filter::All, next, end, usize::MAX >> 1).await });
+            next = end;
+        }
+        let Some(result) = in_flight.next().await else { return };
+        let failed = result.is_err();
+        if sender.send(result).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Pages of one stream or category (sparse in the log: read by limit).
+async fn read_pages(store: EventStore, filter: Filter, after: i64, until: i64, batch: usize, sender: Sender) {
+    let mut position = after;
+    loop {
+        let result = read_batch(&store, &filter, position, until, batch).await;
+        let done = match &result {
+            Ok(events) => {
+                position = events.last().map_or(position, |e| e.global_position);
+                events.len() < batch
+            }
+            Err(_) => true,
+        };
+        if sender.send(result).await.is_err() || done {
+            return;
         }
     }
 }
