@@ -12,6 +12,11 @@
 //! - [`config`]: every setting as a flag and an environment variable.
 //! - [`recording`]: the recording saga (process manager over Mux and
 //!   LiveKit) and its durable command queue.
+//! - [`analytics`]: per-event analytics read from the analytics projection.
+//! - [`projections`]: the runner that keeps read models (presence,
+//!   analytics) up to date from the log.
+//! - [`replay`]: audits and replays of the log (`eventuall replay …`):
+//!   verify, rebuild, time travel, history, export, status.
 //!
 //! The domain (aggregates, commands, events) lives in the `eventuall-domain`
 //! crate and knows nothing of IO; read models live in
@@ -19,6 +24,7 @@
 //! `eventuall-media`.
 
 pub mod actor;
+pub mod analytics;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -27,6 +33,7 @@ pub mod outlet;
 pub mod projections;
 pub mod queues;
 pub mod recording;
+pub mod replay;
 pub mod rooms;
 pub mod server;
 pub mod store;

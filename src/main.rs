@@ -22,6 +22,9 @@ enum Command {
     /// The recording command queue: list dead letters, retry one.
     #[command(subcommand)]
     Commands(CommandsCli),
+    /// Audit and replay the event log: verify, rebuild, state, history,
+    /// export, status.
+    Replay(eventuall::replay::cli::ReplayArgs),
     /// Developer tools (load generators for tests and benchmarks).
     #[command(subcommand, hide = true)]
     Tools(eventuall::tools::Tool),
@@ -58,6 +61,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Commands(cli) => run_commands(cli).await,
+        Command::Replay(replay) => {
+            let code = replay.run().await?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Tools(tool) => tool.run().await,
     }
 }

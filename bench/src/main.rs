@@ -11,6 +11,9 @@
 //! - `rooms`: event rooms over WebSockets against the running service:
 //!   heartbeat load with durability check, join latency, fanout, memory
 //!   (see [`rooms`]).
+//! - `replay`: fills a log with millions of small room events (many streams,
+//!   batched appends) and times `replay verify` and `replay rebuild` of each
+//!   projection, on SQLite and on PostgreSQL.
 //!
 //! Every loop is bounded by a count and a time limit. Results are printed as
 //! Markdown rows for `docs/BENCHMARKS.md`.
@@ -50,6 +53,21 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "1,16,256")]
         streams: Vec<usize>,
     },
+    /// `replay verify` and `replay rebuild` over a log of `events` room events.
+    Replay {
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Room streams the events are spread over.
+        #[arg(long, default_value_t = 10_000)]
+        streams: u64,
+        /// `sqlite`, a `postgres://` server URL, or both (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres://postgres@127.0.0.1:5432/postgres")]
+        databases: Vec<String>,
+        /// Keep the SQLite log in this file (to rerun the CLI on it) instead
+        /// of a temporary directory.
+        #[arg(long)]
+        sqlite_file: Option<std::path::PathBuf>,
+    },
     /// Load time of a 1,000,000-event aggregate vs a 10-event one.
     Load {
         #[arg(long, default_value_t = 1_000_000)]
@@ -79,6 +97,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
         Command::Rooms(args) => rooms::run(*args).await,
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
+        Command::Replay { events, streams, databases, sqlite_file } => {
+            replay::bench(events, streams, &databases, sqlite_file).await
+        }
     }
 }
 
@@ -369,4 +390,131 @@ async fn load_bench(events: u64, database: &str, tails: &[u64]) -> anyhow::Resul
         drop_postgres(&server, &url).await;
     }
     Ok(())
+}
+
+/// `replay verify` / `replay rebuild` throughput.
+mod replay {
+    use std::time::{Duration, Instant};
+
+    use eventuall::projections::Projection;
+    use eventuall::replay::registry::Registry;
+    use eventuall::replay::{Progress, rebuild, verify};
+    use eventuall::store::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreOptions, StreamId};
+    use eventuall_domain::room::{CloseReason, ConnectionKind, RoomEvent};
+
+    /// Events per append: one group-commit slot carries a whole slice of a
+    /// stream, which is what makes filling millions of events quick.
+    const APPEND: u64 = 500;
+    /// Concurrent appenders, so group commit batches several appends.
+    const WRITERS: u64 = 8;
+
+    /// The `n`th event of a room: blocks of 50 events in which one user
+    /// connects, steps on stage, heartbeats 46 times, steps off and leaves,
+    /// so 4 of every 50 events change presence rows (heartbeats dominate
+    /// real logs the same way).
+    fn event(n: u64, base_at: i64) -> RoomEvent {
+        let block = n / 50;
+        let connection_id = format!("c{block}");
+        let user_id = format!("user-{}", block % 40);
+        let at = base_at + n as i64 * 1_000;
+        match n % 50 {
+            0 => RoomEvent::ConnectionOpened {
+                connection_id,
+                client_id: None,
+                user_id: user_id.clone(),
+                name: user_id,
+                kind: ConnectionKind::WebSocket,
+                at,
+            },
+            1 => RoomEvent::StageEntered { user_id, at },
+            48 => RoomEvent::StageExited { user_id, at },
+            49 => RoomEvent::ConnectionClosed { connection_id, user_id, reason: CloseReason::Closed, at },
+            _ => RoomEvent::HeartbeatReceived { connection_id, user_id, at },
+        }
+    }
+
+    async fn fill(store: &EventStore, events: u64, streams: u64) -> anyhow::Result<Duration> {
+        let per_stream = events.div_ceil(streams);
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..WRITERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let metadata = Metadata::by("bench").command("Fill");
+                for s in (w..streams).step_by(WRITERS as usize) {
+                    let stream = StreamId::of("room", &format!("bench-{s}"));
+                    let mut written = 0;
+                    while written < per_stream {
+                        let n = APPEND.min(per_stream - written);
+                        let batch: Vec<NewEvent> = (written..written + n)
+                            .map(|i| {
+                                let e = event(i, 1_764_000_000_000);
+                                let kind = match &e {
+                                    RoomEvent::ConnectionOpened { .. } => "ConnectionOpened",
+                                    RoomEvent::StageEntered { .. } => "StageEntered",
+                                    RoomEvent::StageExited { .. } => "StageExited",
+                                    RoomEvent::ConnectionClosed { .. } => "ConnectionClosed",
+                                    _ => "HeartbeatReceived",
+                                };
+                                NewEvent::json(kind, "1", &e, metadata.clone()).expect("json")
+                            })
+                            .collect();
+                        store.append(&stream, ExpectedVersion::Exact(written), batch).await?;
+                        written += n;
+                    }
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(started.elapsed())
+    }
+
+    pub async fn bench(
+        events: u64,
+        streams: u64,
+        databases: &[String],
+        sqlite_file: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<()> {
+        println!(
+            "| database | events | streams | fill | verify | verify events/s | rebuild room_presence | events/s | rebuild analytics | events/s |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for database in databases {
+            let dir = tempfile::tempdir()?;
+            let (url, server) = if database == "sqlite" {
+                let path = sqlite_file.clone().unwrap_or_else(|| dir.path().join("replay.db"));
+                (format!("sqlite://{}", path.display()), None)
+            } else {
+                (super::fresh_postgres(database).await?, Some(database.clone()))
+            };
+            let store = EventStore::open(&url, StoreOptions::default()).await?;
+            let fill_time = fill(&store, events, streams).await?;
+            let total = store.head_position().await?;
+            let report = verify::verify(&store, Registry::standard(), &Progress::hidden()).await?;
+            anyhow::ensure!(report.is_sound(), "the benchmark log must verify: {:?}", report.problems.first());
+            let presence = rebuild::rebuild(&store, Projection::RoomPresence, &Progress::hidden()).await?;
+            let analytics = rebuild::rebuild(&store, Projection::Analytics, &Progress::hidden()).await?;
+            println!(
+                "| {} | {} | {streams} | {:.1} s | {:.2} s | {:.0} | {:.2} s | {:.0} | {:.2} s | {:.0} |",
+                if server.is_some() { "PostgreSQL" } else { "SQLite" },
+                total,
+                fill_time.as_secs_f64(),
+                report.elapsed.as_secs_f64(),
+                report.events_per_second(),
+                presence.elapsed.as_secs_f64(),
+                presence.events_per_second(),
+                analytics.elapsed.as_secs_f64(),
+                analytics.events_per_second(),
+            );
+            store.shutdown().await;
+            drop(store);
+            if let Some(server) = server {
+                super::drop_postgres(&server, &url).await;
+            }
+        }
+        Ok(())
+    }
 }

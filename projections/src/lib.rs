@@ -9,7 +9,10 @@
 //! Layout:
 //! - [`presence`]: presence sessions (who was connected when) and stage
 //!   intervals (who was on stage when): raw material for analytics and clips.
+//! - [`analytics`]: per-event running totals (attendance, peak concurrency,
+//!   stage time, queue waits) over the rows an event touches.
 
+pub mod analytics;
 pub mod presence;
 
 /// A change to one read-model row, in terms the SQL layer maps to tables.

@@ -4,6 +4,7 @@
 //! and adds the cross-cutting layers: CORS for the webapp origins, a body
 //! size limit, request tracing, and JSON 404s for unknown paths.
 
+pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod party;
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queue::router())
         .merge(webhooks::router())
         .merge(recording::router())
+        .merge(admin::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)

@@ -131,6 +131,29 @@ impl DbTx {
         })
     }
 
+    /// Runs a query and maps each row with `FromRow` (tuples work on both
+    /// databases when every column type does).
+    pub async fn fetch_all_as<T>(&mut self, sql: &str, args: &[SqlValue]) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        Ok(match self {
+            Self::Sqlite(tx) => {
+                bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), args).fetch_all(&mut **tx).await?
+            }
+            Self::Postgres(tx) => {
+                bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), args).fetch_all(&mut **tx).await?
+            }
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
@@ -200,6 +223,12 @@ impl CatchUp {
     /// The position of the last event handled (committed).
     pub fn position(&self) -> i64 {
         self.position
+    }
+
+    /// Continues after `position` from now on: for a subscriber that found
+    /// its stored checkpoint moved by someone else (a `replay rebuild`).
+    pub fn seek(&mut self, position: i64) {
+        self.position = position;
     }
 
     /// The next batch after the checkpoint, possibly empty; does not wait.

@@ -6,5 +6,6 @@ mod helpers;
 mod projections;
 mod queue;
 mod recording;
+mod replay;
 mod rooms;
 mod webhooks;

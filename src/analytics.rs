@@ -1,0 +1,189 @@
+//! The analytics of one live event, read from the `analytics_*` tables that
+//! the `analytics` projection keeps (see `docs/ANALYTICS.md`); served by
+//! `GET /analytics/events/{eventId}`.
+//!
+//! Figures are as of the projection's checkpoint (`position`): presence and
+//! stays still open count from the moment they close.
+
+use serde::Serialize;
+use sqlx::AssertSqlSafe;
+
+use crate::projections::ANALYTICS;
+use crate::store::subscription::load_checkpoint;
+use crate::store::{Backend, EventStore, StoreError};
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventAnalytics {
+    pub event_id: String,
+    /// The log position these figures include.
+    pub position: i64,
+    pub attendance: AttendanceSummary,
+    pub stage: Vec<StageSummary>,
+    pub queue: QueueSummary,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttendanceSummary {
+    pub unique_users: i64,
+    pub present_users: i64,
+    pub peak_concurrent_users: i64,
+    pub peak_at: Option<i64>,
+    /// Sum of finished presence spans of all users.
+    pub total_present_ms: i64,
+    /// `total_present_ms / unique_users` (0 without users).
+    pub average_present_ms: f64,
+    pub users: Vec<UserAttendance>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserAttendance {
+    pub user_id: String,
+    pub first_joined_at: i64,
+    pub last_left_at: Option<i64>,
+    pub present_ms: i64,
+    pub sessions: i64,
+    pub present: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSummary {
+    pub user_id: String,
+    pub stage_ms: i64,
+    pub entries: i64,
+    pub on_stage_since: Option<i64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSummary {
+    pub promoted: i64,
+    pub removed: i64,
+    pub waiting: i64,
+    /// Over promoted waits only (0 when none).
+    pub average_wait_ms: f64,
+    pub max_wait_ms: Option<i64>,
+    pub waits: Vec<QueueWaitRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueWaitRow {
+    pub user_id: String,
+    pub queued_at: i64,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<String>,
+    pub wait_ms: Option<i64>,
+}
+
+async fn fetch<T>(store: &EventStore, sql: &str, event_id: &str) -> Result<Vec<T>, StoreError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
+{
+    Ok(match store.backend() {
+        Backend::Sqlite(b) => sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_all(b.pool()).await?,
+        Backend::Postgres(b) => sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_all(b.pool()).await?,
+    })
+}
+
+/// Everything known about `event_id`; `None` if it never had a connection
+/// nor a queue entry.
+pub async fn event_analytics(store: &EventStore, event_id: &str) -> Result<Option<EventAnalytics>, StoreError> {
+    let position = load_checkpoint(store, ANALYTICS).await?;
+    let totals: Vec<(i64, i64, Option<i64>)> = fetch(
+        store,
+        "select present_users, peak_concurrent_users, peak_at from analytics_events where event_id = $1",
+        event_id,
+    )
+    .await?;
+    let users: Vec<(String, i64, Option<i64>, i64, i64, i64)> = fetch(
+        store,
+        "select user_id, first_joined_at, last_left_at, present_ms, sessions, open_connections \
+         from analytics_attendance where event_id = $1 order by user_id",
+        event_id,
+    )
+    .await?;
+    let stage: Vec<(String, i64, i64, Option<i64>)> = fetch(
+        store,
+        "select user_id, stage_ms, stage_entries, on_stage_since from analytics_stage_time \
+         where event_id = $1 order by user_id",
+        event_id,
+    )
+    .await?;
+    let waits: Vec<(String, i64, Option<i64>, Option<String>)> = fetch(
+        store,
+        "select user_id, queued_at, ended_at, outcome from analytics_queue_waits \
+         where event_id = $1 order by queued_at, user_id",
+        event_id,
+    )
+    .await?;
+    if totals.is_empty() && waits.is_empty() && stage.is_empty() {
+        return Ok(None);
+    }
+    let (present_users, peak_concurrent_users, peak_at) = totals.first().copied().unwrap_or((0, 0, None));
+    let users: Vec<UserAttendance> = users
+        .into_iter()
+        .map(|(user_id, first_joined_at, last_left_at, present_ms, sessions, open)| UserAttendance {
+            user_id,
+            first_joined_at,
+            last_left_at,
+            present_ms,
+            sessions,
+            present: open > 0,
+        })
+        .collect();
+    let total_present_ms: i64 = users.iter().map(|u| u.present_ms).sum();
+    let unique_users = users.len() as i64;
+    let waits: Vec<QueueWaitRow> = waits
+        .into_iter()
+        .map(|(user_id, queued_at, ended_at, outcome)| QueueWaitRow {
+            wait_ms: ended_at.map(|e| e - queued_at),
+            user_id,
+            queued_at,
+            ended_at,
+            outcome,
+        })
+        .collect();
+    let promoted: Vec<i64> =
+        waits.iter().filter(|w| w.outcome.as_deref() == Some("promoted")).filter_map(|w| w.wait_ms).collect();
+    Ok(Some(EventAnalytics {
+        event_id: event_id.to_owned(),
+        position,
+        attendance: AttendanceSummary {
+            unique_users,
+            present_users,
+            peak_concurrent_users,
+            peak_at,
+            total_present_ms,
+            average_present_ms: if unique_users > 0 { total_present_ms as f64 / unique_users as f64 } else { 0.0 },
+            users,
+        },
+        stage: stage
+            .into_iter()
+            .map(|(user_id, stage_ms, entries, on_stage_since)| StageSummary {
+                user_id,
+                stage_ms,
+                entries,
+                on_stage_since,
+            })
+            .collect(),
+        queue: QueueSummary {
+            promoted: promoted.len() as i64,
+            removed: waits.iter().filter(|w| w.outcome.as_deref() == Some("removed")).count() as i64,
+            waiting: waits.iter().filter(|w| w.ended_at.is_none()).count() as i64,
+            average_wait_ms: if promoted.is_empty() {
+                0.0
+            } else {
+                promoted.iter().sum::<i64>() as f64 / promoted.len() as f64
+            },
+            max_wait_ms: promoted.iter().copied().max(),
+            waits,
+        },
+    }))
+}

@@ -1,0 +1,290 @@
+//! `replay verify`: is the log intact?
+//!
+//! One pass over the log in global order, in batches, keeping only each
+//! stream's last version and hash (O(streams) memory). For every event it
+//! checks, in this order, and reports the first failure:
+//! 1. the stream id is well formed;
+//! 2. the version follows the stream's previous one (`missing version 7
+//!    (found 8)` after a deletion; `version 4 after version 5` when reordered);
+//! 3. the hash equals `hash::chain(previous hash, fields)`: any edited field
+//!    breaks it;
+//! 4. the metadata is the JSON object the store writes;
+//! 5. the payload decodes into its category's current event type, after
+//!    upcasting ([`Registry`]); unknown categories must hold JSON.
+//!
+//! After a failure the stream continues from the event as stored, so one
+//! tampered event is reported once, not once per later event. At the end,
+//! each stream's last event is compared with the `streams` table (its head),
+//! which catches a deleted *last* event.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::Progress;
+use super::raw::{BATCH, Batches, Filter, RawEvent};
+use super::registry::Registry;
+use crate::store::{Backend, EventStore, Metadata, StoreError, StreamId, hash};
+
+/// Problems kept in a report; later ones are only counted.
+pub const MAX_PROBLEMS: usize = 10_000;
+
+/// What is wrong with one event (or a stream's head).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProblemKind {
+    InvalidStreamId,
+    /// A version was skipped: the events in between are missing.
+    MissingVersion {
+        expected: u64,
+        found: u64,
+    },
+    /// A version at or below one already seen, in global order.
+    OutOfOrder {
+        after: u64,
+        found: u64,
+    },
+    HashMismatch {
+        stored: String,
+        computed: String,
+    },
+    Metadata {
+        error: String,
+    },
+    Decode {
+        error: String,
+    },
+    /// The `streams` table's head disagrees with the log's last event.
+    HeadMismatch {
+        head_version: u64,
+        log_version: u64,
+    },
+}
+
+impl fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProblemKind::InvalidStreamId => write!(f, "invalid stream id"),
+            ProblemKind::MissingVersion { expected, found } => write!(f, "missing version {expected} (found {found})"),
+            ProblemKind::OutOfOrder { after, found } => {
+                write!(f, "version {found} out of order (after version {after})")
+            }
+            ProblemKind::HashMismatch { .. } => write!(f, "hash mismatch"),
+            ProblemKind::Metadata { error } => write!(f, "metadata error: {error}"),
+            ProblemKind::Decode { error } => write!(f, "decode error: {error}"),
+            ProblemKind::HeadMismatch { head_version, log_version } => {
+                write!(f, "stream head says version {head_version} but the log ends at version {log_version}")
+            }
+        }
+    }
+}
+
+/// One finding: where, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    pub stream_id: String,
+    pub stream_version: u64,
+    /// `None` for head mismatches, which are about a stream, not an event.
+    pub global_position: Option<i64>,
+    #[serde(flatten)]
+    pub kind: ProblemKind,
+    /// The human-readable reason.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.global_position {
+            Some(p) => write!(f, "{} version {} (position {p}): {}", self.stream_id, self.stream_version, self.kind),
+            None => write!(f, "{} version {}: {}", self.stream_id, self.stream_version, self.kind),
+        }
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub events: u64,
+    pub streams: u64,
+    /// The head the pass stopped at (appends after it are not checked).
+    pub head: i64,
+    pub problem_count: u64,
+    /// The first [`MAX_PROBLEMS`] problems, in log order.
+    pub problems: Vec<Problem>,
+    #[serde(serialize_with = "as_millis")]
+    pub elapsed: Duration,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl Report {
+    pub fn is_sound(&self) -> bool {
+        self.problem_count == 0
+    }
+
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn push(&mut self, problem: Problem) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(problem);
+        }
+    }
+}
+
+/// A stream's state as the pass has seen it.
+struct Tail {
+    version: u64,
+    hash: [u8; 32],
+}
+
+/// Verifies the whole log up to its current head.
+pub async fn verify(store: &EventStore, registry: &Registry, progress: &Progress) -> Result<Report, StoreError> {
+    let started = Instant::now();
+    let head = store.head_position().await?;
+    progress.start(head.max(0) as u64, "verifying");
+    let mut report =
+        Report { events: 0, streams: 0, head, problem_count: 0, problems: Vec::new(), elapsed: Duration::ZERO };
+    let mut tails: HashMap<String, Tail> = HashMap::new();
+    let mut batches = Batches::start(store, Filter::All, 0, head, BATCH);
+    while let Some(batch) = batches.next().await {
+        let batch = batch?;
+        for event in &batch {
+            if let Some(kind) = check(&mut tails, registry, event) {
+                let message = kind.to_string();
+                report.push(Problem {
+                    stream_id: event.stream_id.clone(),
+                    stream_version: event.stream_version.max(0) as u64,
+                    global_position: Some(event.global_position),
+                    kind,
+                    message,
+                });
+            }
+        }
+        report.events += batch.len() as u64;
+        if let Some(last) = batch.last() {
+            progress.set(last.global_position as u64);
+        }
+    }
+    for problem in check_heads(store, &tails, head).await? {
+        report.push(problem);
+    }
+    report.streams = tails.len() as u64;
+    report.elapsed = started.elapsed();
+    progress.finish();
+    Ok(report)
+}
+
+/// Checks one event against its stream's tail and moves the tail to it.
+fn check(tails: &mut HashMap<String, Tail>, registry: &Registry, event: &RawEvent) -> Option<ProblemKind> {
+    if StreamId::parse(event.stream_id.as_str()).is_err() {
+        return Some(ProblemKind::InvalidStreamId);
+    }
+    let version = event.stream_version.max(0) as u64;
+    let stored_hash = stored_hash(&event.hash);
+    if !tails.contains_key(event.stream_id.as_str()) {
+        tails.insert(event.stream_id.clone(), Tail { version: 0, hash: [0; 32] });
+    }
+    let tail = tails.get_mut(event.stream_id.as_str()).expect("inserted above");
+    if version <= tail.version {
+        // Keep the tail: the stream goes on from the higher version.
+        return Some(ProblemKind::OutOfOrder { after: tail.version, found: version });
+    }
+    if version != tail.version + 1 {
+        let expected = tail.version + 1;
+        *tail = Tail { version, hash: stored_hash };
+        return Some(ProblemKind::MissingVersion { expected, found: version });
+    }
+    let computed = hash::chain(
+        &tail.hash,
+        hash::Fields {
+            stream_id: &event.stream_id,
+            stream_version: version,
+            event_id: &event.event_id,
+            event_type: &event.event_type,
+            event_version: &event.event_version,
+            payload: &event.payload,
+            metadata: &event.metadata,
+            recorded_at: event.recorded_at,
+        },
+    );
+    *tail = Tail { version, hash: stored_hash };
+    if computed != stored_hash || event.hash.len() != 32 {
+        return Some(ProblemKind::HashMismatch { stored: hex::encode(&event.hash), computed: hex::encode(computed) });
+    }
+    if let Err(error) = serde_json::from_str::<Metadata>(&event.metadata) {
+        return Some(ProblemKind::Metadata { error: error.to_string() });
+    }
+    registry
+        .check(event.category(), &event.event_type, &event.event_version, &event.payload)
+        .err()
+        .map(|error| ProblemKind::Decode { error: error.to_string() })
+}
+
+fn stored_hash(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if bytes.len() == 32 {
+        out.copy_from_slice(bytes);
+    }
+    out
+}
+
+/// Compares the `streams` table with what the pass saw. Streams that got
+/// events after `head` (appended during the pass) are skipped.
+async fn check_heads(store: &EventStore, tails: &HashMap<String, Tail>, head: i64) -> Result<Vec<Problem>, StoreError> {
+    let heads_sql = "select stream_id, version, last_hash from streams";
+    let moved_sql = "select distinct stream_id from events where global_position > $1";
+    let (heads, moved): (Vec<(String, i64, Vec<u8>)>, Vec<(String,)>) = match store.backend() {
+        Backend::Sqlite(b) => (
+            sqlx::query_as(heads_sql).fetch_all(b.pool()).await?,
+            sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
+        ),
+        Backend::Postgres(b) => (
+            sqlx::query_as(heads_sql).fetch_all(b.pool()).await?,
+            sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
+        ),
+    };
+    let moved: std::collections::HashSet<String> = moved.into_iter().map(|(s,)| s).collect();
+    let mut problems = Vec::new();
+    let mut listed = std::collections::HashSet::new();
+    for (stream_id, version, last_hash) in heads {
+        if moved.contains(&stream_id) {
+            listed.insert(stream_id);
+            continue;
+        }
+        let (log_version, log_hash) = tails.get(&stream_id).map_or((0, [0; 32]), |t| (t.version, t.hash));
+        let head_version = version.max(0) as u64;
+        if head_version != log_version || stored_hash(&last_hash) != log_hash {
+            let kind = ProblemKind::HeadMismatch { head_version, log_version };
+            problems.push(Problem {
+                message: kind.to_string(),
+                stream_id: stream_id.clone(),
+                stream_version: head_version,
+                global_position: None,
+                kind,
+            });
+        }
+        listed.insert(stream_id);
+    }
+    let mut unlisted: Vec<(&String, &Tail)> = tails.iter().filter(|(s, _)| !listed.contains(*s)).collect();
+    unlisted.sort_by(|a, b| a.0.cmp(b.0));
+    for (stream_id, tail) in unlisted {
+        let kind = ProblemKind::HeadMismatch { head_version: 0, log_version: tail.version };
+        problems.push(Problem {
+            message: kind.to_string(),
+            stream_id: stream_id.clone(),
+            stream_version: 0,
+            global_position: None,
+            kind,
+        });
+    }
+    Ok(problems)
+}

@@ -1,0 +1,557 @@
+//! `eventuall replay` and the projections it rebuilds, on SQLite and
+//! PostgreSQL: verify finds tampering, rebuilds equal incremental
+//! processing, analytics figures are exact for a scripted event.
+//!
+//! Every behaviour is one async function taking a fresh [`TestDb`]; the
+//! `contract!` macro turns each into a `sqlite_…` and a `postgres_…` test.
+
+mod common;
+
+use common::TestDb;
+use eventuall::analytics::event_analytics;
+use eventuall::projections::{Projection, Step, try_step_projection};
+use eventuall::replay::registry::Registry;
+use eventuall::replay::verify::{ProblemKind, Report, verify};
+use eventuall::replay::{Progress, rebuild, state};
+use eventuall::store::subscription::SqlValue;
+use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
+use eventuall_domain::queue::{QueueEvent, QueueList};
+use eventuall_domain::room::{CloseReason, ConnectionKind, RoomEvent};
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+    };
+}
+
+contract!(
+    a_sound_log_verifies,
+    verify_reports_a_tampered_payload,
+    verify_reports_a_deleted_event,
+    verify_reports_a_reordered_event,
+    verify_reports_a_deleted_last_event,
+    verify_reports_a_payload_that_does_not_decode,
+    a_rebuild_produces_exactly_the_incremental_rows,
+    a_running_projection_follows_a_rebuild,
+    analytics_are_exact_for_a_scripted_event,
+    state_at_a_position_is_the_state_after_that_event,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn room(id: &str) -> StreamId {
+    StreamId::of("room", id)
+}
+
+fn room_event(event: &RoomEvent) -> NewEvent {
+    use cqrs_es::DomainEvent;
+    NewEvent::json(event.event_type(), "1", event, Metadata::by("tester").command("Script")).unwrap()
+}
+
+fn queue_event(event: &QueueEvent) -> NewEvent {
+    use cqrs_es::DomainEvent;
+    NewEvent::json(event.event_type(), "1", event, Metadata::by("mod").command("Script")).unwrap()
+}
+
+fn open(connection: &str, user: &str, at: i64) -> RoomEvent {
+    RoomEvent::ConnectionOpened {
+        connection_id: connection.into(),
+        client_id: None,
+        user_id: user.into(),
+        name: format!("{user} name"),
+        kind: ConnectionKind::WebSocket,
+        at,
+    }
+}
+
+fn close(connection: &str, user: &str, at: i64) -> RoomEvent {
+    RoomEvent::ConnectionClosed {
+        connection_id: connection.into(),
+        user_id: user.into(),
+        reason: CloseReason::Closed,
+        at,
+    }
+}
+
+fn beat(connection: &str, user: &str, at: i64) -> RoomEvent {
+    RoomEvent::HeartbeatReceived { connection_id: connection.into(), user_id: user.into(), at }
+}
+
+fn enter(user: &str, at: i64) -> RoomEvent {
+    RoomEvent::StageEntered { user_id: user.into(), at }
+}
+
+fn exit(user: &str, at: i64) -> RoomEvent {
+    RoomEvent::StageExited { user_id: user.into(), at }
+}
+
+fn queued(user: &str, at: i64) -> QueueEvent {
+    QueueEvent::ParticipantQueued {
+        user_id: user.into(),
+        name: user.into(),
+        list: QueueList::Pending,
+        index: 0,
+        by: "mod".into(),
+        at,
+    }
+}
+
+/// Appends room events one append each (so each gets its own position).
+async fn append_room(store: &EventStore, id: &str, events: &[RoomEvent]) {
+    for e in events {
+        store.append(&room(id), ExpectedVersion::Any, vec![room_event(e)]).await.unwrap();
+    }
+}
+
+/// A small log: two rooms with five events each and a queue.
+async fn small_log(store: &EventStore) {
+    for id in ["launch", "other"] {
+        append_room(
+            store,
+            id,
+            &[
+                open("c1", "alice", 10),
+                beat("c1", "alice", 20),
+                enter("alice", 30),
+                exit("alice", 40),
+                close("c1", "alice", 50),
+            ],
+        )
+        .await;
+    }
+    let queue = StreamId::of("queue", "launch");
+    store.append(&queue, ExpectedVersion::NoStream, vec![queue_event(&queued("bob", 5))]).await.unwrap();
+}
+
+async fn verified(store: &EventStore) -> Report {
+    verify(store, Registry::standard(), &Progress::hidden()).await.unwrap()
+}
+
+/// Runs a statement directly: tests tamper with the log behind the store's back.
+async fn sql(store: &EventStore, statement: &str, args: &[SqlValue]) {
+    let mut tx = DbTx::begin(store).await.unwrap();
+    tx.execute(statement, args).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Steps `projection` on the live tables until the log is exhausted.
+async fn run_to_end(store: &EventStore, projection: Projection) {
+    let mut subscription = CatchUp::resume(store, projection.name()).await.unwrap().with_batch_size(3);
+    while try_step_projection(store, projection, &mut subscription).await.unwrap() != Step::Idle {}
+}
+
+/// Every row of a table, rendered and sorted, for comparisons.
+async fn rows(store: &EventStore, table: &str, columns: &str) -> Vec<String> {
+    let columns: Vec<String> = columns.split(", ").map(|c| format!("coalesce(cast({c} as text), 'null')")).collect();
+    let columns = columns.join(", ");
+    let mut tx = DbTx::begin(store).await.unwrap();
+    let text = if tx.is_postgres() {
+        format!(
+            "select coalesce(string_agg(concat_ws('|', {columns}), E'\\n' order by concat_ws('|', {columns})), '') from {table}"
+        )
+    } else {
+        format!(
+            "select coalesce(group_concat(r, char(10)), '') from (select concat_ws('|', {columns}) as r from {table} order by r)"
+        )
+    };
+    let all = tx.query_text(&text, &[]).await.unwrap().unwrap_or_default();
+    all.lines().map(str::to_owned).collect()
+}
+
+async fn all_projection_rows(store: &EventStore) -> Vec<Vec<String>> {
+    let tables = [
+        ("presence_sessions", "event_id, connection_id, user_id, kind, connected_at, disconnected_at, close_reason"),
+        ("stage_intervals", "event_id, user_id, entered_at, exited_at"),
+        (
+            "analytics_events",
+            "event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at",
+        ),
+        (
+            "analytics_attendance",
+            "event_id, user_id, first_joined_at, last_left_at, open_connections, present_since, present_ms, sessions",
+        ),
+        ("analytics_stage_time", "event_id, user_id, on_stage_since, stage_ms, stage_entries"),
+        ("analytics_queue_waits", "event_id, user_id, queued_at, ended_at, outcome"),
+    ];
+    let mut out = Vec::new();
+    for (table, columns) in tables {
+        out.push(rows(store, table, columns).await);
+    }
+    out
+}
+
+// ------------------------------------------------------------------ verify
+
+async fn a_sound_log_verifies(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    let report = verified(&store).await;
+    assert!(report.is_sound(), "{:?}", report.problems);
+    assert_eq!((report.events, report.streams), (11, 3));
+}
+
+async fn verify_reports_a_tampered_payload(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    sql(
+        &store,
+        // A literal, not a bind: PostgreSQL's column is `json`.
+        r#"update events set payload = '{"StageEntered":{"user_id":"mallory","at":30}}' where stream_id = 'room-launch' and stream_version = 3"#,
+        &[],
+    )
+    .await;
+    let report = verified(&store).await;
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    let problem = &report.problems[0];
+    assert_eq!((problem.stream_id.as_str(), problem.stream_version), ("room-launch", 3));
+    assert!(matches!(problem.kind, ProblemKind::HashMismatch { .. }));
+    assert_eq!(problem.message, "hash mismatch");
+    assert!(problem.global_position.is_some());
+}
+
+async fn verify_reports_a_deleted_event(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    sql(&store, "delete from events where stream_id = 'room-launch' and stream_version = 3", &[]).await;
+    let report = verified(&store).await;
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    let problem = &report.problems[0];
+    assert_eq!((problem.stream_id.as_str(), problem.stream_version), ("room-launch", 4));
+    assert_eq!(problem.kind, ProblemKind::MissingVersion { expected: 3, found: 4 });
+    assert_eq!(problem.message, "missing version 3 (found 4)");
+}
+
+async fn verify_reports_a_reordered_event(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    // Swap versions 2 and 3: in log order the stream now reads 1, 3, 2, 4, 5.
+    for (from, to) in [(2, 1000), (3, 2), (1000, 3)] {
+        sql(
+            &store,
+            "update events set stream_version = $2 where stream_id = 'room-launch' and stream_version = $1",
+            &[SqlValue::Int(from), SqlValue::Int(to)],
+        )
+        .await;
+    }
+    let report = verified(&store).await;
+    let found: Vec<(&str, u64, &ProblemKind)> =
+        report.problems.iter().map(|p| (p.stream_id.as_str(), p.stream_version, &p.kind)).collect();
+    assert_eq!(
+        found[..2],
+        [
+            ("room-launch", 3, &ProblemKind::MissingVersion { expected: 2, found: 3 }),
+            ("room-launch", 2, &ProblemKind::OutOfOrder { after: 3, found: 2 }),
+        ]
+    );
+    // Version 4 chains to the real version 3, which is no longer where it was.
+    assert_eq!((found[2].0, found[2].1), ("room-launch", 4));
+    assert!(matches!(found[2].2, ProblemKind::HashMismatch { .. }));
+    assert_eq!(found.len(), 3);
+}
+
+async fn verify_reports_a_deleted_last_event(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    sql(&store, "delete from events where stream_id = 'room-other' and stream_version = 5", &[]).await;
+    let report = verified(&store).await;
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    assert_eq!(report.problems[0].stream_id, "room-other");
+    assert_eq!(report.problems[0].kind, ProblemKind::HeadMismatch { head_version: 5, log_version: 4 });
+}
+
+async fn verify_reports_a_payload_that_does_not_decode(db: &TestDb) {
+    let store = db.open().await;
+    small_log(&store).await;
+    let odd = NewEvent::new("StageDanced", "1", r#"{"StageDanced":{"user_id":"alice"}}"#.into(), Metadata::by("x"));
+    store.append(&room("launch"), ExpectedVersion::Exact(5), vec![odd]).await.unwrap();
+    let report = verified(&store).await;
+    assert_eq!(report.problem_count, 1, "{:?}", report.problems);
+    assert_eq!((report.problems[0].stream_id.as_str(), report.problems[0].stream_version), ("room-launch", 6));
+    assert!(report.problems[0].message.starts_with("decode error: "), "{}", report.problems[0].message);
+}
+
+// ----------------------------------------------------------------- rebuild
+
+/// Several rooms with reconnects, second tabs, repeated stage entries and a
+/// queue: every branch of both projections.
+async fn busy_log(store: &EventStore) {
+    for (n, id) in ["a", "b", "c"].into_iter().enumerate() {
+        let t = 1_000 * n as i64;
+        append_room(
+            store,
+            id,
+            &[
+                open("c1", "alice", t + 1),
+                open("c2", "bob", t + 2),
+                open("c3", "alice", t + 3),
+                beat("c1", "alice", t + 4),
+                enter("bob", t + 5),
+                enter("bob", t + 6),
+                close("c1", "alice", t + 7),
+                exit("bob", t + 8),
+                close("c3", "alice", t + 9),
+                open("c4", "alice", t + 10),
+                enter("alice", t + 11),
+                close("c2", "bob", t + 12),
+            ],
+        )
+        .await;
+    }
+    let queue = StreamId::of("queue", "a");
+    let events = [
+        queued("carol", 1),
+        queued("dave", 2),
+        QueueEvent::ParticipantPromoted { user_id: "carol".into(), by: "mod".into(), at: 7 },
+        QueueEvent::ParticipantSentBack { user_id: "carol".into(), by: "mod".into(), at: 9 },
+    ];
+    for e in &events {
+        store.append(&queue, ExpectedVersion::Any, vec![queue_event(e)]).await.unwrap();
+    }
+}
+
+async fn a_rebuild_produces_exactly_the_incremental_rows(db: &TestDb) {
+    let store = db.open().await;
+    busy_log(&store).await;
+    for p in Projection::ALL {
+        run_to_end(&store, p).await;
+    }
+    let incremental = all_projection_rows(&store).await;
+    assert!(incremental.iter().all(|t| !t.is_empty()), "every table has rows: {incremental:?}");
+    let head = store.head_position().await.unwrap();
+    // Twice: the second rebuild meets the index names the first one left.
+    for _ in 0..2 {
+        for p in Projection::ALL {
+            let report = rebuild::rebuild(&store, p, &Progress::hidden()).await.unwrap();
+            assert_eq!(report.position, head);
+        }
+        assert_eq!(all_projection_rows(&store).await, incremental);
+        for status in eventuall::projections::status(&store).await.unwrap() {
+            assert_eq!((status.position, status.lag), (head, 0), "{status:?}");
+        }
+    }
+    // More events after the rebuild are processed incrementally as usual,
+    // and still equal a fresh rebuild.
+    append_room(&store, "a", &[close("c4", "alice", 5_000), exit("alice", 5_001)]).await;
+    for p in Projection::ALL {
+        run_to_end(&store, p).await;
+    }
+    let after = all_projection_rows(&store).await;
+    for p in Projection::ALL {
+        rebuild::rebuild(&store, p, &Progress::hidden()).await.unwrap();
+    }
+    assert_eq!(all_projection_rows(&store).await, after);
+}
+
+async fn a_running_projection_follows_a_rebuild(db: &TestDb) {
+    let store = db.open().await;
+    busy_log(&store).await;
+    // A runner that has handled nothing yet when the rebuild swaps.
+    let mut runner = CatchUp::resume(&store, "room_presence").await.unwrap();
+    let report = rebuild::rebuild(&store, Projection::RoomPresence, &Progress::hidden()).await.unwrap();
+    let step = try_step_projection(&store, Projection::RoomPresence, &mut runner).await.unwrap();
+    assert_eq!(step, Step::Progressed(0), "it notices the moved checkpoint");
+    assert_eq!(runner.position(), report.position);
+    assert_eq!(try_step_projection(&store, Projection::RoomPresence, &mut runner).await.unwrap(), Step::Idle);
+}
+
+// --------------------------------------------------------------- analytics
+
+/// The scripted event of docs/ANALYTICS.md ("a worked example").
+async fn analytics_are_exact_for_a_scripted_event(db: &TestDb) {
+    let store = db.open().await;
+    append_room(
+        &store,
+        "launch",
+        &[
+            open("c1", "alice", 1_000),
+            open("c2", "bob", 2_000),
+            enter("bob", 2_500),
+            open("c3", "alice", 3_000), // alice's second tab
+            enter("alice", 3_000),
+            open("c4", "carol", 4_000), // peak: 3 users
+            beat("c4", "carol", 4_200),
+            exit("bob", 4_500),
+            close("c1", "alice", 5_000), // alice still has c3
+            enter("bob", 5_000),
+            exit("bob", 5_500),
+            close("c2", "bob", 6_000),
+            close("c3", "alice", 7_000), // alice: 1,000 → 7,000
+            open("c5", "bob", 8_000),
+            exit("alice", 8_000),
+            close("c5", "bob", 9_000),    // bob: 2,000 → 6,000 and 8,000 → 9,000
+            close("c4", "carol", 10_000), // carol: 4,000 → 10,000
+        ],
+    )
+    .await;
+    let queue = StreamId::of("queue", "launch");
+    for e in [
+        queued("carol", 1_500),
+        queued("dave", 2_000),
+        QueueEvent::ParticipantRemoved {
+            user_id: "dave".into(),
+            list: QueueList::Pending,
+            by: "mod".into(),
+            at: 2_500,
+        },
+        queued("erin", 3_000),
+        QueueEvent::ParticipantPromoted { user_id: "erin".into(), by: "mod".into(), at: 3_100 },
+        QueueEvent::ParticipantPromoted { user_id: "carol".into(), by: "mod".into(), at: 4_500 },
+        queued("frank", 6_000),
+    ] {
+        store.append(&queue, ExpectedVersion::Any, vec![queue_event(&e)]).await.unwrap();
+    }
+    run_to_end(&store, Projection::Analytics).await;
+    let a = event_analytics(&store, "launch").await.unwrap().expect("analytics for launch");
+
+    assert_eq!(a.position, store.head_position().await.unwrap());
+    assert_eq!(a.attendance.unique_users, 3);
+    assert_eq!(a.attendance.peak_concurrent_users, 3);
+    assert_eq!(a.attendance.peak_at, Some(4_000));
+    assert_eq!(a.attendance.present_users, 0);
+    assert_eq!(a.attendance.total_present_ms, 6_000 + 5_000 + 6_000);
+    assert_eq!(a.attendance.average_present_ms, 17_000.0 / 3.0);
+    let per_user: Vec<(&str, i64, i64)> =
+        a.attendance.users.iter().map(|u| (u.user_id.as_str(), u.present_ms, u.sessions)).collect();
+    assert_eq!(per_user, vec![("alice", 6_000, 2), ("bob", 5_000, 2), ("carol", 6_000, 1)]);
+
+    let stage: Vec<(&str, i64, i64)> = a.stage.iter().map(|s| (s.user_id.as_str(), s.stage_ms, s.entries)).collect();
+    assert_eq!(stage, vec![("alice", 5_000, 1), ("bob", 2_500, 2)]);
+
+    assert_eq!((a.queue.promoted, a.queue.removed, a.queue.waiting), (2, 1, 1));
+    assert_eq!(a.queue.average_wait_ms, (3_000.0 + 100.0) / 2.0);
+    assert_eq!(a.queue.max_wait_ms, Some(3_000));
+    let waits: Vec<(&str, Option<i64>, Option<&str>)> =
+        a.queue.waits.iter().map(|w| (w.user_id.as_str(), w.wait_ms, w.outcome.as_deref())).collect();
+    assert_eq!(
+        waits,
+        vec![
+            ("carol", Some(3_000), Some("promoted")),
+            ("dave", Some(500), Some("removed")),
+            ("erin", Some(100), Some("promoted")),
+            ("frank", None, None),
+        ]
+    );
+    assert!(event_analytics(&store, "nobody-here").await.unwrap().is_none());
+}
+
+// ------------------------------------------------------------- time travel
+
+async fn state_at_a_position_is_the_state_after_that_event(db: &TestDb) {
+    use cqrs_es::Aggregate;
+    use eventuall_domain::room::EventRoom;
+    let store = db.open().await;
+    let script = [open("c1", "alice", 10), enter("alice", 20), open("c2", "bob", 30), exit("alice", 40)];
+    let mut expected = EventRoom::default();
+    let mut positions = Vec::new();
+    for (n, e) in script.iter().enumerate() {
+        let outcome = store.append(&room("tt"), ExpectedVersion::Exact(n as u64), vec![room_event(e)]).await.unwrap();
+        expected.apply(e.clone());
+        positions.push((outcome.last_position, serde_json::to_value(expected.snapshot("tt", n as u64 + 1)).unwrap()));
+    }
+    for (position, snapshot) in positions {
+        let at =
+            state::state_at(&store, Registry::standard(), &room("tt"), state::At::Position(position)).await.unwrap();
+        assert_eq!(at.state, snapshot);
+        assert_eq!(at.global_position, Some(position));
+    }
+    let before = state::state_at(&store, Registry::standard(), &room("tt"), state::At::Position(0)).await.unwrap();
+    assert_eq!(before.version, 0);
+    assert_eq!(before.state["presence"], serde_json::json!([]));
+}
+
+// ------------------------------------------------------------ the binary
+
+/// `eventuall replay verify` on a tampered SQLite log: exit code 1 and the
+/// event named, in text and in JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verify_command_exits_non_zero_and_names_the_event() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    small_log(&store).await;
+    let run = |json: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"));
+        command.args(["replay", "verify", "--database-url", &db.url]);
+        if json {
+            command.arg("--json");
+        }
+        command.env("EVENTUALL_LOG", "warn").output().expect("binary runs")
+    };
+    let sound = run(false);
+    assert_eq!(sound.status.code(), Some(0), "{}", String::from_utf8_lossy(&sound.stderr));
+    assert!(String::from_utf8_lossy(&sound.stdout).starts_with("sound: 11 events in 3 streams"));
+
+    sql(&store, "update events set payload = '{}' where stream_id = 'room-other' and stream_version = 2", &[]).await;
+    store.shutdown().await;
+    let tampered = run(false);
+    assert_eq!(tampered.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&tampered.stdout);
+    assert!(stdout.contains("room-other version 2 (position "), "{stdout}");
+    assert!(stdout.contains("): hash mismatch"), "{stdout}");
+
+    let json = run(true);
+    assert_eq!(json.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON report");
+    assert_eq!(report["problemCount"], 1);
+    assert_eq!(report["problems"][0]["streamId"], "room-other");
+    assert_eq!(report["problems"][0]["streamVersion"], 2);
+    assert_eq!(report["problems"][0]["kind"], "hash_mismatch");
+}
+
+/// `history --json` and `export` print one JSON document per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_export_print_json_lines() {
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    small_log(&store).await;
+    store.shutdown().await;
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .arg("replay")
+            .args(args)
+            .args(["--database-url", &db.url])
+            .env("EVENTUALL_LOG", "warn")
+            .output()
+            .expect("binary runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let history: Vec<serde_json::Value> =
+        run(&["history", "room-launch", "--json"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(history.len(), 5);
+    assert_eq!(history[2]["eventType"], "StageEntered");
+    assert_eq!(history[2]["actor"], "tester");
+    assert_eq!(history[2]["summary"], "user_id=alice");
+    let text = run(&["history", "room-launch"]);
+    assert!(text.lines().nth(2).unwrap().contains("StageEntered"), "{text}");
+
+    let export: Vec<serde_json::Value> =
+        run(&["export", "--category", "room"]).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(export.len(), 10);
+    assert_eq!(export[0]["payload"]["ConnectionOpened"]["user_id"], "alice");
+    assert_eq!(export[0]["metadata"]["actor"], "tester");
+    assert_eq!(export[0]["hash"].as_str().unwrap().len(), 64);
+    assert_eq!(run(&["export", "--all"]).lines().count(), 11);
+    assert_eq!(run(&["export", "--stream", "queue-launch"]).lines().count(), 1);
+
+    let status: serde_json::Value = serde_json::from_str(&run(&["status", "--json"])).unwrap();
+    assert_eq!(status[0]["name"], "room_presence");
+    assert_eq!(status[0]["lag"], 11);
+    let state: serde_json::Value =
+        serde_json::from_str(&run(&["state", "room-launch", "--at", "3", "--json"])).unwrap();
+    assert_eq!(state["version"], 3);
+}
