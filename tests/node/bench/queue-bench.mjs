@@ -1,0 +1,185 @@
+// Queue benchmark: our server against the reference @y/websocket-server
+// (in memory, no persistence), side by side in one run, with the unmodified
+// y-websocket provider as the client.
+//
+//   node bench/queue-bench.mjs [--moderators 10] [--updates-each 300]
+//                              [--entries 1000] [--edits 20000] [--joins 5]
+//
+// 1. Sustained updates: N moderators each push entries as fast as the
+//    provider sends them; throughput = updates / time until an observer
+//    client holds all of them. On our server every update is appended to
+//    the log before it is relayed.
+// 2. Late joiner: a queue of E entries with H edits (moves) of history;
+//    time from a new provider's creation to its `sync` event. For our
+//    server twice: with the queue's actor in memory (warm), and after it was
+//    evicted, so the join loads snapshot + tail from the log (cold).
+// Every loop is bounded by count and by time; all servers are on 127.0.0.1.
+import http from "node:http";
+import { parseArgs } from "node:util";
+import WS, { WebSocketServer } from "ws";
+import * as Y from "yjs";
+import { WebsocketProvider } from "y-websocket";
+import { setupWSConnection } from "@y/websocket-server/utils";
+import { startServer, sign } from "../server.mjs";
+
+const { values: opts } = parseArgs({
+  options: {
+    moderators: { type: "string", default: "10" },
+    "updates-each": { type: "string", default: "300" },
+    entries: { type: "string", default: "1000" },
+    edits: { type: "string", default: "20000" },
+    joins: { type: "string", default: "5" },
+  },
+});
+const MODERATORS = Number(opts.moderators);
+const UPDATES_EACH = Number(opts["updates-each"]);
+const ENTRIES = Number(opts.entries);
+const EDITS = Number(opts.edits);
+const JOINS = Number(opts.joins);
+const LIMIT_MS = 120_000;
+
+async function startReference() {
+  const wss = new WebSocketServer({ noServer: true });
+  wss.on("connection", setupWSConnection);
+  const server = http.createServer((_q, r) => r.end("okay"));
+  server.on("upgrade", (request, socket, head) => wss.handleUpgrade(request, socket, head, (ws) => wss.emit("connection", ws, request)));
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    host: `127.0.0.1:${server.address().port}`,
+    stop: () => new Promise((r) => { for (const c of wss.clients) c.terminate(); server.close(r); }),
+  };
+}
+
+function connect(host, room, token) {
+  const doc = new Y.Doc();
+  const provider = new WebsocketProvider(`ws://${host}/parties/queue`, room, doc, {
+    params: token ? { token } : {},
+    WebSocketPolyfill: WS,
+    disableBc: true,
+  });
+  const synced = new Promise((resolve) => provider.on("sync", (s) => s && resolve()));
+  const close = () => { provider.destroy(); provider.awareness.destroy(); doc.destroy(); };
+  return { doc, provider, synced, close, pending: doc.getArray("pending"), live: doc.getArray("live") };
+}
+
+async function until(check, what) {
+  const deadline = Date.now() + LIMIT_MS;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const mod = (i) => sign({ sub: `mod-${i}`, role: "moderator" });
+
+async function sustained(host, room, withToken) {
+  const mods = Array.from({ length: MODERATORS }, (_, i) => connect(host, room, withToken ? mod(i) : null));
+  const observer = connect(host, room, withToken ? sign({ sub: "observer" }) : null);
+  await Promise.all([...mods, observer].map((c) => c.synced));
+  const total = MODERATORS * UPDATES_EACH;
+  const started = performance.now();
+  await Promise.all(
+    mods.map(async (m, i) => {
+      for (let n = 0; n < UPDATES_EACH; n++) {
+        m.pending.push([{ userId: `u-${i}-${n}`, name: `User ${i}/${n}` }]);
+        if (n % 20 === 19) await new Promise((r) => setImmediate(r));
+      }
+    }),
+  );
+  await until(() => observer.pending.length === total, `observer holds ${total} entries`);
+  const seconds = (performance.now() - started) / 1000;
+  for (const c of [...mods, observer]) c.close();
+  return { total, seconds, rate: total / seconds };
+}
+
+async function buildHistory(host, room, withToken) {
+  const author = connect(host, room, withToken ? mod(0) : null);
+  await author.synced;
+  author.doc.transact(() => {
+    author.pending.push(Array.from({ length: ENTRIES }, (_, i) => ({ userId: `p${i}`, name: `P${i}` })));
+  });
+  let seed = 11;
+  for (let e = 0; e < EDITS; e++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    const from = seed % ENTRIES;
+    const to = (seed >> 8) % ENTRIES;
+    author.doc.transact(() => {
+      const entry = author.pending.get(from);
+      author.pending.delete(from, 1);
+      author.pending.insert(Math.min(to, author.pending.length), [entry]);
+    });
+    if (e % 200 === 199) await new Promise((r) => setImmediate(r));
+  }
+  return author;
+}
+
+async function lateJoins(host, room, withToken, expected) {
+  const times = [];
+  for (let j = 0; j < JOINS; j++) {
+    const started = performance.now();
+    const late = connect(host, room, withToken ? sign({ sub: `late-${j}` }) : null);
+    await late.synced;
+    times.push(performance.now() - started);
+    if (late.pending.length !== expected) throw new Error(`late joiner has ${late.pending.length} of ${expected}`);
+    late.close();
+  }
+  times.sort((a, b) => a - b);
+  return { median: times[Math.floor(times.length / 2)], max: times[times.length - 1] };
+}
+
+async function settle(author, check) {
+  await until(check, "the server holds the history");
+  author.close();
+}
+
+const ours = await startServer({ EVENTUALL_AWAY_AFTER: "1h", EVENTUALL_EVICT_AFTER: "1s" });
+const reference = await startReference();
+try {
+  console.log(`queue benchmark, ${new Date().toISOString()}: ${MODERATORS} moderators x ${UPDATES_EACH} updates; late joiner on ${ENTRIES} entries with ${EDITS} edits; ${JOINS} joins each`);
+  const a = await sustained(ours.host, "sustained", true);
+  const b = await sustained(reference.host, "sustained", false);
+  console.log("| server | updates | seconds | updates/s |");
+  console.log("|---|---:|---:|---:|");
+  console.log(`| eventuall (each update appended before relay) | ${a.total} | ${a.seconds.toFixed(2)} | ${a.rate.toFixed(0)} |`);
+  console.log(`| @y/websocket-server 0.1.1 (in memory) | ${b.total} | ${b.seconds.toFixed(2)} | ${b.rate.toFixed(0)} |`);
+  console.log(`ratio eventuall / reference: ${(a.rate / b.rate).toFixed(2)}`);
+
+  const authorOurs = await buildHistory(ours.host, "history", true);
+  const authorRef = await buildHistory(reference.host, "history", false);
+  // Keep one reader connected while measuring warm joins.
+  const keepOurs = connect(ours.host, "history", sign({ sub: "keeper" }));
+  const keepRef = connect(reference.host, "history", null);
+  await Promise.all([keepOurs.synced, keepRef.synced]);
+  await until(() => keepOurs.pending.length === ENTRIES && keepRef.pending.length === ENTRIES, "keepers synced");
+  // Wait until everything the author sent is durable on our server.
+  const stored = async () => {
+    const r = await fetch(`${ours.http}/event/history/queue`, { headers: { authorization: `Bearer ${sign({ sub: "r" })}` } });
+    return (await r.json()).pending.length === ENTRIES;
+  };
+  while (!(await stored())) await new Promise((r) => setTimeout(r, 50));
+  authorOurs.close();
+  authorRef.close();
+  const warmOurs = await lateJoins(ours.host, "history", true, ENTRIES);
+  const warmRef = await lateJoins(reference.host, "history", false, ENTRIES);
+  keepOurs.close();
+  // Let our queue actor be evicted (EVENTUALL_EVICT_AFTER=1s): the next join
+  // loads snapshot + tail from the log.
+  await new Promise((r) => setTimeout(r, 2500));
+  const coldOurs = [];
+  for (let j = 0; j < JOINS; j++) {
+    coldOurs.push((await lateJoins(ours.host, "history", true, ENTRIES)).median);
+    await new Promise((r) => setTimeout(r, 2500));
+  }
+  coldOurs.sort((x, y) => x - y);
+  keepRef.close();
+  console.log();
+  console.log("| server | late joiner sync, median ms | max ms |");
+  console.log("|---|---:|---:|");
+  console.log(`| eventuall, queue in memory | ${warmOurs.median.toFixed(1)} | ${warmOurs.max.toFixed(1)} |`);
+  console.log(`| eventuall, evicted: snapshot + tail from the log | ${coldOurs[Math.floor(coldOurs.length / 2)].toFixed(1)} | ${coldOurs[coldOurs.length - 1].toFixed(1)} |`);
+  console.log(`| @y/websocket-server 0.1.1, in memory | ${warmRef.median.toFixed(1)} | ${warmRef.max.toFixed(1)} |`);
+} finally {
+  await reference.stop();
+  await ours.stop();
+}
+process.exit(0);
