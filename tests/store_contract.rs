@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::TestDb;
 use eventuall::store::subscription::SqlValue;
-use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, hash};
+use eventuall::store::{
+    CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, SnapshotWrite, StoreError, StreamId, hash,
+};
 use uuid::Uuid;
 
 macro_rules! contract {
@@ -40,10 +42,12 @@ contract!(
     expected_version_mismatches_are_conflicts,
     concurrent_appends_to_one_stream_lose_and_duplicate_nothing,
     resending_stored_events_succeeds_once,
+    a_second_writer_on_the_same_log_is_never_overwritten,
     read_all_returns_everything_after_a_position,
     subscriptions_deliver_exactly_once_across_a_restart,
     concurrent_writers_never_make_a_subscriber_skip_an_event,
     snapshots_are_invalidated_by_a_new_schema_tag,
+    a_snapshot_attached_to_an_append_is_stored_only_with_it,
     each_stream_is_hash_chained,
     the_cqrs_es_framework_runs_on_the_log,
     pending_appends_are_committed_on_shutdown,
@@ -76,6 +80,7 @@ async fn appends_are_read_back_in_order(db: &TestDb) {
     assert_eq!(read[0].metadata, Metadata::by("tester").command("Do"));
     assert_eq!(read[0].event_type, "Happened");
     assert!(read.windows(2).all(|w| w[0].global_position < w[1].global_position));
+    assert_eq!((read[2].global_position, read[4].global_position), (first.last_position, second.last_position));
     assert_eq!(store.read_stream(&s, 4, 100).await.unwrap().len(), 2);
     assert_eq!(store.stream_version(&s).await.unwrap(), 5);
     assert_eq!(store.stream_version(&stream("never")).await.unwrap(), 0);
@@ -311,14 +316,50 @@ async fn snapshots_are_invalidated_by_a_new_schema_tag(db: &TestDb) {
     assert_eq!(store.load_snapshot(&s, "v2").await.unwrap().unwrap().version, 2, "a new schema replaces the old one");
 }
 
+async fn a_snapshot_attached_to_an_append_is_stored_only_with_it(db: &TestDb) {
+    let store = db.open().await;
+    let s = stream("snap-along");
+    let snapshot = |state: &[u8]| SnapshotWrite { schema_tag: "v1".into(), state: state.to_vec() };
+    store.append(&s, ExpectedVersion::NoStream, events(0..2)).await.unwrap();
+    let batch = events(2..5);
+    let outcome = store.append_with_snapshot(&s, ExpectedVersion::Exact(2), batch.clone(), snapshot(b"at 5")).await;
+    assert_eq!(outcome.unwrap().next_version, 5);
+    let stored = store.load_snapshot(&s, "v1").await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.state.as_slice()), (5, b"at 5".as_slice()), "at the version reached");
+
+    // Refused: neither the events nor the snapshot are stored.
+    let refused = store.append_with_snapshot(&s, ExpectedVersion::Exact(2), events(5..6), snapshot(b"bad")).await;
+    assert!(refused.unwrap_err().is_conflict());
+    // A retry of stored events: answered from the log, the snapshot untouched.
+    let retry = store.append_with_snapshot(&s, ExpectedVersion::Any, batch, snapshot(b"retry")).await;
+    assert!(retry.unwrap().already_stored);
+    assert_eq!(store.load_snapshot(&s, "v1").await.unwrap().unwrap().state, b"at 5");
+
+    // Several in one batch: each stream gets its own, the newest wins.
+    let other = stream("snap-along-2");
+    let (first, second) = tokio::join!(
+        store.append_with_snapshot(&other, ExpectedVersion::NoStream, events(0..1), snapshot(b"one")),
+        store.append_with_snapshot(&s, ExpectedVersion::Exact(5), events(5..6), snapshot(b"at 6")),
+    );
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(store.load_snapshot(&other, "v1").await.unwrap().unwrap().version, 1);
+    assert_eq!(store.load_snapshot(&s, "v1").await.unwrap().unwrap().state, b"at 6");
+    assert_eq!(store.stream_version(&s).await.unwrap(), 6);
+}
+
 async fn each_stream_is_hash_chained(db: &TestDb) {
     let store = db.open().await;
     let s = stream("chain");
     store.append(&s, ExpectedVersion::NoStream, events(0..3)).await.unwrap();
     store.append(&s, ExpectedVersion::Exact(3), events(3..4)).await.unwrap();
-    let read = store.read_stream(&s, 1, 10).await.unwrap();
+    assert_chained(&store.read_stream(&s, 1, 10).await.unwrap());
+}
+
+/// Every event's hash covers its fields and its predecessor's hash.
+fn assert_chained(read: &[eventuall::store::RecordedEvent]) {
     let mut previous = [0u8; 32];
-    for e in &read {
+    for e in read {
         let metadata = serde_json::to_string(&e.metadata).unwrap();
         let expected = hash::chain(
             &previous,
@@ -336,6 +377,43 @@ async fn each_stream_is_hash_chained(db: &TestDb) {
         assert_eq!(e.hash, expected, "event {} chains to its predecessor", e.stream_version);
         previous = e.hash;
     }
+}
+
+/// Two stores on one database (two processes, or two nodes on PostgreSQL):
+/// each writer remembers the heads it wrote, and the other one moves them
+/// behind its back. The log must still refuse stale expectations, accept
+/// fresh ones, recognise retries and keep one unbroken hash chain.
+async fn a_second_writer_on_the_same_log_is_never_overwritten(db: &TestDb) {
+    let a = db.open().await;
+    let b = db.open().await;
+    let s = stream("two-writers");
+    a.append(&s, ExpectedVersion::NoStream, events(0..2)).await.unwrap();
+    b.append(&s, ExpectedVersion::Exact(2), events(2..3)).await.unwrap();
+
+    // `a` last saw version 2; the log is at 3.
+    let stale = a.append(&s, ExpectedVersion::Exact(2), events(10..11)).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict { actual: 3, .. }), "{stale:?}");
+    let fresh = a.append(&s, ExpectedVersion::Exact(3), events(3..4)).await.unwrap();
+    assert_eq!(fresh.next_version, 4);
+
+    // `b` last saw version 3; `a` moved it to 4, then `Any` appends go on top.
+    let last = events(4..5);
+    a.append(&s, ExpectedVersion::Any, last.clone()).await.unwrap();
+    let stale = b.append(&s, ExpectedVersion::Exact(4), events(11..12)).await.unwrap_err();
+    assert!(matches!(stale, StoreError::Conflict { actual: 5, .. }), "{stale:?}");
+    let retry = b.append(&s, ExpectedVersion::Any, last).await.unwrap();
+    assert!(retry.already_stored, "a retry through the other writer is recognised");
+    b.append(&s, ExpectedVersion::Any, events(5..6)).await.unwrap();
+
+    let read = a.read_stream(&s, 1, 100).await.unwrap();
+    assert_eq!(read.iter().map(|e| e.stream_version).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+    let payloads: Vec<&str> = read.iter().map(|e| e.payload.as_str()).collect();
+    let expected: Vec<String> = (0..6).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(payloads, expected, "no refused append wrote anything");
+    assert_chained(&read);
+    assert_eq!(b.stream_version(&s).await.unwrap(), 6);
+    a.shutdown().await;
+    b.shutdown().await;
 }
 
 async fn the_cqrs_es_framework_runs_on_the_log(db: &TestDb) {

@@ -26,8 +26,11 @@ use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, ag
 
 /// Messages handled per batch (one append, one snapshot).
 const MAX_BATCH: usize = 512;
-/// Events between stored snapshots: bounds the tail a rebuild replays.
-const SNAPSHOT_EVERY: u64 = 500;
+/// Events between stored snapshots: bounds the tail a rebuild replays after
+/// a crash (an orderly retirement snapshots at the head). The snapshot rides
+/// in the same transaction as the append that crosses the mark, so it costs
+/// no commit of its own, only its bytes.
+const SNAPSHOT_EVERY: u64 = 25;
 
 pub(super) struct RoomActor {
     rooms: Rooms,
@@ -141,8 +144,18 @@ impl RoomActor {
             .collect();
         let count = new_events.len() as u64;
         if count > 0 {
-            let appended =
-                self.rooms.inner.store.append(&self.stream, ExpectedVersion::Exact(self.version), new_events).await;
+            let store = &self.rooms.inner.store;
+            let expected = ExpectedVersion::Exact(self.version);
+            let snapshot = (self.version + count - self.snapshot_version >= SNAPSHOT_EVERY)
+                .then(|| aggregate::encode_snapshot(SNAPSHOT_TAG, &working))
+                .and_then(|encoded| {
+                    encoded.inspect_err(|error| tracing::warn!(room = %self.event_id, %error, "room snapshot")).ok()
+                });
+            let with_snapshot = snapshot.is_some();
+            let appended = match snapshot {
+                Some(snapshot) => store.append_with_snapshot(&self.stream, expected, new_events, snapshot).await,
+                None => store.append(&self.stream, expected, new_events).await,
+            };
             if let Err(error) = appended {
                 tracing::error!(room = %self.event_id, %error, "room append failed; reloading");
                 for d in decided {
@@ -153,6 +166,9 @@ impl RoomActor {
             }
             self.state = working;
             self.version += count;
+            if with_snapshot {
+                self.snapshot_version = self.version;
+            }
         }
         let mut newcomers = Vec::new();
         for d in &mut decided {
@@ -187,11 +203,6 @@ impl RoomActor {
         }
         if count > 0 || self.sweep_armed_at.is_none() {
             self.schedule_sweep().await;
-        }
-        if count > 0 {
-            if self.version - self.snapshot_version >= SNAPSHOT_EVERY {
-                self.save_snapshot().await;
-            }
         }
     }
 

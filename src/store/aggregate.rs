@@ -4,7 +4,7 @@
 
 use cqrs_es::Aggregate;
 
-use super::{EventStore, StoreError, StreamId};
+use super::{EventStore, SnapshotWrite, StoreError, StreamId};
 
 /// Events read per page while replaying a tail.
 const PAGE: usize = 2_000;
@@ -59,4 +59,11 @@ pub async fn save<A: Aggregate>(
 ) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(state).map_err(StoreError::Encode)?;
     store.save_snapshot(stream, version, schema_tag, &bytes).await
+}
+
+/// `state` encoded as a snapshot to attach to an append
+/// ([`EventStore::append_with_snapshot`]); the same encoding [`load`] reads.
+pub fn encode_snapshot<A: Aggregate>(schema_tag: &str, state: &A) -> Result<SnapshotWrite, StoreError> {
+    let state = serde_json::to_vec(state).map_err(StoreError::Encode)?;
+    Ok(SnapshotWrite { schema_tag: schema_tag.to_owned(), state })
 }

@@ -230,6 +230,14 @@ pub struct AppendOutcome {
     pub already_stored: bool,
 }
 
+/// A snapshot to store along with an append
+/// ([`EventStore::append_with_snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotWrite {
+    pub schema_tag: String,
+    pub state: Vec<u8>,
+}
+
 /// A stored snapshot that matched the requested schema tag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -334,7 +342,26 @@ impl EventStore {
         if events.is_empty() {
             return Err(StoreError::EmptyAppend);
         }
-        self.inner.writer.append(stream.clone(), expected, events).await
+        self.inner.writer.append(PendingAppend { stream: stream.clone(), expected, events, snapshot: None }).await
+    }
+
+    /// Appends `events` and, in the same transaction, stores `snapshot` as
+    /// the stream's state at the version the append reaches. Costs no commit
+    /// of its own, so an aggregate can snapshot every few dozen events and
+    /// keep its load after a crash short. Nothing is stored when the append
+    /// is refused or was already stored.
+    pub async fn append_with_snapshot(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        snapshot: SnapshotWrite,
+    ) -> Result<AppendOutcome, StoreError> {
+        if events.is_empty() {
+            return Err(StoreError::EmptyAppend);
+        }
+        let append = PendingAppend { stream: stream.clone(), expected, events, snapshot: Some(snapshot) };
+        self.inner.writer.append(append).await
     }
 
     /// Events of `stream` with version ≥ `from_version`, at most `limit`.
@@ -427,6 +454,15 @@ impl Backend {
     }
 }
 
+/// Stores a snapshot unless a newer one of the same schema is stored; the
+/// same SQL on both databases. Binds: stream id, version, schema tag, state,
+/// taken at.
+pub(crate) const UPSERT_SNAPSHOT: &str = "insert into snapshots (stream_id, version, schema_tag, state, taken_at) \
+     values ($1, $2, $3, $4, $5) \
+     on conflict (stream_id) do update set version = excluded.version, \
+     schema_tag = excluded.schema_tag, state = excluded.state, taken_at = excluded.taken_at \
+     where excluded.version >= snapshots.version or excluded.schema_tag <> snapshots.schema_tag";
+
 /// Milliseconds since the Unix epoch, the log's one time format.
 pub fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -438,6 +474,7 @@ pub(crate) struct PendingAppend {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
+    pub snapshot: Option<SnapshotWrite>,
 }
 
 /// The outcome of validating one request inside a batch, before writing.
@@ -462,6 +499,15 @@ pub(crate) struct PlannedRow {
     pub metadata: String,
     pub recorded_at: i64,
     pub hash: [u8; 32],
+}
+
+/// A snapshot row to upsert with the batch, at the version its append reached.
+pub(crate) struct PlannedSnapshot {
+    pub stream_id: String,
+    pub version: i64,
+    pub schema_tag: String,
+    pub state: Vec<u8>,
+    pub taken_at: i64,
 }
 
 /// The state of a stream as seen by the writer mid-batch.
@@ -572,6 +618,8 @@ pub(crate) struct BatchPlan {
     pub planned: Vec<Planned>,
     /// Heads of the streams this batch writes, after the batch.
     pub new_heads: std::collections::BTreeMap<String, StreamHead>,
+    /// Snapshots that ride along with accepted appends.
+    pub snapshots: Vec<PlannedSnapshot>,
 }
 
 impl BatchPlan {
@@ -582,6 +630,7 @@ impl BatchPlan {
         recorded_at: i64,
     ) -> Self {
         let mut new_heads = std::collections::BTreeMap::new();
+        let mut snapshots = Vec::new();
         let planned = appends
             .iter()
             .map(|request| {
@@ -589,11 +638,20 @@ impl BatchPlan {
                 let plan = plan_append(request, head, stored, recorded_at);
                 if matches!(plan, Planned::Write { .. }) {
                     new_heads.insert(request.stream.to_string(), head.clone());
+                    if let Some(snapshot) = &request.snapshot {
+                        snapshots.push(PlannedSnapshot {
+                            stream_id: request.stream.to_string(),
+                            version: head.version as i64,
+                            schema_tag: snapshot.schema_tag.clone(),
+                            state: snapshot.state.clone(),
+                            taken_at: recorded_at,
+                        });
+                    }
                 }
                 plan
             })
             .collect();
-        Self { planned, new_heads }
+        Self { planned, new_heads, snapshots }
     }
 
     pub fn rows(&self) -> impl Iterator<Item = &PlannedRow> {
@@ -618,6 +676,74 @@ impl BatchPlan {
                 Planned::Rejected(error) => Err(error),
             })
             .collect()
+    }
+}
+
+/// The fast path's plan: every request checked against the heads the writer
+/// knows, without looking up stored event ids. `None` when any request would
+/// be refused or answered from the log: only fresh reads may decide those.
+/// An id that is in fact stored makes the insert skip its row, which sends
+/// the batch down the checked path.
+pub(crate) fn optimistic_plan(
+    appends: &[PendingAppend],
+    heads: std::collections::HashMap<String, StreamHead>,
+    recorded_at: i64,
+) -> Option<BatchPlan> {
+    let plan = BatchPlan::new(appends, heads, &std::collections::HashMap::new(), recorded_at);
+    plan.planned.iter().all(|p| matches!(p, Planned::Write { .. })).then_some(plan)
+}
+
+/// Stream heads the writer has committed, so that a batch need not read them
+/// again: with them, a batch of appends is one insert and one commit.
+///
+/// Only ever a hint. A request the cache would refuse is re-checked against
+/// the database, and a head that moved behind the cache's back (another
+/// process or node appended) makes the insert collide with the log's unique
+/// `(stream_id, stream_version)` key, which rolls the batch back and sends it
+/// down the checked path with fresh reads.
+#[derive(Default)]
+pub(crate) struct HeadCache {
+    heads: std::collections::HashMap<String, StreamHead>,
+}
+
+impl HeadCache {
+    /// Bound on remembered streams; past it the cache starts over (a miss
+    /// costs one indexed read, so precision here is not worth an LRU).
+    const MAX_STREAMS: usize = 100_000;
+
+    /// The known heads of `streams`, and the streams it does not know.
+    pub fn lookup(&self, streams: &[String]) -> (std::collections::HashMap<String, StreamHead>, Vec<String>) {
+        let mut known = std::collections::HashMap::with_capacity(streams.len());
+        let mut missing = Vec::new();
+        for stream in streams {
+            match self.heads.get(stream) {
+                Some(head) => {
+                    known.insert(stream.clone(), head.clone());
+                }
+                None => missing.push(stream.clone()),
+            }
+        }
+        (known, missing)
+    }
+
+    /// Records the heads a committed batch left behind.
+    pub fn remember<'a>(&mut self, heads: impl IntoIterator<Item = (&'a String, &'a StreamHead)>) {
+        if self.heads.len() > Self::MAX_STREAMS {
+            self.heads.clear();
+        }
+        for (stream, head) in heads {
+            self.heads.insert(stream.clone(), head.clone());
+        }
+    }
+
+    pub fn forget(&mut self, streams: &[String]) {
+        for stream in streams {
+            self.heads.remove(stream);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.heads.clear();
     }
 }
 

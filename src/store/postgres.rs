@@ -6,7 +6,9 @@
 //! position until the previous batch is visible: positions become visible in
 //! order and subscribers never skip one (ADR 0002). The lock serialises
 //! appenders, which group commit makes cheap: one lock per batch, not per
-//! event. Rows go in with one `unnest` insert per batch.
+//! event. Rows go in with one `unnest` insert per batch. On the fast path the
+//! lock, the insert and the head update are one call of the server-side
+//! function `eventlog_append` (migration 0006): one round trip per batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -16,12 +18,15 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, BatchPlan, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId,
-    batch_keys, hash_from_bytes, now_millis, parse_metadata,
+    AppendOutcome, BatchPlan, HeadCache, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
+    StreamId, UPSERT_SNAPSHOT, batch_keys, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Key of the advisory lock that orders appends ("eventlog" in ASCII).
 const APPEND_LOCK: i64 = 0x6576_656e_746c_6f67;
+/// SQLSTATE `eventlog_append` raises when a row collides with a stored one
+/// (migration 0006).
+const APPEND_CONFLICT: &str = "EV409";
 
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
      event_version, payload::text, metadata::text, recorded_at, hash";
@@ -29,6 +34,9 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_i
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgPool,
+    /// The group-commit writer's own connection: never waits behind readers,
+    /// and is not pinged before each batch.
+    writer: PgPool,
 }
 
 impl PgBackend {
@@ -39,7 +47,16 @@ impl PgBackend {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
-        Ok(Self { pool })
+        let writer = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .test_before_acquire(false)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(Self { pool, writer })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -51,29 +68,25 @@ impl PgBackend {
         Ok(())
     }
 
+    /// Writes a batch: on the fast path in one round trip when the writer
+    /// knows every head and nothing needs a look-up, else checked against
+    /// fresh reads under the append lock.
     pub(crate) async fn write_batch(
         &self,
         appends: &[PendingAppend],
+        cache: &mut HeadCache,
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *tx).await?;
         let (streams, ids) = batch_keys(appends);
-        let heads = read_heads(&mut tx, &streams).await?;
+        if let Some(answers) = self.write_fast(appends, &streams, cache).await? {
+            return Ok(answers);
+        }
+        cache.forget(&streams);
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *tx).await?;
+        let heads = read_heads(&mut *tx, &streams).await?;
         let stored = read_stored_ids(&mut tx, &ids).await?;
         let plan = BatchPlan::new(appends, heads, &stored, now_millis());
-
-        let mut columns = InsertColumns::default();
-        for row in plan.rows() {
-            columns.stream_ids.push(row.stream_id.clone());
-            columns.versions.push(row.stream_version);
-            columns.event_ids.push(row.event_id);
-            columns.types.push(row.event_type.clone());
-            columns.type_versions.push(row.event_version.clone());
-            columns.payloads.push(row.payload.clone());
-            columns.metadata.push(row.metadata.clone());
-            columns.recorded_at.push(row.recorded_at);
-            columns.hashes.push(row.hash.to_vec());
-        }
+        let columns = Columns::of(&plan);
         let mut positions = HashMap::with_capacity(columns.event_ids.len());
         if !columns.event_ids.is_empty() {
             let returned = sqlx::query(
@@ -85,44 +98,75 @@ impl PgBackend {
                       with ordinality as u(s, v, id, t, tv, p, m, r, h, n) \
                  order by n \
                  returning global_position, event_id",
-            )
-            .bind(&columns.stream_ids)
-            .bind(&columns.versions)
-            .bind(&columns.event_ids)
-            .bind(&columns.types)
-            .bind(&columns.type_versions)
-            .bind(&columns.payloads)
-            .bind(&columns.metadata)
-            .bind(&columns.recorded_at)
-            .bind(&columns.hashes)
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in returned {
+            );
+            for row in columns.bind_events(returned).fetch_all(&mut *tx).await? {
                 positions.insert(row.get::<Uuid, _>(1), row.get::<i64, _>(0));
             }
-            let (head_ids, (head_versions, head_hashes)): (Vec<&String>, (Vec<i64>, Vec<Vec<u8>>)) =
-                plan.new_heads.iter().map(|(id, head)| (id, (head.version as i64, head.last_hash.to_vec()))).unzip();
-            sqlx::query(
+            let heads = sqlx::query(
                 "insert into streams (stream_id, version, last_hash) \
                  select * from unnest($1::text[], $2::bigint[], $3::bytea[]) \
                  on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
-            )
-            .bind(&head_ids)
-            .bind(&head_versions)
-            .bind(&head_hashes)
-            .execute(&mut *tx)
-            .await?;
+            );
+            columns.bind_heads(heads).execute(&mut *tx).await?;
+        }
+        for snapshot in &plan.snapshots {
+            sqlx::query(UPSERT_SNAPSHOT)
+                .bind(&snapshot.stream_id)
+                .bind(snapshot.version)
+                .bind(&snapshot.schema_tag)
+                .bind(&snapshot.state)
+                .bind(snapshot.taken_at)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
+        cache.remember(&plan.new_heads);
         Ok(plan.answers(&positions))
+    }
+
+    /// The fast path: heads from the cache (reading only unknown ones, as a
+    /// hint outside any transaction), no look-up of stored ids, and one call
+    /// of `eventlog_append`, which takes the append lock, inserts, moves the
+    /// heads, stores attached snapshots and commits — or, when any row collides with a stored one,
+    /// rolls everything back with [`APPEND_CONFLICT`]. `None` (and nothing
+    /// written) when the batch needs the checked path.
+    async fn write_fast(
+        &self,
+        appends: &[PendingAppend],
+        streams: &[String],
+        cache: &mut HeadCache,
+    ) -> Result<Option<Vec<Result<AppendOutcome, StoreError>>>, StoreError> {
+        let (mut heads, missing) = cache.lookup(streams);
+        if !missing.is_empty() {
+            heads.extend(read_heads(&self.writer, &missing).await?);
+        }
+        let Some(plan) = optimistic_plan(appends, heads, now_millis()) else {
+            return Ok(None);
+        };
+        let columns = Columns::of(&plan);
+        let call = sqlx::query(
+            "select out_position, out_event_id from eventlog_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+             $11, $12, $13, $14, $15, $16, $17, $18)",
+        )
+        .bind(APPEND_LOCK);
+        let call = columns.bind_snapshots(columns.bind_heads(columns.bind_events(call)));
+        match call.fetch_all(&self.writer).await {
+            Ok(returned) => {
+                let positions = returned.iter().map(|row| (row.get::<Uuid, _>(1), row.get::<i64, _>(0))).collect();
+                cache.remember(&plan.new_heads);
+                Ok(Some(plan.answers(&positions)))
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(APPEND_CONFLICT) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     shared_reads!(pool);
 }
 
-/// One array per column for the `unnest` insert.
+/// One array per column for the `unnest` inserts of events and heads.
 #[derive(Default)]
-struct InsertColumns {
+struct Columns {
     stream_ids: Vec<String>,
     versions: Vec<i64>,
     event_ids: Vec<Uuid>,
@@ -132,15 +176,84 @@ struct InsertColumns {
     metadata: Vec<String>,
     recorded_at: Vec<i64>,
     hashes: Vec<Vec<u8>>,
+    head_ids: Vec<String>,
+    head_versions: Vec<i64>,
+    head_hashes: Vec<Vec<u8>>,
+    snapshot_ids: Vec<String>,
+    snapshot_versions: Vec<i64>,
+    snapshot_tags: Vec<String>,
+    snapshot_states: Vec<Vec<u8>>,
+    snapshot_taken_at: Vec<i64>,
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+impl Columns {
+    fn of(plan: &BatchPlan) -> Self {
+        let mut columns = Self::default();
+        for row in plan.rows() {
+            columns.stream_ids.push(row.stream_id.clone());
+            columns.versions.push(row.stream_version);
+            columns.event_ids.push(row.event_id);
+            columns.types.push(row.event_type.clone());
+            columns.type_versions.push(row.event_version.clone());
+            columns.payloads.push(row.payload.clone());
+            columns.metadata.push(row.metadata.clone());
+            columns.recorded_at.push(row.recorded_at);
+            columns.hashes.push(row.hash.to_vec());
+        }
+        for (stream, head) in &plan.new_heads {
+            columns.head_ids.push(stream.clone());
+            columns.head_versions.push(head.version as i64);
+            columns.head_hashes.push(head.last_hash.to_vec());
+        }
+        for snapshot in &plan.snapshots {
+            columns.snapshot_ids.push(snapshot.stream_id.clone());
+            columns.snapshot_versions.push(snapshot.version);
+            columns.snapshot_tags.push(snapshot.schema_tag.clone());
+            columns.snapshot_states.push(snapshot.state.clone());
+            columns.snapshot_taken_at.push(snapshot.taken_at);
+        }
+        columns
+    }
+
+    /// Binds the nine event columns, in table order.
+    fn bind_events<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.stream_ids)
+            .bind(&self.versions)
+            .bind(&self.event_ids)
+            .bind(&self.types)
+            .bind(&self.type_versions)
+            .bind(&self.payloads)
+            .bind(&self.metadata)
+            .bind(&self.recorded_at)
+            .bind(&self.hashes)
+    }
+
+    /// Binds the three head columns.
+    fn bind_heads<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query.bind(&self.head_ids).bind(&self.head_versions).bind(&self.head_hashes)
+    }
+
+    /// Binds the five snapshot columns.
+    fn bind_snapshots<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.snapshot_ids)
+            .bind(&self.snapshot_versions)
+            .bind(&self.snapshot_tags)
+            .bind(&self.snapshot_states)
+            .bind(&self.snapshot_taken_at)
+    }
 }
 
 async fn read_heads(
-    tx: &mut Transaction<'_, Postgres>,
+    executor: impl sqlx::PgExecutor<'_>,
     streams: &[String],
 ) -> Result<HashMap<String, StreamHead>, StoreError> {
     let rows = sqlx::query("select stream_id, version, last_hash from streams where stream_id = any($1)")
         .bind(streams)
-        .fetch_all(&mut **tx)
+        .fetch_all(executor)
         .await?;
     Ok(rows
         .iter()

@@ -64,20 +64,14 @@ macro_rules! shared_reads {
             schema_tag: &str,
             state: &[u8],
         ) -> Result<(), StoreError> {
-            sqlx::query(
-                "insert into snapshots (stream_id, version, schema_tag, state, taken_at) \
-                 values ($1, $2, $3, $4, $5) \
-                 on conflict (stream_id) do update set version = excluded.version, \
-                 schema_tag = excluded.schema_tag, state = excluded.state, taken_at = excluded.taken_at \
-                 where excluded.version >= snapshots.version or excluded.schema_tag <> snapshots.schema_tag",
-            )
-            .bind(stream.as_str())
-            .bind(version as i64)
-            .bind(schema_tag)
-            .bind(state)
-            .bind(now_millis())
-            .execute(&self.$pool)
-            .await?;
+            sqlx::query($crate::store::UPSERT_SNAPSHOT)
+                .bind(stream.as_str())
+                .bind(version as i64)
+                .bind(schema_tag)
+                .bind(state)
+                .bind(now_millis())
+                .execute(&self.$pool)
+                .await?;
             Ok(())
         }
     };
