@@ -8,7 +8,7 @@
 //! appenders, which group commit makes cheap: one lock per batch, not per
 //! event. Rows go in with one `unnest` insert per batch. On the fast path the
 //! lock, the insert and the head update are one call of the server-side
-//! function `eventlog_append` (migration 0006): one round trip per batch.
+//! function `eventlog_append` (migration 0007): one round trip per batch.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use super::{
 /// Key of the advisory lock that orders appends ("eventlog" in ASCII).
 const APPEND_LOCK: i64 = 0x6576_656e_746c_6f67;
 /// SQLSTATE `eventlog_append` raises when a row collides with a stored one
-/// (migration 0006).
+/// (migration 0007).
 const APPEND_CONFLICT: &str = "EV409";
 
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
