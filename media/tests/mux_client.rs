@@ -229,3 +229,34 @@ async fn unknown_assets_are_not_found() {
     let sims = sims().await;
     assert_eq!(mux(&sims).get_asset("nope").await, Err(MuxError::NotFound));
 }
+
+#[tokio::test]
+async fn an_html_bad_gateway_is_a_transient_server_error() {
+    let sims = sims().await;
+    let client = MuxClient::new(MuxConfig { retry: RetryPolicy::none(), ..mux_config(&sims) }).unwrap();
+    let stream = client.create_live_stream(&saga_stream("html-502")).await.unwrap();
+    sims.faults().mux_request(MuxOp::GetLiveStream, MuxRequestFault::BadGatewayHtml, Times::Once);
+    let err = client.get_live_stream(&stream.id).await.unwrap_err();
+    assert_eq!(err, MuxError::Server { status: 502 });
+    assert!(err.is_transient());
+    assert_eq!(client.get_live_stream(&stream.id).await.unwrap().id, stream.id);
+}
+
+#[tokio::test]
+async fn a_held_create_takes_effect_before_its_response_is_released() {
+    use eventuall_media::sim::HoldOn;
+    let sims = sims().await;
+    let client = mux(&sims);
+    let hold = sims.faults().hold(HoldOn::Mux(MuxOp::CreateLiveStream), 1);
+    client.create_live_stream(&saga_stream("first")).await.unwrap();
+    assert!(!hold.is_reached(), "the first create went through");
+    let held = tokio::spawn({
+        let client = client.clone();
+        async move { client.create_live_stream(&saga_stream("held")).await }
+    });
+    assert!(hold.reached(Duration::from_secs(5)).await);
+    assert_eq!(sims.handle.mux.live_streams_created(), 2, "created while the response is held");
+    assert!(!held.is_finished());
+    hold.release();
+    assert_eq!(held.await.unwrap().unwrap().passthrough.as_deref(), Some("held"));
+}

@@ -370,3 +370,90 @@ async fn asset_and_clip_faults_surface_as_errored_or_stuck_preparing() {
     .await;
     assert_eq!(mux.get_asset(&live_asset).await.unwrap().status, AssetStatus::Errored);
 }
+
+/// A live stream fed by a real egress, active: `(stream id, egress id, asset id)`.
+async fn broadcasting(sims: &eventuall_media::sim::Simulators, passthrough: &str) -> (String, String, String) {
+    let (mux, egress) = (mux(sims), egress(sims));
+    let stream = mux.create_live_stream(&stream_request(passthrough)).await.unwrap();
+    let page = format!("https://app.example.com/composite?saga={passthrough}");
+    let started =
+        egress.start_web_egress(&page, &[mux_ingest_url(&stream.stream_key)], StartSignal::Immediate).await.unwrap();
+    let live = eventually("mux stream active", || async {
+        let s = mux.get_live_stream(&stream.id).await.unwrap();
+        (s.status == LiveStreamStatus::Active).then_some(s)
+    })
+    .await;
+    (stream.id, started.egress_id, live.active_asset_id.expect("active asset"))
+}
+
+#[tokio::test]
+async fn an_ingest_blip_inside_the_reconnect_window_keeps_the_stream_active_on_one_asset() {
+    let mut config = eventuall_media::sim::SimConfig::fast();
+    config.mux.reconnect_window_override = Some(Duration::from_secs(2));
+    let sims = common::sims_with(config).await;
+    let client = mux(&sims);
+    let (stream_id, egress_id, asset_id) = broadcasting(&sims, "blip").await;
+
+    assert!(sims.handle.mux.interrupt_ingest(&stream_id, Some(Duration::from_millis(300))));
+    let during = client.get_live_stream(&stream_id).await.unwrap();
+    assert_eq!(sims.handle.mux.live_streams()[0].phase, IngestPhase::Disconnected);
+    assert_eq!(during.status, LiveStreamStatus::Active, "active for the whole reconnect window");
+    assert_eq!(during.active_asset_id.as_deref(), Some(asset_id.as_str()));
+
+    eventually("encoder back", || async {
+        let s = &sims.handle.mux.live_streams()[0];
+        (s.phase == IngestPhase::Active && s.encoder_connected).then_some(())
+    })
+    .await;
+    let after = client.get_live_stream(&stream_id).await.unwrap();
+    assert_eq!(after.active_asset_id.as_deref(), Some(asset_id.as_str()), "the same recording continues");
+    assert_eq!(after.recent_asset_ids, vec![asset_id]);
+
+    egress(&sims).stop_egress(&egress_id).await.unwrap();
+    client.complete_live_stream(&stream_id).await.unwrap();
+    eventually("nothing left", || async { sims.handle.leftovers().is_empty().then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn an_ingest_outage_past_the_reconnect_window_ends_the_asset_and_starts_another() {
+    let mut config = eventuall_media::sim::SimConfig::fast();
+    config.mux.reconnect_window_override = Some(Duration::from_millis(100));
+    let sims = common::sims_with(config).await;
+    let client = mux(&sims);
+    let (stream_id, egress_id, first) = broadcasting(&sims, "outage").await;
+
+    assert!(sims.handle.mux.interrupt_ingest(&stream_id, Some(Duration::from_millis(600))));
+    let idle = eventually("stream idle after the window", || async {
+        let s = client.get_live_stream(&stream_id).await.unwrap();
+        (s.status == LiveStreamStatus::Idle).then_some(s)
+    })
+    .await;
+    assert!(idle.active_asset_id.is_none());
+    assert_eq!(client.get_asset(&first).await.unwrap().is_live, Some(false), "the first asset is final");
+
+    let back = eventually("a new recording after the reconnection", || async {
+        let s = client.get_live_stream(&stream_id).await.unwrap();
+        (s.status == LiveStreamStatus::Active).then_some(s)
+    })
+    .await;
+    let second = back.active_asset_id.expect("active asset");
+    assert_ne!(second, first);
+    assert_eq!(back.recent_asset_ids, vec![first, second]);
+
+    egress(&sims).stop_egress(&egress_id).await.unwrap();
+    client.complete_live_stream(&stream_id).await.unwrap();
+    eventually("nothing left", || async { sims.handle.leftovers().is_empty().then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn an_interrupted_encoder_that_hangs_up_meanwhile_does_not_come_back() {
+    let sims = sims().await;
+    let (stream_id, egress_id, _) = broadcasting(&sims, "gone").await;
+    assert!(sims.handle.mux.interrupt_ingest(&stream_id, Some(Duration::from_millis(200))));
+    egress(&sims).stop_egress(&egress_id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let s = &sims.handle.mux.live_streams()[0];
+    assert!(!s.encoder_connected, "{s:?}");
+    assert_eq!(s.phase, IngestPhase::Idle);
+    assert!(sims.handle.leftovers().is_empty(), "{:?}", sims.handle.leftovers());
+}

@@ -66,6 +66,9 @@ impl Recording {
 
     /// Processes the oldest due command, if any.
     pub async fn commands_try_step(&self) -> anyhow::Result<Step> {
+        if !self.inner.lease.hold().await {
+            return Ok(Step::Idle);
+        }
         let store = &self.inner.store;
         let Some(command) = db::next_due_command(store, self.now()).await? else { return Ok(Step::Idle) };
         let outcome = match self.apply_command(&command).await {
@@ -88,6 +91,13 @@ impl Recording {
                 if attempts >= settings.max_attempts {
                     tracing::error!(command_id = %id, attempts, %why, "recording command dead-lettered");
                     db::update_command(store, id, "dead", attempts, now, Some(&why), now).await?;
+                    if command.kind == CommandKind::Start.as_str()
+                        && let Err(error) = self.compensate_dead_start(&command, &why).await
+                    {
+                        // The dead letter stays listed; retrying it compensates
+                        // (its session is failed) or finishes the start.
+                        tracing::error!(command_id = %id, error = %format!("{error:#}"), "could not undo a dead start");
+                    }
                 } else {
                     let due = now + settings.backoff_ms(attempts);
                     tracing::warn!(command_id = %id, attempts, %why, "recording command will be retried");
@@ -104,6 +114,13 @@ impl Recording {
         match command.kind.as_str() {
             "start" => {
                 let session_id = command.command_id.as_str();
+                // A retried dead letter whose session was already failed (or
+                // a start re-run after its session ended) must not lock the
+                // room again for a session nobody drives.
+                let (session, _) = self.session(session_id).await?;
+                if session.phase.is_terminal() {
+                    return Ok(Outcome::Refused(format!("session {session_id} already ended {:?}", session.phase)));
+                }
                 let acquire = CoordinatorCommand::Acquire { session_id: session_id.to_owned(), at: now };
                 match self.execute_coordinator(event_id, acquire, session_id).await? {
                     Ok(_) => {}
@@ -111,6 +128,7 @@ impl Recording {
                         return Ok(Outcome::Refused(format!("session {other} is already recording")));
                     }
                 }
+                super::stall_point("lock-acquired").await;
                 let request = SessionCommand::Request {
                     session_id: session_id.to_owned(),
                     event_id: event_id.to_owned(),
@@ -136,6 +154,62 @@ impl Recording {
             }
             other => Ok(Outcome::Refused(format!("unknown command kind {other:?}"))),
         }
+    }
+
+    /// Undoes a start that will not be retried, so that its lock does not
+    /// hold the room until the 12 h expiry (ADR 0005, amendment of
+    /// 2026-11-23). The session ends `failed` with the reason either way.
+    ///
+    /// - Driven by the saga already (an attempt activated it, then failed
+    ///   to mark the command done): it may have created a stream or an
+    ///   egress, so it is failed and the saga compensates as for any failure.
+    /// - Never driven: nothing outside exists (only the saga calls Mux and
+    ///   LiveKit, and only for active sessions), so the lock is released and
+    ///   the compensation recorded at once, with nothing to stop or delete.
+    async fn compensate_dead_start(&self, command: &db::CommandRow, why: &str) -> anyhow::Result<()> {
+        let session_id = command.command_id.as_str();
+        let event_id = command.event_id.as_str();
+        let reason = format!("the start command was dead-lettered: {why}");
+        let (session, _) = self.session(session_id).await?;
+        if session.phase.is_terminal() {
+            return Ok(());
+        }
+        if db::is_session_active(&self.inner.store, session_id).await? {
+            tracing::warn!(session_id, %reason, "failing a session whose start was dead-lettered");
+            self.fail(session_id, reason).await?;
+            self.poke();
+            return Ok(());
+        }
+        let (coordinator, _) = self.coordinator(event_id).await?;
+        let holds_lock = coordinator.active.as_ref().is_some_and(|lock| lock.session_id == session_id);
+        if !holds_lock && session.phase == eventuall_domain::recording::Phase::New {
+            // It never got as far as the lock: there is nothing to undo.
+            return Ok(());
+        }
+        let now = self.now();
+        if holds_lock {
+            let release =
+                CoordinatorCommand::Release { session_id: session_id.to_owned(), reason: reason.clone(), at: now };
+            let _ = self.execute_coordinator(event_id, release, session_id).await?;
+        }
+        tracing::warn!(session_id, %reason, "released the lock of a dead-lettered start");
+        use eventuall_domain::recording::SessionEvent as E;
+        let record = |event| SessionCommand::Record(event);
+        let commands = vec![
+            SessionCommand::Request {
+                session_id: session_id.to_owned(),
+                event_id: event_id.to_owned(),
+                requested_by: command.requested_by.clone(),
+                at: now,
+            },
+            record(E::FailureDetected { reason: reason.clone(), at: now }),
+            record(E::EgressStopped { egress_id: None, error: None, at: now }),
+            record(E::StreamDeleted { stream_id: None, error: None, at: now }),
+            record(E::LockReleased { at: now }),
+            record(E::Failed { reason, at: now }),
+        ];
+        self.execute_session_all(session_id, commands, "CompensateDeadStart").await?;
+        Ok(())
     }
 
     pub async fn dead_letters(&self) -> Result<Vec<db::CommandRow>, crate::store::StoreError> {

@@ -164,6 +164,13 @@ pub async fn set_session_retry(
     Ok(())
 }
 
+/// Whether the saga drives `session_id` (activated, not yet terminal).
+pub async fn is_session_active(store: &EventStore, session_id: &str) -> Result<bool, StoreError> {
+    let sql = "select count(*) from recording_sessions_active where session_id = $1";
+    let n = on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql).bind(session_id).fetch_one(pool).await?);
+    Ok(n > 0)
+}
+
 pub async fn deactivate_session(store: &EventStore, session_id: &str) -> Result<(), StoreError> {
     let sql = "delete from recording_sessions_active where session_id = $1";
     on_pool!(store, |pool| {

@@ -85,6 +85,9 @@ impl Recording {
     /// recorded an event or finished.
     pub async fn try_step(&self) -> anyhow::Result<Step> {
         let _guard = self.inner.step_lock.lock().await;
+        if !self.inner.lease.hold().await {
+            return Ok(Step::Idle);
+        }
         let store = &self.inner.store;
         let due = db::due_sessions(store, self.now()).await?;
         let mut progressed = false;
@@ -137,7 +140,7 @@ impl Recording {
     }
 
     /// Records a failure; the next steps compensate.
-    async fn fail(&self, session_id: &str, reason: String) -> anyhow::Result<()> {
+    pub(super) async fn fail(&self, session_id: &str, reason: String) -> anyhow::Result<()> {
         let at = self.now();
         // Refused when already compensating or terminal: nothing to do then.
         let _ = self.record(session_id, SessionEvent::FailureDetected { reason, at }).await;
@@ -273,9 +276,20 @@ impl Recording {
                 record(SessionEvent::EgressStopped { egress_id: Some(egress_id), error: None, at: now }).await
             }
             Phase::EgressStopped => {
-                let stream = mux.get_live_stream(session.stream_id.as_deref().unwrap_or_default()).await?;
+                let stream_id = session.stream_id.as_deref().unwrap_or_default();
+                // Ends the recording now rather than after the reconnect
+                // window (60 s on Mux), so the room is free sooner. `complete`
+                // is idempotent: after a crash it is simply sent again.
+                match mux.complete_live_stream(stream_id).await {
+                    Ok(()) => {}
+                    Err(MuxError::NotFound) => {
+                        return Err(StepError::Fatal(format!("live stream {stream_id} vanished before completing")));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let stream = mux.get_live_stream(stream_id).await?;
                 if stream.status == LiveStreamStatus::Active {
-                    // Inside the reconnect window; Mux ends the asset after it.
+                    // Mux has not applied the completion yet; look again.
                     return Ok(Advance::Waiting);
                 }
                 let asset_id = session.asset_id.clone().or_else(|| stream.recent_asset_ids.last().cloned());
@@ -283,6 +297,13 @@ impl Recording {
                     Some(asset_id) => record(SessionEvent::StreamCompleted { asset_id, at: now }).await,
                     None => Err(StepError::Fatal("the live stream recorded no asset".into())),
                 }
+            }
+            // The lock goes as soon as the stream is complete: nothing of
+            // this session uses the room any more, and cutting clips can take
+            // minutes (ADR 0005, amendment of 2026-11-23).
+            Phase::StreamCompleted if !session.lock_released => {
+                self.release(&session, "stream completed", now).await?;
+                record(SessionEvent::LockReleased { at: now }).await
             }
             Phase::StreamCompleted => {
                 let asset_id = session.asset_id.clone().unwrap_or_default();
@@ -309,7 +330,11 @@ impl Recording {
         let session_id = session.session_id.as_str();
         let mux = &self.inner.mux;
         if session.all_clips_settled() {
-            self.release(session, "completed", now).await?;
+            // Sessions recorded before the lock was released at stream
+            // completion still hold it here.
+            if !session.lock_released {
+                self.release(session, "completed", now).await?;
+            }
             self.record(session_id, SessionEvent::Completed { at: now }).await?;
             return Ok(Advance::Progressed);
         }
@@ -564,8 +589,19 @@ impl Recording {
             Some(_) => {}
         }
         let stream = self.inner.mux.get_live_stream(session.stream_id.as_deref().unwrap_or_default()).await?;
+        // A stream whose encoder dropped stays `active` for its reconnect
+        // window, and a reconnection inside it continues the same asset:
+        // that is no failure. Past the window the stream goes `idle`, and a
+        // later reconnection starts a new asset: the recording was cut.
         if stream.status != LiveStreamStatus::Active {
             return Err(StepError::Fatal(format!("live stream is {:?} while recording", stream.status)));
+        }
+        if let (Some(recording), Some(live)) = (&session.asset_id, &stream.active_asset_id)
+            && recording != live
+        {
+            return Err(StepError::Fatal(format!(
+                "the live stream was interrupted past its reconnect window: asset {recording} ended, {live} began"
+            )));
         }
         Ok(())
     }

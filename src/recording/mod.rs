@@ -11,6 +11,7 @@
 //! - `commands`: the command queue with retries, backoff and dead letters
 //!   ([`Recording::commands_try_step`]).
 //! - `db`: the two operational tables.
+//! - `lease`: on PostgreSQL, one process at a time runs the two workers.
 //!
 //! Design and idempotency rules: `docs/adr/0005-recording-saga.md`. This
 //! module depends on the store, timers, rooms and the media clients; it knows
@@ -18,6 +19,7 @@
 
 mod commands;
 pub mod db;
+mod lease;
 mod manager;
 pub mod media;
 
@@ -113,6 +115,23 @@ struct Inner {
     /// versions guard across processes).
     step_lock: Mutex<()>,
     wake: Notify,
+    lease: lease::Lease,
+}
+
+/// Fault injection for the crash tests (`tests/api/recording_crash.rs`):
+/// when this environment variable names a [`stall_point`], the process stops
+/// there for good, so that a test can SIGKILL it provably inside that step
+/// even where no external call would let a simulator hold it. Only whoever
+/// starts the process can set it: there is no flag and no route.
+const STALL_ENV: &str = "EVENTUALL_RECORDING_STALL_AT";
+
+/// Stalls forever if [`STALL_ENV`] names `point` (read once per process).
+async fn stall_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var(STALL_ENV).ok()).as_deref() == Some(point) {
+        tracing::error!(point, "{STALL_ENV} reached: stalling until the process is killed");
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Timer owners of the saga: `recording-{sessionId}`.
@@ -178,7 +197,9 @@ impl Recording {
         egress: Egress,
         settings: RecordingSettings,
     ) -> Self {
+        let lease = lease::Lease::for_store(&store, settings.poll_every);
         let inner = Inner {
+            lease,
             store,
             timers,
             clock,
@@ -226,6 +247,14 @@ impl Recording {
                 _ = shutdown.changed() => {}
             }
         }
+        self.release_lease().await;
+    }
+
+    /// Gives up the worker lease (PostgreSQL) so that another process runs
+    /// the saga from its next try; this process takes it again on a later
+    /// step if it is still free. `run` calls it on shutdown.
+    pub async fn release_lease(&self) {
+        self.inner.lease.release().await;
     }
 
     pub async fn session(&self, session_id: &str) -> Result<(RecordingSession, u64), StoreError> {
@@ -254,8 +283,26 @@ impl Recording {
         command: SessionCommand,
         name: &str,
     ) -> anyhow::Result<Vec<SessionEvent>> {
-        let (session, version) = self.session(session_id).await?;
-        let events = session.decide(command)?;
+        self.execute_session_all(session_id, vec![command], name).await
+    }
+
+    /// Decides `commands` in order, each on the state the previous ones
+    /// left, and appends all their events at once: all or nothing.
+    async fn execute_session_all(
+        &self,
+        session_id: &str,
+        commands: Vec<SessionCommand>,
+        name: &str,
+    ) -> anyhow::Result<Vec<SessionEvent>> {
+        use cqrs_es::Aggregate;
+        let (mut session, version) = self.session(session_id).await?;
+        let mut events = vec![];
+        for command in commands {
+            for event in session.decide(command)? {
+                session.apply(event.clone());
+                events.push(event);
+            }
+        }
         if !events.is_empty() {
             let batch = events
                 .iter()

@@ -6,6 +6,7 @@ mod helpers;
 mod projections;
 mod queue;
 mod recording;
+mod recording_crash;
 mod replay;
 mod rooms;
 mod webhooks;

@@ -12,9 +12,10 @@ use eventuall::clock::ManualClock;
 use eventuall::recording::{Recording, StatusView, Step};
 use eventuall::server::Application;
 use eventuall::timers::{Dispatch, Timers};
+use eventuall_domain::recording::{ClipStatus, Phase};
 use eventuall_media::sim::{
-    AssetFault, AssetKind, EgressFault, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, SimConfig, Simulators,
-    Times, TwirpFault, TwirpMethod,
+    AssetFault, AssetKind, EgressFault, IngestFault, IngestPhase, MuxOp, MuxRequestFault, ResponseLoss, SimConfig,
+    Simulators, Times, TwirpFault, TwirpMethod,
 };
 use serde_json::{Value, json};
 
@@ -543,4 +544,269 @@ async fn a_kill_9_mid_saga_resumes_without_duplicates() {
     }
     assert!(sims.handle.leftovers().is_empty(), "{:#?}", sims.handle.leftovers());
     second.kill().await.ok();
+}
+
+#[tokio::test]
+async fn an_html_bad_gateway_from_mux_is_retried_like_any_5xx() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let faults = rig.sims.faults();
+    faults.mux_request(MuxOp::CreateLiveStream, MuxRequestFault::BadGatewayHtml, Times::N(2));
+    faults.mux_request(MuxOp::GetLiveStream, MuxRequestFault::BadGatewayHtml, Times::Once);
+    start_session(&rig).await;
+    let status = rig.drive_to_state("recording").await;
+    assert_eq!(rig.sims.handle.mux.live_streams_created(), 1, "the POSTs refused with 502 created nothing twice");
+    assert!(status.failure_reason.is_none());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+/// Simulators whose streams wait `window` for an encoder to come back.
+async fn with_reconnect_window(window: Duration) -> Rig {
+    let mut config = SimConfig::fast();
+    config.mux.reconnect_window_override = Some(window);
+    let sims = Arc::new(Simulators::spawn(config).await.expect("simulators"));
+    rig(TestDb::sqlite().await, sims, ManualClock::starting_at(1_700_000_000_000), &[]).await
+}
+
+async fn wait_for_ingest(rig: &Rig, what: &str, accept: impl Fn(&eventuall_media::sim::LiveStreamSnapshot) -> bool) {
+    for _ in 0..250 {
+        if rig.sims.handle.mux.live_streams().iter().any(&accept) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the stream never got {what}: {:#?}", rig.sims.handle.mux.live_streams());
+}
+
+#[tokio::test]
+async fn an_encoder_back_inside_the_reconnect_window_does_not_fail_the_recording() {
+    let rig = with_reconnect_window(Duration::from_secs(3)).await;
+    start_session(&rig).await;
+    let status = rig.drive_to_state("recording").await;
+    let stream_id = status.stream_id.clone().expect("stream id");
+    assert!(rig.sims.handle.mux.interrupt_ingest(&stream_id, Some(Duration::from_millis(1_000))));
+
+    // The health check runs while the encoder is away.
+    rig.fire_timers_after(31_000).await;
+    assert_eq!(rig.sims.handle.mux.live_streams()[0].phase, IngestPhase::Disconnected, "checked during the outage");
+    let (session, _) = rig.recording.session(status.session_id.as_deref().unwrap()).await.unwrap();
+    assert_eq!(session.phase, Phase::Recording, "{:?}", session.failure);
+
+    // And again once it is back on the same asset.
+    wait_for_ingest(&rig, "its encoder back", |s| s.phase == IngestPhase::Active && s.encoder_connected).await;
+    rig.fire_timers_after(31_000).await;
+    let (session, _) = rig.recording.session(status.session_id.as_deref().unwrap()).await.unwrap();
+    assert_eq!(session.phase, Phase::Recording, "{:?}", session.failure);
+
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    let recordings = rig.sims.handle.mux.assets().into_iter().filter(|a| a.live_stream_id.is_some()).count();
+    assert_eq!(recordings, 1, "one recording asset");
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_encoder_back_after_the_reconnect_window_fails_the_recording() {
+    let rig = with_reconnect_window(Duration::from_millis(100)).await;
+    start_session(&rig).await;
+    let status = rig.drive_to_state("recording").await;
+    let stream_id = status.stream_id.clone().expect("stream id");
+    assert!(rig.sims.handle.mux.interrupt_ingest(&stream_id, Some(Duration::from_millis(500))));
+    // Mux ended the first asset and records the reconnection as a new one:
+    // the stream looks `active` again, but the recording was cut.
+    wait_for_ingest(&rig, "a second asset", |s| s.phase == IngestPhase::Active && s.recent_asset_ids.len() == 2).await;
+    rig.fire_timers_after(31_000).await;
+    fails_cleanly(&rig, "reconnect window").await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_encoder_gone_past_the_reconnect_window_fails_the_recording() {
+    let rig = with_reconnect_window(Duration::from_millis(100)).await;
+    start_session(&rig).await;
+    let status = rig.drive_to_state("recording").await;
+    let stream_id = status.stream_id.clone().expect("stream id");
+    assert!(rig.sims.handle.mux.interrupt_ingest(&stream_id, None));
+    wait_for_ingest(&rig, "idle", |s| s.phase == IngestPhase::Idle).await;
+    rig.fire_timers_after(31_000).await;
+    fails_cleanly(&rig, "live stream is Idle").await;
+    rig.app.stop().await;
+}
+
+/// Opens the test's SQLite database beside the service.
+async fn sqlite(url: &str) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    sqlx::SqliteConnection::connect(url).await.expect("sqlite opens")
+}
+
+#[tokio::test]
+async fn a_start_dead_lettered_after_taking_the_lock_releases_it_and_fails_the_session() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let mut db = sqlite(&rig.app.db.url).await;
+    // Every attempt of the start takes the lock, records the session, then
+    // cannot hand it to the saga.
+    sqlx::query(
+        "create trigger refuse_activation before insert on recording_sessions_active \
+         begin select raise(abort, 'injected: activation refused'); end",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let session_id = start_session(&rig).await;
+    for _ in 0..10 {
+        rig.recording.commands_try_step().await.unwrap();
+        rig.recording.try_step().await.unwrap();
+        if !rig.recording.dead_letters().await.unwrap().is_empty() {
+            break;
+        }
+        rig.clock.advance(60_000);
+    }
+    let dead = rig.recording.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "the start was dead-lettered");
+    assert_eq!(dead[0].command_id, session_id);
+
+    let status = rig.recording.status(EVENT).await.unwrap();
+    assert_eq!(status.state, "failed");
+    let reason = status.failure_reason.clone().unwrap_or_default();
+    assert!(reason.contains("dead-lettered") && reason.contains("activation refused"), "{reason}");
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps.last(), Some(&"RecordingFailed"), "{steps:?}");
+    assert!(steps.contains(&"LockReleased"), "{steps:?}");
+    let (coordinator, _) = rig.recording.coordinator(EVENT).await.unwrap();
+    assert_eq!(coordinator.active, None, "the lock is released, not left to the 12 h expiry");
+    assert_eq!(rig.sims.handle.mux.live_streams_created(), 0);
+    assert!(rig.sims.handle.livekit.egresses().is_empty());
+
+    // Retrying the dead letter does not lock the room for the failed session.
+    sqlx::query("drop trigger refuse_activation").execute(&mut db).await.unwrap();
+    assert_eq!(rig.post(&format!("/cloudcaster/dead-letters/{session_id}/retry"), json!({})).await.status(), 200);
+    rig.recording.commands_try_step().await.unwrap();
+    let (coordinator, _) = rig.recording.coordinator(EVENT).await.unwrap();
+    assert_eq!(coordinator.active, None);
+    assert_eq!(rig.recording.status(EVENT).await.unwrap().state, "failed");
+
+    // The room records again at once.
+    let next = start_session(&rig).await;
+    let status = rig.drive_to_state("recording").await;
+    assert_eq!(status.session_id.as_deref(), Some(next.as_str()));
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_recording_can_start_while_the_clips_of_the_previous_one_are_cut() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    rig.sims.faults().mux_asset(AssetKind::Clip, AssetFault::StuckPreparing, Times::Once);
+    let first = start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    rig.stage("alice", "enter").await;
+    rig.clock.advance(4_000);
+    rig.stage("alice", "exit").await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    rig.stop().await;
+    let status = rig
+        .drive_until("a clip being prepared", |s| {
+            s.state == "clipping" && s.steps.iter().any(|step| step.step == "ClipCreated")
+        })
+        .await;
+    let steps: Vec<&str> = status.steps.iter().map(|s| s.step.as_str()).collect();
+    let at = |name: &str| steps.iter().position(|s| *s == name).unwrap_or_else(|| panic!("{name} in {steps:?}"));
+    assert!(at("StreamCompleted") < at("LockReleased"), "{steps:?}");
+    assert!(at("LockReleased") < at("RecordingAssetReady"), "{steps:?}");
+    let (coordinator, _) = rig.recording.coordinator(EVENT).await.unwrap();
+    assert_eq!(coordinator.active, None, "the lock went with the stream, before the clips");
+    rig.assert_room_recording(None).await;
+
+    let second = start_session(&rig).await;
+    rig.drive_until("the second recording", |s| {
+        s.session_id.as_deref() == Some(second.as_str()) && s.state == "recording"
+    })
+    .await;
+    let (earlier, _) = rig.recording.session(&first).await.unwrap();
+    assert_eq!(earlier.phase, Phase::Clipping, "the first session is still cutting clips");
+    rig.assert_room_recording(Some(&second)).await;
+
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    // The stuck clip of the first session is given up as an orphan.
+    rig.clock.advance(11 * 60 * 1000);
+    for _ in 0..50 {
+        rig.recording.try_step().await.unwrap();
+        if rig.recording.session(&first).await.unwrap().0.phase == Phase::Completed {
+            break;
+        }
+    }
+    let (earlier, _) = rig.recording.session(&first).await.unwrap();
+    assert_eq!(earlier.phase, Phase::Completed);
+    assert!(earlier.clips.values().all(|c| c.status == ClipStatus::Errored), "{:?}", earlier.clips);
+    rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+/// Two service processes on one PostgreSQL database: only the lease holder
+/// runs the saga, and the other takes over once the holder gives it up.
+#[tokio::test]
+async fn on_postgres_one_process_at_a_time_runs_the_saga() {
+    let a = fresh(TestDb::postgres().await, &["--recording-poll-every", "50ms"]).await;
+    let flags = [
+        "--mux-url",
+        a.sims.mux_url.as_str(),
+        "--livekit-url",
+        a.sims.livekit_url.as_str(),
+        "--recording-worker",
+        "manual",
+        "--composite-url",
+        "https://app.example.com/composite",
+        "--recording-poll-every",
+        "50ms",
+    ];
+    let b_app =
+        Application::build_with_clock(config_with(&a.app.db.url, &flags), a.clock.clone()).await.expect("b builds");
+    let b = b_app.state().recording.clone();
+
+    // A steps first and takes the lease.
+    assert_eq!(a.recording.commands_try_step().await.unwrap(), Step::Idle);
+    start_session(&a).await;
+    let b_steps_nothing = || async {
+        for _ in 0..5 {
+            assert_eq!(b.commands_try_step().await.unwrap(), Step::Idle, "B must not take A's commands");
+            assert_eq!(b.try_step().await.unwrap(), Step::Idle, "B must not drive A's sessions");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    b_steps_nothing().await;
+    assert_eq!(a.recording.status(EVENT).await.unwrap().state, "none", "the start is still queued");
+    a.drive_to_state("egress_started").await;
+    b_steps_nothing().await;
+    a.drive_to_state("recording").await;
+    assert_eq!(a.sims.handle.mux.live_streams_created(), 1);
+
+    // A shuts down (giving the lease up); B takes over and finishes.
+    a.recording.release_lease().await;
+    b.enqueue(EVENT, eventuall::recording::CommandKind::Stop, "mod").await.unwrap();
+    let mut done = false;
+    for _ in 0..400 {
+        b.commands_try_step().await.unwrap();
+        b.try_step().await.unwrap();
+        if b.status(EVENT).await.unwrap().state == "completed" {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        a.clock.advance(IDLE_ADVANCE_MS);
+    }
+    assert!(done, "B never completed the session: {:#?}", b.status(EVENT).await.unwrap());
+    assert_eq!(a.sims.handle.mux.live_streams_created(), 1, "one live stream");
+    assert_eq!(a.sims.handle.livekit.egresses().len(), 1, "one egress");
+    a.assert_clean().await;
+    drop(b);
+    drop(b_app);
+    a.app.stop().await.drop_db().await;
 }

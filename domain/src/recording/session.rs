@@ -3,7 +3,7 @@
 //! Happy path: `Requested` → `StreamCreateRequested` → `StreamCreated` →
 //! `StreamReady` → `EgressStartRequested` → `EgressStarted` → `EgressActive`
 //! → `RecordingStarted` → `StopRequested` → `EgressStopped` →
-//! `StreamCompleted` → `AssetReady` → `ClipsRequested` → `ClipCreated` /
+//! `StreamCompleted` → `LockReleased` → `AssetReady` → `ClipsRequested` → `ClipCreated` /
 //! `ClipReady` / `ClipErrored` per clip → `Completed`.
 //!
 //! Failure: `FailureDetected` (from any live phase) moves to `Compensating`,
@@ -333,7 +333,9 @@ impl RecordingSession {
             E::Completed { .. } => phase == P::Clipping && self.all_clips_settled(),
             E::FailureDetected { .. } => !phase.is_terminal() && phase != P::Compensating && phase != P::New,
             E::StreamDeleted { .. } => phase == P::Compensating && !self.stream_deleted,
-            E::LockReleased { .. } => phase == P::Compensating && !self.lock_released,
+            // Stop releases the lock once the stream is complete, before the
+            // asset and clips; a failure releases it while compensating.
+            E::LockReleased { .. } => matches!(phase, P::Compensating | P::StreamCompleted) && !self.lock_released,
             E::Failed { .. } => phase == P::Compensating && self.lock_released,
         }
     }

@@ -176,3 +176,26 @@ fn a_finished_session_cannot_fail_again() {
         .when(SessionCommand::Record(SessionEvent::FailureDetected { reason: "y".into(), at: 25 }))
         .then_expect_error(SessionError::OutOfOrder { phase: Phase::Failed, event: "RecordingFailureDetected".into() });
 }
+
+#[test]
+fn a_stop_releases_the_lock_once_the_stream_is_complete_before_the_clips() {
+    let mut given = recording();
+    given.extend([
+        SessionEvent::StopRequested { reason: "moderator".into(), at: 10 },
+        SessionEvent::EgressStopped { egress_id: Some("EG_1".into()), error: None, at: 11 },
+    ]);
+    session()
+        .given(given.clone())
+        .when(SessionCommand::Record(SessionEvent::LockReleased { at: 12 }))
+        .then_expect_error(SessionError::OutOfOrder { phase: Phase::EgressStopped, event: "LockReleased".into() });
+    given.push(SessionEvent::StreamCompleted { asset_id: "a1".into(), at: 12 });
+    session()
+        .given(given.clone())
+        .when(SessionCommand::Record(SessionEvent::LockReleased { at: 13 }))
+        .then_expect_events(vec![SessionEvent::LockReleased { at: 13 }]);
+    given.push(SessionEvent::LockReleased { at: 13 });
+    session()
+        .given(given)
+        .when(SessionCommand::Record(SessionEvent::LockReleased { at: 14 }))
+        .then_expect_error(SessionError::OutOfOrder { phase: Phase::StreamCompleted, event: "LockReleased".into() });
+}

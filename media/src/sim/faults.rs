@@ -5,9 +5,15 @@
 //! A fault is armed with a [`Times`] and consumed by the first matching
 //! request or lifecycle step; several armed faults for the same trigger fire
 //! in arming order.
+//!
+//! A [`Hold`] is not a failure but a stall: the request takes effect, then
+//! its response waits until the test releases it. A crash test uses it to
+//! kill the client while it is provably inside that call.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// How many matching calls an armed fault applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +60,8 @@ pub enum MuxRequestFault {
     RateLimited { retry_after: Duration },
     /// A 5xx before anything is done.
     ServerError { status: u16 },
+    /// A load balancer's HTML 502 page instead of Mux's JSON error body.
+    BadGatewayHtml,
     /// The operation is performed, then its response is lost.
     CommitThenLose(ResponseLoss),
 }
@@ -151,6 +159,64 @@ pub enum WebhookFault {
     Expired,
 }
 
+/// Which call a [`Hold`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HoldOn {
+    Mux(MuxOp),
+    LiveKit(TwirpMethod),
+}
+
+/// The longest a held response waits for [`Hold::release`]: a test that
+/// forgets to release (or panics first) must not wedge a server task for
+/// ever.
+const HOLD_CAP: Duration = Duration::from_secs(120);
+
+/// A stalled request, armed with [`Faults::hold`]. The request is performed
+/// (a create creates) and its response is held back until
+/// [`Hold::release`]. Cloning shares.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    reached: watch::Sender<bool>,
+    released: watch::Sender<bool>,
+}
+
+impl Hold {
+    fn new() -> Self {
+        Self { reached: watch::Sender::new(false), released: watch::Sender::new(false) }
+    }
+
+    /// Waits until a request is being held, at most `limit`; false if none
+    /// came.
+    pub async fn reached(&self, limit: Duration) -> bool {
+        let mut rx = self.reached.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|r| *r)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn is_reached(&self) -> bool {
+        *self.reached.borrow()
+    }
+
+    /// Lets the held response go (also any later request on this hold).
+    pub fn release(&self) {
+        self.released.send_replace(true);
+    }
+
+    /// Called by the simulator with the response ready.
+    pub(crate) async fn stall(&self) {
+        self.reached.send_replace(true);
+        let mut rx = self.released.subscribe();
+        let _ = tokio::time::timeout(HOLD_CAP, rx.wait_for(|r| *r)).await;
+    }
+}
+
+#[derive(Debug)]
+struct ArmedHold {
+    on: HoldOn,
+    /// Matching calls still to let through before this one holds.
+    skip: u32,
+    hold: Hold,
+}
+
 #[derive(Debug)]
 struct Armed<K, F> {
     on: K,
@@ -166,6 +232,7 @@ struct FaultBook {
     twirp: Vec<Armed<TwirpMethod, TwirpFault>>,
     egress: Vec<Armed<(), EgressFault>>,
     webhooks: Vec<Armed<(), WebhookFault>>,
+    holds: Vec<ArmedHold>,
 }
 
 fn arm<K, F>(list: &mut Vec<Armed<K, F>>, on: K, fault: F, left: Times) {
@@ -224,7 +291,16 @@ impl Faults {
         arm(&mut self.book().webhooks, (), fault, times);
     }
 
-    /// Disarms everything, including `Times::Always` faults.
+    /// Holds the response of the call after `skip` matching calls went
+    /// through (0: the next one). One call is held; see [`Hold`].
+    pub fn hold(&self, on: HoldOn, skip: u32) -> Hold {
+        let hold = Hold::new();
+        self.book().holds.push(ArmedHold { on, skip, hold: hold.clone() });
+        hold
+    }
+
+    /// Disarms everything, including `Times::Always` faults. Armed holds
+    /// are dropped; a request already held stays held until released.
     pub fn clear(&self) {
         *self.book() = FaultBook::default();
     }
@@ -251,6 +327,28 @@ impl Faults {
 
     pub(crate) fn take_webhook(&self) -> Option<WebhookFault> {
         take(&mut self.book().webhooks, &())
+    }
+
+    /// The hold this call must stall on, if one is armed and its skips are
+    /// used up (every matching call counts down every matching hold).
+    pub(crate) fn take_hold(&self, on: HoldOn) -> Option<Hold> {
+        let mut book = self.book();
+        let mut fired = None;
+        book.holds.retain_mut(|armed| {
+            if armed.on != on {
+                return true;
+            }
+            if armed.skip > 0 {
+                armed.skip -= 1;
+                return true;
+            }
+            if fired.is_some() {
+                return true;
+            }
+            fired = Some(armed.hold.clone());
+            false
+        });
+        fired
     }
 }
 

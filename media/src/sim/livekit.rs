@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{IngestDropped, mux_stream_key, redact_stream_url};
 use super::common::{lock, lose, random_id};
-use super::faults::{EgressFault, Faults, TwirpFault, TwirpMethod, WebhookFault};
+use super::faults::{EgressFault, Faults, HoldOn, TwirpFault, TwirpMethod, WebhookFault};
 use super::hooks::{SignedWebhook, sign_webhook};
 use super::mux::MuxSim;
 use super::outbox::{DeliveryOutcome, DeliveryPolicy, Dispatch, Outbox, SentWebhook};
@@ -836,6 +836,9 @@ async fn twirp_call(
             .map(|info| twirp::encode(encoding, &info, Shape::EgressInfo)),
     };
     let resp = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(hold) = sim.inner.faults.take_hold(HoldOn::LiveKit(rpc)) {
+        hold.stall().await;
+    }
     match fault {
         Some(TwirpFault::CommitThenLose(loss)) => {
             let internal = twirp::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error");

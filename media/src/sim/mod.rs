@@ -36,8 +36,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use faults::{
-    AssetFault, AssetKind, EgressFault, Faults, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, Times, TwirpFault,
-    TwirpMethod, WebhookFault,
+    AssetFault, AssetKind, EgressFault, Faults, Hold, HoldOn, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, Times,
+    TwirpFault, TwirpMethod, WebhookFault,
 };
 pub use hooks::{SignedWebhook, sign_webhook as sign_livekit_webhook};
 pub use livekit::{EgressSnapshot, LiveKitSim, LiveKitSimConfig};

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 
 use super::bus::{IngestDropped, IngestRefused};
 use super::common::{lock, lose, random_id};
-use super::faults::{AssetFault, AssetKind, Faults, IngestFault, MuxOp, MuxRequestFault};
+use super::faults::{AssetFault, AssetKind, Faults, HoldOn, IngestFault, MuxOp, MuxRequestFault};
 use super::outbox::{DeliveryPolicy, Dispatch, Outbox, SentWebhook};
 use crate::mux::{AssetStatus, LiveStreamStatus};
 
@@ -167,6 +167,12 @@ struct State {
     assets: Vec<AssetRec>,
     connections: HashMap<u64, Connection>,
     next_connection: u64,
+    /// Connections cut by [`MuxSim::interrupt_ingest`] that will come back
+    /// (unless the encoder hangs up meanwhile): connection → stream key.
+    interrupted: HashMap<u64, (String, mpsc::UnboundedSender<IngestDropped>)>,
+    /// Every live stream ever created, deleted ones included: what a crash
+    /// test counts to prove no create was repeated.
+    streams_created: u64,
     bucket: Option<Bucket>,
 }
 
@@ -275,6 +281,8 @@ impl MuxSim {
             assets: Vec::new(),
             connections: HashMap::new(),
             next_connection: 0,
+            interrupted: HashMap::new(),
+            streams_created: 0,
             bucket,
         };
         Self { inner: Arc::new(Inner { state: Mutex::new(state), outbox }) }
@@ -337,6 +345,32 @@ impl MuxSim {
             .collect()
     }
 
+    /// How many live streams were ever created (deleted ones included).
+    pub fn live_streams_created(&self) -> u64 {
+        lock(&self.inner.state).streams_created
+    }
+
+    /// A network blip between the encoder and Mux on `stream_id`: Mux sees
+    /// the encoder disconnect (the stream stays `active` for its reconnect
+    /// window), and the same encoder reconnects after `outage`, or never if
+    /// `None`. Inside the window the recording continues on the same asset;
+    /// past it the stream went `idle` and a reconnection starts a new asset,
+    /// as on Mux. False if the stream has no encoder connected.
+    pub fn interrupt_ingest(&self, stream_id: &str, outage: Option<Duration>) -> bool {
+        self.mutate(|st, fx| {
+            let Some(i) = st.stream_idx(stream_id) else { return false };
+            let Some(conn) = st.streams[i].connection else { return false };
+            let Some(notify) = st.connections.get(&conn).map(|c| c.notify.clone()) else { return false };
+            let key = st.streams[i].stream_key.clone();
+            st.disconnect(conn, fx);
+            if let Some(outage) = outage {
+                st.interrupted.insert(conn, (key, notify));
+                fx.later(outage, move |st, fx| st.resume(conn, fx));
+            }
+            true
+        })
+    }
+
     /// Mux webhooks produced so far (signed with `webhook_secret`).
     pub fn webhooks(&self) -> Vec<SentWebhook> {
         self.inner.outbox.log()
@@ -355,7 +389,8 @@ impl MuxSim {
         self.mutate(|st, fx| st.connect(stream_key, notify, fx))
     }
 
-    /// The encoder on `connection` hangs up.
+    /// The encoder on `connection` hangs up (also ends a pending
+    /// [`MuxSim::interrupt_ingest`] reconnection).
     pub(crate) fn rtmp_disconnect(&self, connection: u64) {
         self.mutate(|st, fx| st.disconnect(connection, fx));
     }
@@ -425,6 +460,7 @@ impl MuxSim {
                 let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 return mux_error(status, "internal_error", "An internal server error occurred");
             }
+            Some(MuxRequestFault::BadGatewayHtml) => return bad_gateway_html(),
             _ => {}
         }
         if method == Method::POST {
@@ -434,6 +470,9 @@ impl MuxSim {
             }
         }
         let resp = work(self);
+        if let Some(hold) = faults.take_hold(HoldOn::Mux(op)) {
+            hold.stall().await;
+        }
         match fault {
             Some(MuxRequestFault::CommitThenLose(loss)) => {
                 let internal =
@@ -449,6 +488,16 @@ const NOT_FOUND_MSG: &str = "The requested resource either doesn't exist or you 
 
 fn mux_error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, Json(json!({"error": {"type": kind, "messages": [message]}}))).into_response()
+}
+
+/// What a load balancer in front of Mux answers when the API is
+/// unreachable: an HTML page, not Mux's JSON envelope.
+fn bad_gateway_html() -> Response {
+    let html = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>\
+                <hr><center>nginx</center></body></html>";
+    let mut resp = (StatusCode::BAD_GATEWAY, html).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
 }
 
 fn invalid(message: impl Into<String>) -> Response {
@@ -612,7 +661,10 @@ async fn create_stream(AxumState(sim): AxumState<MuxSim>, headers: HeaderMap, bo
             epoch: 0,
         };
         let json = stream.json();
-        sim.mutate(|st, _| st.streams.push(stream));
+        sim.mutate(|st, _| {
+            st.streams.push(stream);
+            st.streams_created += 1;
+        });
         data(StatusCode::CREATED, json)
     })
     .await
@@ -1035,6 +1087,27 @@ impl State {
         }
         self.next_connection += 1;
         let conn = self.next_connection;
+        self.attach(i, conn, notify, fx);
+        Ok(conn)
+    }
+
+    /// The encoder of an interrupted connection comes back, unless it hung
+    /// up meanwhile; refused like a new connection would be (the egress side
+    /// hears of it as a dropped stream).
+    fn resume(&mut self, conn: u64, fx: &mut Effects) {
+        let Some((key, notify)) = self.interrupted.remove(&conn) else { return };
+        let usable = self
+            .streams
+            .iter()
+            .position(|s| s.stream_key == key)
+            .filter(|&i| self.streams[i].enabled && self.streams[i].connection.is_none());
+        match usable {
+            Some(i) => self.attach(i, conn, notify, fx),
+            None => fx.drops.push((notify, IngestDropped { connection: conn })),
+        }
+    }
+
+    fn attach(&mut self, i: usize, conn: u64, notify: mpsc::UnboundedSender<IngestDropped>, fx: &mut Effects) {
         self.connections.insert(conn, Connection { stream_id: self.streams[i].id.clone(), notify });
         let ingest_fault = self.faults.take_ingest();
         self.streams[i].connection = Some(conn);
@@ -1096,7 +1169,6 @@ impl State {
                 }
             }
         }
-        Ok(conn)
     }
 
     /// connected → recording → active, each step guarded by the epoch.
@@ -1153,6 +1225,7 @@ impl State {
     }
 
     fn disconnect(&mut self, conn: u64, fx: &mut Effects) {
+        self.interrupted.remove(&conn);
         let Some(c) = self.connections.remove(&conn) else {
             return;
         };
