@@ -2,7 +2,8 @@
 //! the `analytics` projection keeps (see `docs/ANALYTICS.md`); served by
 //! `GET /analytics/events/{eventId}`.
 //!
-//! Figures are as of the projection's checkpoint (`position`): presence and
+//! Attendance, stage time, queue waits, recording sessions and clips per
+//! participant. Figures are as of the projection's checkpoint (`position`): presence and
 //! stays still open count from the moment they close.
 
 use serde::Serialize;
@@ -21,6 +22,73 @@ pub struct EventAnalytics {
     pub attendance: AttendanceSummary,
     pub stage: Vec<StageSummary>,
     pub queue: QueueSummary,
+    pub recordings: RecordingSummary,
+    pub clips: ClipSummary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingSummary {
+    pub sessions: i64,
+    pub completed: i64,
+    pub failed: i64,
+    /// Sum of `durationMs` of sessions whose recording has stopped.
+    pub total_recorded_ms: i64,
+    /// In order of request.
+    pub list: Vec<RecordingSessionRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingSessionRow {
+    pub session_id: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub asset_duration_ms: Option<i64>,
+    pub ended_at: Option<i64>,
+    /// `requested`, `recording`, `processing`, `completed` or `failed`.
+    pub outcome: String,
+    pub failure_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClipSummary {
+    pub total: i64,
+    pub ready: i64,
+    pub errored: i64,
+    pub per_participant: Vec<ParticipantClips>,
+    /// By session, then start.
+    pub list: Vec<ClipInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantClips {
+    pub user_id: String,
+    pub clips: i64,
+    pub ready: i64,
+    pub errored: i64,
+    /// Sum of `endMs - startMs` of all their clips.
+    pub total_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClipInfo {
+    pub clip_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    /// Milliseconds from the recording's start.
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub duration_ms: i64,
+    /// `requested`, `created`, `ready` or `errored`.
+    pub status: String,
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -92,8 +160,8 @@ where
     })
 }
 
-/// Everything known about `event_id`; `None` if it never had a connection
-/// nor a queue entry.
+/// Everything known about `event_id`; `None` if it never had a connection,
+/// a stay on stage, a queue entry nor a recording.
 pub async fn event_analytics(store: &EventStore, event_id: &str) -> Result<Option<EventAnalytics>, StoreError> {
     let position = load_checkpoint(store, ANALYTICS).await?;
     let totals: Vec<(i64, i64, Option<i64>)> = fetch(
@@ -123,9 +191,96 @@ pub async fn event_analytics(store: &EventStore, event_id: &str) -> Result<Optio
         event_id,
     )
     .await?;
-    if totals.is_empty() && waits.is_empty() && stage.is_empty() {
+    type SessionRow =
+        (String, String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, String, Option<String>);
+    let sessions: Vec<SessionRow> = fetch(
+        store,
+        "select session_id, requested_by, requested_at, recording_started_at, recording_stopped_at, duration_ms, \
+         asset_duration_ms, ended_at, outcome, failure_reason from analytics_recording_sessions \
+         where event_id = $1 order by requested_at, session_id",
+        event_id,
+    )
+    .await?;
+    let clips: Vec<(String, String, String, i64, i64, String, Option<String>)> = fetch(
+        store,
+        "select clip_id, session_id, user_id, start_ms, end_ms, status, error from analytics_clips \
+         where event_id = $1 order by session_id, start_ms, clip_id",
+        event_id,
+    )
+    .await?;
+    if totals.is_empty() && waits.is_empty() && stage.is_empty() && sessions.is_empty() {
         return Ok(None);
     }
+    let sessions: Vec<RecordingSessionRow> = sessions
+        .into_iter()
+        .map(
+            |(
+                session_id,
+                requested_by,
+                requested_at,
+                started_at,
+                stopped_at,
+                duration_ms,
+                asset_duration_ms,
+                ended_at,
+                outcome,
+                failure_reason,
+            )| RecordingSessionRow {
+                session_id,
+                requested_by,
+                requested_at,
+                started_at,
+                stopped_at,
+                duration_ms,
+                asset_duration_ms,
+                ended_at,
+                outcome,
+                failure_reason,
+            },
+        )
+        .collect();
+    let clips: Vec<ClipInfo> = clips
+        .into_iter()
+        .map(|(clip_id, session_id, user_id, start_ms, end_ms, status, error)| ClipInfo {
+            clip_id,
+            session_id,
+            user_id,
+            start_ms,
+            end_ms,
+            duration_ms: end_ms - start_ms,
+            status,
+            error,
+        })
+        .collect();
+    let mut per_participant: std::collections::BTreeMap<&str, ParticipantClips> = std::collections::BTreeMap::new();
+    for clip in &clips {
+        let entry = per_participant.entry(clip.user_id.as_str()).or_insert_with(|| ParticipantClips {
+            user_id: clip.user_id.clone(),
+            clips: 0,
+            ready: 0,
+            errored: 0,
+            total_ms: 0,
+        });
+        entry.clips += 1;
+        entry.ready += i64::from(clip.status == "ready");
+        entry.errored += i64::from(clip.status == "errored");
+        entry.total_ms += clip.duration_ms;
+    }
+    let per_participant: Vec<ParticipantClips> = per_participant.into_values().collect();
+    let recordings = RecordingSummary {
+        sessions: sessions.len() as i64,
+        completed: sessions.iter().filter(|s| s.outcome == "completed").count() as i64,
+        failed: sessions.iter().filter(|s| s.outcome == "failed").count() as i64,
+        total_recorded_ms: sessions.iter().filter_map(|s| s.duration_ms).sum(),
+        list: sessions,
+    };
+    let clips = ClipSummary {
+        total: clips.len() as i64,
+        ready: clips.iter().filter(|c| c.status == "ready").count() as i64,
+        errored: clips.iter().filter(|c| c.status == "errored").count() as i64,
+        per_participant,
+        list: clips,
+    };
     let (present_users, peak_concurrent_users, peak_at) = totals.first().copied().unwrap_or((0, 0, None));
     let users: Vec<UserAttendance> = users
         .into_iter()
@@ -185,5 +340,7 @@ pub async fn event_analytics(store: &EventStore, event_id: &str) -> Result<Optio
             max_wait_ms: promoted.iter().copied().max(),
             waits,
         },
+        recordings,
+        clips,
     }))
 }

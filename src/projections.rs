@@ -13,19 +13,24 @@
 //! is still where it left it, so a swap that moved it is followed, not
 //! overwritten.
 //!
-//! - `room_presence`: `presence_sessions`, `stage_intervals` (idempotent
-//!   statements: insert-or-ignore, update-if-open).
+//! - `room_presence`: `presence_sessions`, `stage_intervals`: a batch's row
+//!   changes compacted to their net effect ([`presence::Writes`]) and written
+//!   as a few multi-row statements (insert-or-ignore, update-if-open).
 //! - `analytics`: `analytics_events`, `analytics_attendance`,
-//!   `analytics_stage_time`, `analytics_queue_waits`: running totals, read,
+//!   `analytics_stage_time`, `analytics_queue_waits`,
+//!   `analytics_recording_sessions`, `analytics_clips`: running totals, read,
 //!   folded and written back per batch (see `docs/ANALYTICS.md`).
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use eventuall_domain::queue::QueueEvent;
+use eventuall_domain::recording::SessionEvent;
 use eventuall_domain::room::RoomEvent;
-use eventuall_projections::analytics::{self, Input, Key, QueueWait, Rows};
-use eventuall_projections::{RowChange, presence};
+use eventuall_projections::analytics::{
+    self, ClipOutcome, ClipRow, Input, Key, QueueWait, RecordingOutcome, RecordingRow, Rows,
+};
+use eventuall_projections::presence;
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -66,21 +71,21 @@ impl Projection {
     pub fn tables(self) -> &'static [&'static str] {
         match self {
             Projection::RoomPresence => &["presence_sessions", "stage_intervals"],
-            Projection::Analytics => {
-                &["analytics_events", "analytics_attendance", "analytics_stage_time", "analytics_queue_waits"]
-            }
+            Projection::Analytics => &[
+                "analytics_events",
+                "analytics_attendance",
+                "analytics_stage_time",
+                "analytics_queue_waits",
+                "analytics_recording_sessions",
+                "analytics_clips",
+            ],
         }
     }
 
     /// Applies `events` to this projection's `tables` inside `tx`.
     pub async fn apply_batch(self, tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
         match self {
-            Projection::RoomPresence => {
-                for event in events {
-                    apply_presence(tx, event, tables).await?;
-                }
-                Ok(())
-            }
+            Projection::RoomPresence => apply_presence(tx, events, tables).await,
             Projection::Analytics => apply_analytics(tx, events, tables).await,
         }
     }
@@ -157,60 +162,187 @@ fn registry() -> &'static Registry {
     Registry::standard()
 }
 
-async fn apply_presence(tx: &mut DbTx, event: &RecordedEvent, tables: Tables) -> Result<(), StoreError> {
-    if event.stream_id.category() != "room" {
+async fn apply_presence(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
+    let mut changes = Vec::new();
+    for event in events {
+        if event.stream_id.category() != "room" || presence::IGNORED_EVENT_TYPES.contains(&event.event_type.as_str()) {
+            continue;
+        }
+        let room_event: RoomEvent = match registry().decode(event) {
+            Ok(e) => e,
+            Err(error) => {
+                // A payload this code cannot read must not stop every read
+                // model; `replay verify` reports it.
+                tracing::error!(%error, stream = %event.stream_id, version = event.stream_version, "room projection skipped an undecodable event");
+                continue;
+            }
+        };
+        changes.extend(presence::changes(event.stream_id.entity_id(), &room_event));
+    }
+    let writes = presence::Writes::compact(changes);
+    if writes.is_empty() {
         return Ok(());
     }
-    let room_event: RoomEvent = match registry().decode(event) {
-        Ok(e) => e,
-        Err(error) => {
-            // A payload this code cannot read must not stop every read
-            // model; `replay verify` reports it.
-            tracing::error!(%error, stream = %event.stream_id, version = event.stream_version, "room projection skipped an undecodable event");
-            return Ok(());
-        }
-    };
-    for change in presence::changes(event.stream_id.entity_id(), &room_event) {
-        write_presence(tx, change, tables).await?;
+    write_presence(tx, &writes, tables).await
+}
+
+/// Rows per multi-row statement, largest first: a few fixed shapes, so each
+/// stays in the prepared-statement cache; 256 × 7 binds is far below either
+/// database's bind limit.
+const ROWS_PER_STATEMENT: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// A bind of a multi-row statement, typed: [`SqlValue::Null`] binds as an
+/// integer, which PostgreSQL refuses for a text column of a `values` list.
+enum Bind<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
+async fn execute_typed(tx: &mut DbTx, sql: &str, binds: &[Bind<'_>]) -> Result<(), StoreError> {
+    macro_rules! run {
+        ($tx:expr) => {{
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for bind in binds {
+                query = match bind {
+                    Bind::Text(v) => query.bind(*v),
+                    Bind::OptText(v) => query.bind(*v),
+                    Bind::Int(v) => query.bind(*v),
+                    Bind::OptInt(v) => query.bind(*v),
+                };
+            }
+            query.execute(&mut **$tx).await?;
+        }};
+    }
+    match tx {
+        DbTx::Sqlite(t) => run!(t),
+        DbTx::Postgres(t) => run!(t),
     }
     Ok(())
 }
 
-async fn write_presence(tx: &mut DbTx, change: RowChange, tables: Tables) -> Result<(), StoreError> {
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` binds.
+fn values_list(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        out.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * columns + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Runs `statement(values list)` over `rows` in chunks of
+/// [`ROWS_PER_STATEMENT`], binding each row's `columns` values.
+async fn execute_rows<'r, T>(
+    tx: &mut DbTx,
+    rows: &'r [T],
+    columns: usize,
+    statement: impl Fn(&str) -> String,
+    binds: impl Fn(&'r T) -> Vec<Bind<'r>>,
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = ROWS_PER_STATEMENT.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
+        let (chunk, tail) = rest.split_at(size);
+        let sql = statement(&values_list(size, columns));
+        let all: Vec<Bind<'r>> = chunk.iter().flat_map(&binds).collect();
+        execute_typed(tx, &sql, &all).await?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// Applies compacted presence writes in the order [`presence::Writes`]
+/// requires: closes before inserts, per table.
+async fn write_presence(tx: &mut DbTx, writes: &presence::Writes, tables: Tables) -> Result<(), StoreError> {
     let sessions = tables.name("presence_sessions");
     let stages = tables.name("stage_intervals");
-    let (sql, args): (String, Vec<SqlValue>) = match change {
-        RowChange::SessionOpened { event_id, connection_id, user_id, kind, connected_at } => (
+    execute_rows(
+        tx,
+        &writes.session_closes,
+        4,
+        |values| {
             format!(
-                "insert into {sessions} (event_id, connection_id, user_id, kind, connected_at) \
-                 values ($1, $2, $3, $4, $5) on conflict do nothing"
-            ),
-            vec![event_id.into(), connection_id.into(), user_id.into(), kind.into(), connected_at.into()],
-        ),
-        RowChange::SessionClosed { event_id, connection_id, disconnected_at, reason } => (
+                "with v (event_id, connection_id, disconnected_at, close_reason) as (values {values}) \
+                 update {sessions} set disconnected_at = v.disconnected_at, close_reason = v.close_reason from v \
+                 where {sessions}.event_id = v.event_id and {sessions}.connection_id = v.connection_id \
+                 and {sessions}.disconnected_at is null"
+            )
+        },
+        |c| {
+            vec![
+                Bind::Text(&c.event_id),
+                Bind::Text(&c.connection_id),
+                Bind::Int(c.disconnected_at),
+                Bind::Text(&c.reason),
+            ]
+        },
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &writes.session_inserts,
+        7,
+        |values| {
             format!(
-                "update {sessions} set disconnected_at = $3, close_reason = $4 \
-                 where event_id = $1 and connection_id = $2 and disconnected_at is null"
-            ),
-            vec![event_id.into(), connection_id.into(), disconnected_at.into(), reason.into()],
-        ),
-        RowChange::StageIntervalOpened { event_id, user_id, entered_at } => (
-            format!("insert into {stages} (event_id, user_id, entered_at) values ($1, $2, $3) on conflict do nothing"),
-            vec![event_id.into(), user_id.into(), entered_at.into()],
-        ),
-        RowChange::StageIntervalClosed { event_id, user_id, exited_at } => (
-            format!("update {stages} set exited_at = $3 where event_id = $1 and user_id = $2 and exited_at is null"),
-            vec![event_id.into(), user_id.into(), exited_at.into()],
-        ),
-    };
-    tx.execute(&sql, &args).await?;
-    Ok(())
+                "insert into {sessions} (event_id, connection_id, user_id, kind, connected_at, disconnected_at, \
+                 close_reason) values {values} on conflict do nothing"
+            )
+        },
+        |r| {
+            vec![
+                Bind::Text(&r.event_id),
+                Bind::Text(&r.connection_id),
+                Bind::Text(&r.user_id),
+                Bind::Text(&r.kind),
+                Bind::Int(r.connected_at),
+                Bind::OptInt(r.disconnected_at),
+                Bind::OptText(r.close_reason.as_deref()),
+            ]
+        },
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &writes.stage_closes,
+        3,
+        |values| {
+            format!(
+                "with v (event_id, user_id, exited_at) as (values {values}) \
+                 update {stages} set exited_at = v.exited_at from v \
+                 where {stages}.event_id = v.event_id and {stages}.user_id = v.user_id and {stages}.exited_at is null"
+            )
+        },
+        |c| vec![Bind::Text(&c.event_id), Bind::Text(&c.user_id), Bind::Int(c.exited_at)],
+    )
+    .await?;
+    execute_rows(
+        tx,
+        &writes.stage_inserts,
+        4,
+        |values| {
+            format!(
+                "insert into {stages} (event_id, user_id, entered_at, exited_at) values {values} on conflict do nothing"
+            )
+        },
+        |r| vec![Bind::Text(&r.event_id), Bind::Text(&r.user_id), Bind::Int(r.entered_at), Bind::OptInt(r.exited_at)],
+    )
+    .await
 }
 
 /// A decoded event the analytics fold reads.
 enum Decoded {
     Room(RoomEvent),
     Queue(QueueEvent),
+    Recording(SessionEvent),
 }
 
 impl Decoded {
@@ -218,6 +350,7 @@ impl Decoded {
         match self {
             Decoded::Room(e) => Input::Room(e),
             Decoded::Queue(e) => Input::Queue(e),
+            Decoded::Recording(e) => Input::Recording(e),
         }
     }
 }
@@ -226,8 +359,10 @@ async fn apply_analytics(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables
     let mut decoded = Vec::new();
     for event in events {
         let result = match event.stream_id.category() {
+            "room" if presence::IGNORED_EVENT_TYPES.contains(&event.event_type.as_str()) => continue,
             "room" => registry().decode(event).map(Decoded::Room),
             "queue" => registry().decode(event).map(Decoded::Queue),
+            "recording" => registry().decode(event).map(Decoded::Recording),
             _ => continue,
         };
         match result {
@@ -349,6 +484,84 @@ async fn load_row(tx: &mut DbTx, rows: &mut Rows, key: &Key, tables: Tables) -> 
                 );
             }
         }
+
+        Key::Recording { session_id } => {
+            let sql = format!(
+                "select event_id, requested_by, requested_at, recording_started_at, recording_stopped_at, \
+                 duration_ms, asset_duration_ms, ended_at, outcome, failure_reason from {} where session_id = $1",
+                tables.name("analytics_recording_sessions")
+            );
+            type Found = (
+                String,
+                String,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                Option<i64>,
+                String,
+                Option<String>,
+            );
+            let found: Vec<Found> = tx.fetch_all_as(&sql, &[session_id.as_str().into()]).await?;
+            for (
+                event_id,
+                requested_by,
+                requested_at,
+                recording_started_at,
+                recording_stopped_at,
+                duration_ms,
+                asset_duration_ms,
+                ended_at,
+                outcome,
+                failure_reason,
+            ) in found
+            {
+                rows.recordings.insert(
+                    session_id.clone(),
+                    RecordingRow {
+                        event_id,
+                        session_id: session_id.clone(),
+                        requested_by,
+                        requested_at,
+                        recording_started_at,
+                        recording_stopped_at,
+                        duration_ms,
+                        asset_duration_ms,
+                        ended_at,
+                        outcome: RecordingOutcome::parse(&outcome).unwrap_or(RecordingOutcome::Requested),
+                        failure_reason,
+                    },
+                );
+            }
+        }
+        Key::Clip { session_id, clip_id } => {
+            let sql = format!(
+                "select event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error from {} \
+                 where session_id = $1 and clip_id = $2",
+                tables.name("analytics_clips")
+            );
+            type Found = (String, String, i64, i64, i64, Option<i64>, String, Option<String>);
+            let found: Vec<Found> =
+                tx.fetch_all_as(&sql, &[session_id.as_str().into(), clip_id.as_str().into()]).await?;
+            for (event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error) in found {
+                rows.clips.insert(
+                    (session_id.clone(), clip_id.clone()),
+                    ClipRow {
+                        event_id,
+                        session_id: session_id.clone(),
+                        clip_id: clip_id.clone(),
+                        user_id,
+                        start_ms,
+                        end_ms,
+                        requested_at,
+                        finished_at,
+                        status: ClipOutcome::parse(&status).unwrap_or(ClipOutcome::Requested),
+                        error,
+                    },
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -426,6 +639,53 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
     for w in rows.open_waits.into_values() {
         let args: [SqlValue; 3] = [w.event_id.into(), w.user_id.into(), w.queued_at.into()];
         tx.execute(&open_sql, &args).await?;
+    }
+    // Typed binds: these rows have nullable text columns.
+    let recording_sql = format!(
+        "insert into {} (event_id, session_id, requested_by, requested_at, recording_started_at, \
+         recording_stopped_at, duration_ms, asset_duration_ms, ended_at, outcome, failure_reason) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) on conflict (event_id, session_id) do update set \
+         recording_started_at = excluded.recording_started_at, recording_stopped_at = excluded.recording_stopped_at, \
+         duration_ms = excluded.duration_ms, asset_duration_ms = excluded.asset_duration_ms, \
+         ended_at = excluded.ended_at, outcome = excluded.outcome, failure_reason = excluded.failure_reason",
+        tables.name("analytics_recording_sessions")
+    );
+    for r in rows.recordings.values() {
+        let binds = [
+            Bind::Text(&r.event_id),
+            Bind::Text(&r.session_id),
+            Bind::Text(&r.requested_by),
+            Bind::Int(r.requested_at),
+            Bind::OptInt(r.recording_started_at),
+            Bind::OptInt(r.recording_stopped_at),
+            Bind::OptInt(r.duration_ms),
+            Bind::OptInt(r.asset_duration_ms),
+            Bind::OptInt(r.ended_at),
+            Bind::Text(r.outcome.as_str()),
+            Bind::OptText(r.failure_reason.as_deref()),
+        ];
+        execute_typed(tx, &recording_sql, &binds).await?;
+    }
+    let clip_sql = format!(
+        "insert into {} (event_id, clip_id, session_id, user_id, start_ms, end_ms, requested_at, finished_at, \
+         status, error) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) on conflict (event_id, clip_id) do update set \
+         finished_at = excluded.finished_at, status = excluded.status, error = excluded.error",
+        tables.name("analytics_clips")
+    );
+    for c in rows.clips.values() {
+        let binds = [
+            Bind::Text(&c.event_id),
+            Bind::Text(&c.clip_id),
+            Bind::Text(&c.session_id),
+            Bind::Text(&c.user_id),
+            Bind::Int(c.start_ms),
+            Bind::Int(c.end_ms),
+            Bind::Int(c.requested_at),
+            Bind::OptInt(c.finished_at),
+            Bind::Text(c.status.as_str()),
+            Bind::OptText(c.error.as_deref()),
+        ];
+        execute_typed(tx, &clip_sql, &binds).await?;
     }
     Ok(())
 }

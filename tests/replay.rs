@@ -16,6 +16,7 @@ use eventuall::replay::{Progress, rebuild, state};
 use eventuall::store::subscription::SqlValue;
 use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
 use eventuall_domain::queue::{QueueEvent, QueueList};
+use eventuall_domain::recording::{ClipPlan, SessionEvent};
 use eventuall_domain::room::{CloseReason, ConnectionKind, RoomEvent};
 
 macro_rules! contract {
@@ -49,6 +50,7 @@ contract!(
     a_rebuild_produces_exactly_the_incremental_rows,
     a_running_projection_follows_a_rebuild,
     analytics_are_exact_for_a_scripted_event,
+    recording_analytics_are_exact_for_scripted_sessions,
     state_at_a_position_is_the_state_after_that_event,
 );
 
@@ -66,6 +68,88 @@ fn room_event(event: &RoomEvent) -> NewEvent {
 fn queue_event(event: &QueueEvent) -> NewEvent {
     use cqrs_es::DomainEvent;
     NewEvent::json(event.event_type(), "1", event, Metadata::by("mod").command("Script")).unwrap()
+}
+
+fn recording_event(event: &SessionEvent) -> NewEvent {
+    use cqrs_es::DomainEvent;
+    NewEvent::json(event.event_type(), "1", event, Metadata::by("saga").command("Script")).unwrap()
+}
+
+/// Appends a recording session's events, one append each.
+async fn append_recording(store: &EventStore, session_id: &str, events: &[SessionEvent]) {
+    let stream = StreamId::of("recording", session_id);
+    for e in events {
+        store.append(&stream, ExpectedVersion::Any, vec![recording_event(e)]).await.unwrap();
+    }
+}
+
+fn clip(clip_id: &str, user: &str, start: f64, end: f64) -> ClipPlan {
+    ClipPlan { clip_id: clip_id.into(), user_id: user.into(), start, end }
+}
+
+/// A session that records from 11,000 to 71,500 (egress stopped) and cuts
+/// three clips (two ready, one errored), and one that fails while
+/// recording (81,000 → 90,500).
+async fn scripted_recordings(store: &EventStore, event_id: &str) {
+    let requested = |session_id: &str, at| SessionEvent::Requested {
+        session_id: session_id.into(),
+        event_id: event_id.into(),
+        requested_by: "mod".into(),
+        at,
+    };
+    append_recording(
+        store,
+        &format!("{event_id}-s1"),
+        &[
+            requested(&format!("{event_id}-s1"), 10_000),
+            SessionEvent::StreamCreateRequested { at: 10_100 },
+            SessionEvent::StreamCreated {
+                stream_id: "ms1".into(),
+                stream_key: "key".into(),
+                playback_id: None,
+                at: 10_200,
+            },
+            SessionEvent::StreamReady { at: 10_300 },
+            SessionEvent::EgressStartRequested { page_url: "http://composite".into(), at: 10_400 },
+            SessionEvent::EgressStarted { egress_id: "eg1".into(), at: 10_500 },
+            SessionEvent::EgressActive { at: 10_600 },
+            SessionEvent::RecordingStarted { asset_id: None, at: 11_000 },
+            SessionEvent::StopRequested { reason: "moderator".into(), at: 71_000 },
+            SessionEvent::EgressStopped { egress_id: Some("eg1".into()), error: None, at: 71_500 },
+            SessionEvent::StreamCompleted { asset_id: "as1".into(), at: 72_000 },
+            SessionEvent::AssetReady { asset_id: "as1".into(), duration: 60.25, at: 73_000 },
+            SessionEvent::ClipsRequested {
+                clips: vec![
+                    clip("c1", "alice", 1.5, 20.0),
+                    clip("c2", "bob", 20.0, 45.5),
+                    clip("c3", "alice", 50.0, 60.0),
+                ],
+                at: 73_100,
+            },
+            SessionEvent::ClipCreated { clip_id: "c1".into(), asset_id: "k1".into(), playback_id: None, at: 73_200 },
+            SessionEvent::ClipCreated { clip_id: "c2".into(), asset_id: "k2".into(), playback_id: None, at: 73_300 },
+            SessionEvent::ClipCreated { clip_id: "c3".into(), asset_id: "k3".into(), playback_id: None, at: 73_400 },
+            SessionEvent::ClipReady { clip_id: "c1".into(), at: 74_000 },
+            SessionEvent::ClipErrored { clip_id: "c2".into(), reason: "asset too short".into(), at: 74_100 },
+            SessionEvent::ClipReady { clip_id: "c3".into(), at: 74_200 },
+            SessionEvent::Completed { at: 75_000 },
+        ],
+    )
+    .await;
+    append_recording(
+        store,
+        &format!("{event_id}-s2"),
+        &[
+            requested(&format!("{event_id}-s2"), 80_000),
+            SessionEvent::RecordingStarted { asset_id: None, at: 81_000 },
+            SessionEvent::FailureDetected { reason: "egress lost".into(), at: 90_000 },
+            SessionEvent::EgressStopped { egress_id: None, error: None, at: 90_500 },
+            SessionEvent::StreamDeleted { stream_id: Some("ms2".into()), error: None, at: 90_600 },
+            SessionEvent::LockReleased { at: 90_700 },
+            SessionEvent::Failed { reason: "compensated".into(), at: 91_000 },
+        ],
+    )
+    .await;
 }
 
 fn open(connection: &str, user: &str, at: i64) -> RoomEvent {
@@ -187,6 +271,15 @@ async fn all_projection_rows(store: &EventStore) -> Vec<Vec<String>> {
         ),
         ("analytics_stage_time", "event_id, user_id, on_stage_since, stage_ms, stage_entries"),
         ("analytics_queue_waits", "event_id, user_id, queued_at, ended_at, outcome"),
+        (
+            "analytics_recording_sessions",
+            "event_id, session_id, requested_by, requested_at, recording_started_at, recording_stopped_at, \
+             duration_ms, asset_duration_ms, ended_at, outcome, failure_reason",
+        ),
+        (
+            "analytics_clips",
+            "event_id, clip_id, session_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error",
+        ),
     ];
     let mut out = Vec::new();
     for (table, columns) in tables {
@@ -322,6 +415,7 @@ async fn busy_log(store: &EventStore) {
     for e in &events {
         store.append(&queue, ExpectedVersion::Any, vec![queue_event(e)]).await.unwrap();
     }
+    scripted_recordings(store, "a").await;
 }
 
 async fn a_rebuild_produces_exactly_the_incremental_rows(db: &TestDb) {
@@ -447,6 +541,64 @@ async fn analytics_are_exact_for_a_scripted_event(db: &TestDb) {
         ]
     );
     assert!(event_analytics(&store, "nobody-here").await.unwrap().is_none());
+}
+
+/// The scripted sessions of docs/ANALYTICS.md ("recordings and clips").
+async fn recording_analytics_are_exact_for_scripted_sessions(db: &TestDb) {
+    let store = db.open().await;
+    scripted_recordings(&store, "launch").await;
+    run_to_end(&store, Projection::Analytics).await;
+    let a = event_analytics(&store, "launch").await.unwrap().expect("analytics for launch");
+
+    let r = &a.recordings;
+    assert_eq!((r.sessions, r.completed, r.failed), (2, 1, 1));
+    assert_eq!(r.total_recorded_ms, 60_500 + 9_500);
+    let sessions: Vec<_> = r
+        .list
+        .iter()
+        .map(|s| {
+            (
+                s.session_id.as_str(),
+                s.started_at,
+                s.stopped_at,
+                s.duration_ms,
+                s.asset_duration_ms,
+                s.ended_at,
+                s.outcome.as_str(),
+                s.failure_reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        vec![
+            ("launch-s1", Some(11_000), Some(71_500), Some(60_500), Some(60_250), Some(75_000), "completed", None),
+            ("launch-s2", Some(81_000), Some(90_500), Some(9_500), None, Some(91_000), "failed", Some("egress lost")),
+        ]
+    );
+
+    let c = &a.clips;
+    assert_eq!((c.total, c.ready, c.errored), (3, 2, 1));
+    let per_participant: Vec<_> =
+        c.per_participant.iter().map(|p| (p.user_id.as_str(), p.clips, p.ready, p.errored, p.total_ms)).collect();
+    assert_eq!(per_participant, vec![("alice", 2, 2, 0, 18_500 + 10_000), ("bob", 1, 0, 1, 25_500)]);
+    let clips: Vec<_> = c
+        .list
+        .iter()
+        .map(|k| (k.clip_id.as_str(), k.user_id.as_str(), k.start_ms, k.end_ms, k.status.as_str(), k.error.as_deref()))
+        .collect();
+    assert_eq!(
+        clips,
+        vec![
+            ("c1", "alice", 1_500, 20_000, "ready", None),
+            ("c2", "bob", 20_000, 45_500, "errored", Some("asset too short")),
+            ("c3", "alice", 50_000, 60_000, "ready", None),
+        ]
+    );
+    // The JSON the route serves.
+    let json = serde_json::to_value(&a).unwrap();
+    assert_eq!(json["recordings"]["list"][0]["durationMs"], 60_500);
+    assert_eq!(json["clips"]["perParticipant"][1]["userId"], "bob");
 }
 
 // ------------------------------------------------------------- time travel

@@ -1,4 +1,5 @@
-//! Per-event analytics: attendance, stage time and queue waiting time.
+//! Per-event analytics: attendance, stage time, queue waiting time,
+//! recording sessions and their clips.
 //!
 //! Unlike [`crate::presence`], these read models are running totals: the
 //! change an event makes depends on the rows it touches (a user's second tab
@@ -19,20 +20,32 @@
 //!   from live) and ends when they are promoted (`promoted`) or leave the
 //!   queue from `pending` (`removed`). A user queued straight into `live`
 //!   waited 0 ms.
+//! - a recording session (stream `recording-{sessionId}`) belongs to the
+//!   live event its `RecordingRequested` names; its recording runs from
+//!   `RecordingStarted` to the first `EgressStopped` after it (the recorder
+//!   actually stopping, on a normal stop or in compensation), which is its
+//!   `duration_ms`; its outcome is `completed` or `failed` once terminal,
+//!   else the phase it is in (`requested`, `recording`, `processing`);
+//! - a clip is one participant's stay on stage cut from a recording
+//!   (`ClipsRequested`), `requested` → `created` → `ready` or `errored`.
 //!
-//! Heartbeats, away/forget sweeps and recording changes change nothing here.
+//! Heartbeats, away/forget sweeps, the room's `RecordingChanged` (the
+//! recording streams say more) and coordinator locks change nothing here.
 
 use std::collections::HashMap;
 
 use eventuall_domain::queue::{QueueEvent, QueueList};
+use eventuall_domain::recording::SessionEvent;
 use eventuall_domain::room::RoomEvent;
 
-/// One event, as this projection reads it: a room event or a queue event of
-/// the live event `event_id` (the stream's entity id).
+/// One event, as this projection reads it, with its stream's entity id
+/// (passed alongside to [`keys`] and [`apply`]): the live event's id for
+/// room and queue events, the session id for recording events.
 #[derive(Clone, Copy, Debug)]
 pub enum Input<'a> {
     Room(&'a RoomEvent),
     Queue(&'a QueueEvent),
+    Recording(&'a SessionEvent),
 }
 
 /// Totals of one live event (`analytics_events`).
@@ -117,14 +130,107 @@ impl QueueWait {
     }
 }
 
+/// Where a recording session is (`analytics_recording_sessions.outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordingOutcome {
+    /// Requested, not recording yet.
+    Requested,
+    Recording,
+    /// Stopped; the asset and clips are being prepared.
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl RecordingOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Recording => "recording",
+            Self::Processing => "processing",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Requested, Self::Recording, Self::Processing, Self::Completed, Self::Failed]
+            .into_iter()
+            .find(|o| o.as_str() == raw)
+    }
+}
+
+/// One recording session (`analytics_recording_sessions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordingRow {
+    pub event_id: String,
+    pub session_id: String,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub recording_started_at: Option<i64>,
+    pub recording_stopped_at: Option<i64>,
+    /// `recording_stopped_at - recording_started_at`.
+    pub duration_ms: Option<i64>,
+    /// The asset's own duration as the media service measured it.
+    pub asset_duration_ms: Option<i64>,
+    /// When it completed or failed.
+    pub ended_at: Option<i64>,
+    pub outcome: RecordingOutcome,
+    pub failure_reason: Option<String>,
+}
+
+/// Where a clip is (`analytics_clips.status`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClipOutcome {
+    Requested,
+    Created,
+    Ready,
+    Errored,
+}
+
+impl ClipOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Created => "created",
+            Self::Ready => "ready",
+            Self::Errored => "errored",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Self::Requested, Self::Created, Self::Ready, Self::Errored].into_iter().find(|o| o.as_str() == raw)
+    }
+}
+
+/// One clip of one participant (`analytics_clips`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClipRow {
+    pub event_id: String,
+    pub session_id: String,
+    pub clip_id: String,
+    pub user_id: String,
+    /// Milliseconds from the recording's start (the plan's seconds × 1000).
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub requested_at: i64,
+    /// When it became ready or errored.
+    pub finished_at: Option<i64>,
+    pub status: ClipOutcome,
+    pub error: Option<String>,
+}
+
 /// A row an event reads and writes, by primary key (waits: the user's open
-/// wait, if any).
+/// wait, if any; recordings and clips: by session, whose live event the
+/// session row knows).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Key {
     Totals { event_id: String },
     Attendance { event_id: String, user_id: String },
     Stage { event_id: String, user_id: String },
     OpenWait { event_id: String, user_id: String },
+    Recording { session_id: String },
+    Clip { session_id: String, clip_id: String },
 }
 
 /// The rows touched by a batch of events: loaded before, written after.
@@ -137,6 +243,10 @@ pub struct Rows {
     pub open_waits: HashMap<(String, String), QueueWait>,
     /// Waits that ended during the batch (their rows get their end).
     pub ended_waits: Vec<QueueWait>,
+    /// Recording sessions by session id.
+    pub recordings: HashMap<String, RecordingRow>,
+    /// Clips by (session id, clip id).
+    pub clips: HashMap<(String, String), ClipRow>,
 }
 
 /// The rows `input` of live event `event_id` reads (to load before [`apply`]).
@@ -160,6 +270,22 @@ pub fn keys(event_id: &str, input: Input<'_>) -> Vec<Key> {
             let (event_id, user_id) = pair(user_id);
             vec![Key::OpenWait { event_id, user_id }]
         }
+        Input::Recording(event) => {
+            // `event_id` is the stream's entity id: the session id.
+            let session_id = event_id.to_owned();
+            let clips: Vec<&String> = match event {
+                SessionEvent::ClipsRequested { clips, .. } => clips.iter().map(|c| &c.clip_id).collect(),
+                SessionEvent::ClipCreated { clip_id, .. }
+                | SessionEvent::ClipReady { clip_id, .. }
+                | SessionEvent::ClipErrored { clip_id, .. } => vec![clip_id],
+                _ => vec![],
+            };
+            let mut keys = vec![Key::Recording { session_id: session_id.clone() }];
+            keys.extend(
+                clips.into_iter().map(|clip_id| Key::Clip { session_id: session_id.clone(), clip_id: clip_id.clone() }),
+            );
+            keys
+        }
         _ => vec![],
     }
 }
@@ -169,6 +295,111 @@ pub fn apply(rows: &mut Rows, event_id: &str, input: Input<'_>) {
     match input {
         Input::Room(event) => apply_room(rows, event_id, event),
         Input::Queue(event) => apply_queue(rows, event_id, event),
+        Input::Recording(event) => apply_recording(rows, event_id, event),
+    }
+}
+
+/// Milliseconds of a plan's seconds, rounded (plans are in seconds with
+/// fractions; the table keeps integers like every other time).
+fn seconds_to_ms(seconds: f64) -> i64 {
+    (seconds * 1000.0).round() as i64
+}
+
+fn apply_recording(rows: &mut Rows, session_id: &str, event: &SessionEvent) {
+    if let SessionEvent::Requested { event_id, requested_by, at, .. } = event {
+        rows.recordings.entry(session_id.to_owned()).or_insert_with(|| RecordingRow {
+            event_id: event_id.clone(),
+            session_id: session_id.to_owned(),
+            requested_by: requested_by.clone(),
+            requested_at: *at,
+            recording_started_at: None,
+            recording_stopped_at: None,
+            duration_ms: None,
+            asset_duration_ms: None,
+            ended_at: None,
+            outcome: RecordingOutcome::Requested,
+            failure_reason: None,
+        });
+        return;
+    }
+    // Any other event of a session never seen requested (a log that starts
+    // mid-session) has no live event to count under: nothing changes.
+    let Some(session) = rows.recordings.get_mut(session_id) else { return };
+    let terminal = matches!(session.outcome, RecordingOutcome::Completed | RecordingOutcome::Failed);
+    match event {
+        SessionEvent::RecordingStarted { at, .. } if session.recording_started_at.is_none() => {
+            session.recording_started_at = Some(*at);
+            if !terminal {
+                session.outcome = RecordingOutcome::Recording;
+            }
+        }
+        SessionEvent::StopRequested { .. } if session.outcome == RecordingOutcome::Recording => {
+            session.outcome = RecordingOutcome::Processing;
+        }
+        SessionEvent::EgressStopped { at, .. } => {
+            if let (Some(started), None) = (session.recording_started_at, session.recording_stopped_at) {
+                session.recording_stopped_at = Some(*at);
+                session.duration_ms = Some((*at - started).max(0));
+            }
+            if session.outcome == RecordingOutcome::Recording {
+                session.outcome = RecordingOutcome::Processing;
+            }
+        }
+        SessionEvent::AssetReady { duration, .. } => session.asset_duration_ms = Some(seconds_to_ms(*duration)),
+        SessionEvent::FailureDetected { reason, .. } if session.failure_reason.is_none() => {
+            session.failure_reason = Some(reason.clone());
+        }
+        SessionEvent::Completed { at } if !terminal => {
+            session.outcome = RecordingOutcome::Completed;
+            session.ended_at = Some(*at);
+        }
+        SessionEvent::Failed { reason, at } if !terminal => {
+            session.outcome = RecordingOutcome::Failed;
+            session.ended_at = Some(*at);
+            session.failure_reason.get_or_insert_with(|| reason.clone());
+        }
+        SessionEvent::ClipsRequested { clips, at } => {
+            let event_id = session.event_id.clone();
+            for plan in clips {
+                rows.clips.entry((session_id.to_owned(), plan.clip_id.clone())).or_insert_with(|| ClipRow {
+                    event_id: event_id.clone(),
+                    session_id: session_id.to_owned(),
+                    clip_id: plan.clip_id.clone(),
+                    user_id: plan.user_id.clone(),
+                    start_ms: seconds_to_ms(plan.start),
+                    end_ms: seconds_to_ms(plan.end),
+                    requested_at: *at,
+                    finished_at: None,
+                    status: ClipOutcome::Requested,
+                    error: None,
+                });
+            }
+        }
+        SessionEvent::ClipCreated { clip_id, .. } => {
+            if let Some(clip) = rows.clips.get_mut(&(session_id.to_owned(), clip_id.clone()))
+                && clip.status == ClipOutcome::Requested
+            {
+                clip.status = ClipOutcome::Created;
+            }
+        }
+        SessionEvent::ClipReady { clip_id, at } => {
+            if let Some(clip) = rows.clips.get_mut(&(session_id.to_owned(), clip_id.clone()))
+                && clip.finished_at.is_none()
+            {
+                clip.status = ClipOutcome::Ready;
+                clip.finished_at = Some(*at);
+            }
+        }
+        SessionEvent::ClipErrored { clip_id, reason, at } => {
+            if let Some(clip) = rows.clips.get_mut(&(session_id.to_owned(), clip_id.clone()))
+                && clip.finished_at.is_none()
+            {
+                clip.status = ClipOutcome::Errored;
+                clip.error = Some(reason.clone());
+                clip.finished_at = Some(*at);
+            }
+        }
+        _ => {}
     }
 }
 

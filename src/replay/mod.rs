@@ -10,6 +10,8 @@
 //!   every read path that decodes events (also the projections).
 //! - [`raw`]: events exactly as stored, in global order, in batches read
 //!   ahead of the consumer.
+//! - [`scan`]: the whole log at full speed (a direct SQLite cursor,
+//!   PostgreSQL binary `copy`), for `verify` and `rebuild`.
 //! - [`verify`]: versions, hash chains, metadata and payloads of every stream.
 //! - [`rebuild`]: projections from position 0 into shadow tables, swapped in
 //!   atomically.
@@ -22,6 +24,7 @@ pub mod history;
 pub mod raw;
 pub mod rebuild;
 pub mod registry;
+pub mod scan;
 pub mod state;
 pub mod verify;
 

@@ -92,14 +92,14 @@ pub async fn read_batch(
     })
 }
 
-/// Range reads of the whole log in flight at once. sqlx reads each SQLite
-/// row through a channel from a worker thread, so one reader leaves the CPU
-/// idle half the time; a few ranges read in parallel (and handed over in
-/// order) keep it busy.
+/// Range reads of the whole log in flight at once, when no fast scan
+/// ([`super::scan`]) applies (SQLite in memory). sqlx reads each SQLite row
+/// through a channel from a worker thread, so one reader leaves the CPU idle
+/// half the time; a few ranges read in parallel keep it busy.
 const PARALLEL_READS: usize = 3;
 
 /// Batches of events in global order up to a fixed head, read ahead on a
-/// separate task.
+/// separate task (the whole log: [`super::scan`]'s fast scans).
 pub struct Batches {
     receiver: mpsc::Receiver<Result<Vec<RawEvent>, StoreError>>,
 }
@@ -110,7 +110,9 @@ impl Batches {
         let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
         if filter == Filter::All {
-            tokio::spawn(read_ranges(store, after, until, batch, sender));
+            if !super::scan::start(&store, after, until, batch, sender.clone()) {
+                tokio::spawn(read_ranges(store, after, until, batch, sender));
+            }
         } else {
             tokio::spawn(read_pages(store, filter, after, until, batch, sender));
         }

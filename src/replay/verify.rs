@@ -1,7 +1,8 @@
 //! `replay verify`: is the log intact?
 //!
 //! One pass over the log in global order, in batches, keeping only each
-//! stream's last version and hash (O(streams) memory). For every event it
+//! stream's last version and hash (O(streams) memory); a batch's content
+//! checks run on a second thread beside its chain checks. For every event it
 //! checks, in this order, and reports the first failure:
 //! 1. the stream id is well formed;
 //! 2. the version follows the stream's previous one (`missing version 7
@@ -19,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -147,7 +149,11 @@ struct Tail {
 }
 
 /// Verifies the whole log up to its current head.
-pub async fn verify(store: &EventStore, registry: &Registry, progress: &Progress) -> Result<Report, StoreError> {
+pub async fn verify(
+    store: &EventStore,
+    registry: &'static Registry,
+    progress: &Progress,
+) -> Result<Report, StoreError> {
     let started = Instant::now();
     let head = store.head_position().await?;
     progress.start(head.max(0) as u64, "verifying");
@@ -156,9 +162,20 @@ pub async fn verify(store: &EventStore, registry: &Registry, progress: &Progress
     let mut tails: HashMap<String, Tail> = HashMap::new();
     let mut batches = Batches::start(store, Filter::All, 0, head, BATCH);
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        for event in &batch {
-            if let Some(kind) = check(&mut tails, registry, event) {
+        let batch = Arc::new(batch?);
+        // Checks 4 and 5 need no stream state: they run on another thread
+        // while this task walks the hash chains (1–3) of the same batch.
+        let contents = {
+            let batch = Arc::clone(&batch);
+            tokio::task::spawn_blocking(move || {
+                batch.iter().map(|event| check_content(registry, event)).collect::<Vec<_>>()
+            })
+        };
+        let chains: Vec<Option<ProblemKind>> = batch.iter().map(|event| check_chain(&mut tails, event)).collect();
+        let contents = contents.await.expect("content checks do not panic");
+        for ((event, chain), content) in batch.iter().zip(chains).zip(contents) {
+            // The first failure in check order: a broken chain hides the content.
+            if let Some(kind) = chain.or(content) {
                 let message = kind.to_string();
                 report.push(Problem {
                     stream_id: event.stream_id.clone(),
@@ -183,8 +200,8 @@ pub async fn verify(store: &EventStore, registry: &Registry, progress: &Progress
     Ok(report)
 }
 
-/// Checks one event against its stream's tail and moves the tail to it.
-fn check(tails: &mut HashMap<String, Tail>, registry: &Registry, event: &RawEvent) -> Option<ProblemKind> {
+/// Checks 1–3 of one event against its stream's tail and moves the tail to it.
+fn check_chain(tails: &mut HashMap<String, Tail>, event: &RawEvent) -> Option<ProblemKind> {
     if StreamId::parse(event.stream_id.as_str()).is_err() {
         return Some(ProblemKind::InvalidStreamId);
     }
@@ -220,6 +237,11 @@ fn check(tails: &mut HashMap<String, Tail>, registry: &Registry, event: &RawEven
     if computed != stored_hash || event.hash.len() != 32 {
         return Some(ProblemKind::HashMismatch { stored: hex::encode(&event.hash), computed: hex::encode(computed) });
     }
+    None
+}
+
+/// Checks 4–5 of one event: its metadata and payload decode.
+fn check_content(registry: &Registry, event: &RawEvent) -> Option<ProblemKind> {
     if let Err(error) = serde_json::from_str::<Metadata>(&event.metadata) {
         return Some(ProblemKind::Metadata { error: error.to_string() });
     }
