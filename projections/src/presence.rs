@@ -280,11 +280,14 @@ mod tests {
         assert!(changes("e", &beat).is_empty());
     }
 
+    /// A session row: connected at, disconnected at, close reason.
+    type SessionRow = (i64, Option<i64>, Option<String>);
+
     /// The tables as a model: sessions by (event, connection), stage rows by
     /// (event, user, entered_at).
     #[derive(Clone, Debug, Default, PartialEq)]
     struct Model {
-        sessions: std::collections::BTreeMap<(String, String), (i64, Option<i64>, Option<String>)>,
+        sessions: std::collections::BTreeMap<(String, String), SessionRow>,
         stages: std::collections::BTreeMap<(String, String, i64), Option<i64>>,
     }
 
@@ -296,10 +299,10 @@ mod tests {
                     self.sessions.entry((event_id, connection_id)).or_insert((connected_at, None, None));
                 }
                 RowChange::SessionClosed { event_id, connection_id, disconnected_at, reason } => {
-                    if let Some(row) = self.sessions.get_mut(&(event_id, connection_id)) {
-                        if row.1.is_none() {
-                            *row = (row.0, Some(disconnected_at), Some(reason));
-                        }
+                    if let Some(row) = self.sessions.get_mut(&(event_id, connection_id))
+                        && row.1.is_none()
+                    {
+                        *row = (row.0, Some(disconnected_at), Some(reason));
                     }
                 }
                 RowChange::StageIntervalOpened { event_id, user_id, entered_at } => {

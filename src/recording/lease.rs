@@ -31,6 +31,8 @@ pub(super) struct Lease {
     retry_every: Duration,
 }
 
+// One per process: the size of the PostgreSQL variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum State {
     /// SQLite: one process by construction.
     NotNeeded,
@@ -101,10 +103,9 @@ impl Lease {
         let mut state = self.state.lock().await;
         if let State::Postgres { held, .. } = &mut *state
             && let Some(conn) = held.take()
+            && let Err(error) = conn.close().await
         {
-            if let Err(error) = conn.close().await {
-                tracing::warn!(%error, "closing the recording worker lease connection");
-            }
+            tracing::warn!(%error, "closing the recording worker lease connection");
         }
     }
 }

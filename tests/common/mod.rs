@@ -47,12 +47,12 @@ impl TestDb {
     /// Drops a PostgreSQL test database (call at the end of a test).
     pub async fn drop_db(self) {
         use sqlx::Connection;
-        if let Some(name) = &self.postgres_name {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
-                    .execute(&mut conn)
-                    .await;
-            }
+        if let Some(name) = &self.postgres_name
+            && let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await
+        {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {name} with (force)")))
+                .execute(&mut conn)
+                .await;
         }
     }
 }
