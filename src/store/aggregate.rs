@@ -57,8 +57,8 @@ pub async fn save<A: Aggregate>(
     version: u64,
     state: &A,
 ) -> Result<(), StoreError> {
-    let bytes = serde_json::to_vec(state).map_err(StoreError::Encode)?;
-    store.save_snapshot(stream, version, schema_tag, &bytes).await
+    let snapshot = encode_snapshot(schema_tag, state)?;
+    store.save_snapshot(stream, version, &snapshot.schema_tag, &snapshot.state).await
 }
 
 /// `state` encoded as a snapshot to attach to an append

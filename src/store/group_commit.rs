@@ -27,7 +27,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{AppendOutcome, Backend, HeadCache, PendingAppend, StoreError};
+use super::{AppendOutcome, Backend, HeadCache, PendingAppend, StoreError, WrittenBatch, batch_keys};
 
 /// Yields in a row without a new request before the writer stops gathering.
 /// Each costs a trip through the scheduler (microseconds); a lone append
@@ -155,19 +155,40 @@ async fn write_with_fallback(
     }
 }
 
+/// Writes one batch: the fast path when the cache allows it, else the
+/// checked path with fresh reads. The cache's whole policy lives here: heads
+/// are remembered only after a commit, the batch's streams are forgotten
+/// before the checked path, and any failure clears it (whether a failed
+/// commit took effect is unknown).
 async fn write_batch(
     backend: &Backend,
     appends: &[PendingAppend],
     heads: &mut HeadCache,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-    let written = match backend {
-        Backend::Sqlite(b) => b.write_batch(appends, heads).await,
-        Backend::Postgres(b) => b.write_batch(appends, heads).await,
+    let (streams, ids) = batch_keys(appends);
+    let fast = match backend {
+        Backend::Sqlite(b) => b.write_fast(appends, &streams, heads).await,
+        Backend::Postgres(b) => b.write_fast(appends, &streams, heads).await,
     };
-    if written.is_err() {
-        // Whether the failed transaction committed is unknown: start over
-        // from the database rather than trust what the cache says.
-        heads.clear();
+    let written = match fast {
+        Ok(Some(written)) => Ok(written),
+        Ok(None) => {
+            heads.forget(&streams);
+            match backend {
+                Backend::Sqlite(b) => b.write_checked(appends, &streams, &ids).await,
+                Backend::Postgres(b) => b.write_checked(appends, &streams, &ids).await,
+            }
+        }
+        Err(error) => Err(error),
+    };
+    match written {
+        Ok(WrittenBatch { plan, positions }) => {
+            heads.remember(&plan.new_heads);
+            Ok(plan.answers(&positions))
+        }
+        Err(error) => {
+            heads.clear();
+            Err(error)
+        }
     }
-    written
 }

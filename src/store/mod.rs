@@ -339,10 +339,7 @@ impl EventStore {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<AppendOutcome, StoreError> {
-        if events.is_empty() {
-            return Err(StoreError::EmptyAppend);
-        }
-        self.inner.writer.append(PendingAppend { stream: stream.clone(), expected, events, snapshot: None }).await
+        self.submit(stream, expected, events, None).await
     }
 
     /// Appends `events` and, in the same transaction, stores `snapshot` as
@@ -357,11 +354,20 @@ impl EventStore {
         events: Vec<NewEvent>,
         snapshot: SnapshotWrite,
     ) -> Result<AppendOutcome, StoreError> {
+        self.submit(stream, expected, events, Some(snapshot)).await
+    }
+
+    async fn submit(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+        snapshot: Option<SnapshotWrite>,
+    ) -> Result<AppendOutcome, StoreError> {
         if events.is_empty() {
             return Err(StoreError::EmptyAppend);
         }
-        let append = PendingAppend { stream: stream.clone(), expected, events, snapshot: Some(snapshot) };
-        self.inner.writer.append(append).await
+        self.inner.writer.append(PendingAppend { stream: stream.clone(), expected, events, snapshot }).await
     }
 
     /// Events of `stream` with version ≥ `from_version`, at most `limit`.
@@ -677,6 +683,13 @@ impl BatchPlan {
             })
             .collect()
     }
+}
+
+/// A committed batch: its plan and the position each inserted event got.
+/// The group-commit writer turns it into answers and remembered heads.
+pub(crate) struct WrittenBatch {
+    pub plan: BatchPlan,
+    pub positions: std::collections::HashMap<Uuid, i64>,
 }
 
 /// The fast path's plan: every request checked against the heads the writer

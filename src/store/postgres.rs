@@ -18,8 +18,8 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, BatchPlan, HeadCache, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
-    StreamId, UPSERT_SNAPSHOT, batch_keys, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    BatchPlan, HeadCache, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId,
+    UPSERT_SNAPSHOT, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Key of the advisory lock that orders appends ("eventlog" in ASCII).
@@ -68,23 +68,18 @@ impl PgBackend {
         Ok(())
     }
 
-    /// Writes a batch: on the fast path in one round trip when the writer
-    /// knows every head and nothing needs a look-up, else checked against
-    /// fresh reads under the append lock.
-    pub(crate) async fn write_batch(
+    /// The checked path: heads and stored ids read afresh under the append
+    /// lock; decides every request exactly.
+    pub(crate) async fn write_checked(
         &self,
         appends: &[PendingAppend],
-        cache: &mut HeadCache,
-    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let (streams, ids) = batch_keys(appends);
-        if let Some(answers) = self.write_fast(appends, &streams, cache).await? {
-            return Ok(answers);
-        }
-        cache.forget(&streams);
+        streams: &[String],
+        ids: &[Uuid],
+    ) -> Result<WrittenBatch, StoreError> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *tx).await?;
-        let heads = read_heads(&mut *tx, &streams).await?;
-        let stored = read_stored_ids(&mut tx, &ids).await?;
+        let heads = read_heads(&mut *tx, streams).await?;
+        let stored = read_stored_ids(&mut tx, ids).await?;
         let plan = BatchPlan::new(appends, heads, &stored, now_millis());
         let columns = Columns::of(&plan);
         let mut positions = HashMap::with_capacity(columns.event_ids.len());
@@ -120,22 +115,22 @@ impl PgBackend {
                 .await?;
         }
         tx.commit().await?;
-        cache.remember(&plan.new_heads);
-        Ok(plan.answers(&positions))
+        Ok(WrittenBatch { plan, positions })
     }
 
     /// The fast path: heads from the cache (reading only unknown ones, as a
     /// hint outside any transaction), no look-up of stored ids, and one call
     /// of `eventlog_append`, which takes the append lock, inserts, moves the
-    /// heads, stores attached snapshots and commits — or, when any row collides with a stored one,
-    /// rolls everything back with [`APPEND_CONFLICT`]. `None` (and nothing
-    /// written) when the batch needs the checked path.
-    async fn write_fast(
+    /// heads, stores attached snapshots and commits — or, when any row
+    /// collides with a stored one, rolls everything back with
+    /// [`APPEND_CONFLICT`]. `None` (and nothing written) when the batch
+    /// needs the checked path.
+    pub(crate) async fn write_fast(
         &self,
         appends: &[PendingAppend],
         streams: &[String],
-        cache: &mut HeadCache,
-    ) -> Result<Option<Vec<Result<AppendOutcome, StoreError>>>, StoreError> {
+        cache: &HeadCache,
+    ) -> Result<Option<WrittenBatch>, StoreError> {
         let (mut heads, missing) = cache.lookup(streams);
         if !missing.is_empty() {
             heads.extend(read_heads(&self.writer, &missing).await?);
@@ -153,8 +148,7 @@ impl PgBackend {
         match call.fetch_all(&self.writer).await {
             Ok(returned) => {
                 let positions = returned.iter().map(|row| (row.get::<Uuid, _>(1), row.get::<i64, _>(0))).collect();
-                cache.remember(&plan.new_heads);
-                Ok(Some(plan.answers(&positions)))
+                Ok(Some(WrittenBatch { plan, positions }))
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(APPEND_CONFLICT) => Ok(None),
             Err(e) => Err(e.into()),

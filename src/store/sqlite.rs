@@ -13,12 +13,12 @@ use std::time::Duration;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::{
-    AppendOutcome, BatchPlan, HeadCache, PendingAppend, PlannedRow, RecordedEvent, Snapshot, StoreError, StoredId,
-    StreamHead, StreamId, UPSERT_SNAPSHOT, batch_keys, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    BatchPlan, HeadCache, PendingAppend, PlannedRow, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
+    StreamId, UPSERT_SNAPSHOT, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Rows per multi-row INSERT, largest first. Fixed sizes keep the set of
@@ -72,64 +72,60 @@ impl SqliteBackend {
         Ok(())
     }
 
-    /// Writes a batch: on the fast path when the writer knows every head and
-    /// nothing needs a look-up, else checked against fresh reads.
-    pub(crate) async fn write_batch(
+    /// The fast path: heads from the cache (reading only the unknown ones),
+    /// no look-up of stored ids, and an insert that skips rows colliding with
+    /// stored ones. `None` (and nothing written) when the batch needs the
+    /// checked path.
+    pub(crate) async fn write_fast(
         &self,
         appends: &[PendingAppend],
-        cache: &mut HeadCache,
-    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        streams: &[String],
+        cache: &HeadCache,
+    ) -> Result<Option<WrittenBatch>, StoreError> {
         let mut conn = self.writer.acquire().await?;
-        let (streams, ids) = batch_keys(appends);
-        if let Some(answers) = write_fast(&mut conn, appends, &streams, cache).await? {
-            return Ok(answers);
-        }
-        cache.forget(&streams);
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let heads = read_heads(&mut tx, &streams).await?;
-        let stored = read_stored_ids(&mut tx, &ids).await?;
+        let (mut heads, missing) = cache.lookup(streams);
+        if !missing.is_empty() {
+            heads.extend(read_heads(&mut tx, &missing).await?);
+        }
+        let Some(plan) = optimistic_plan(appends, heads, now_millis()) else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let positions = insert_rows(&mut tx, &plan, Conflicts::Skip).await?;
+        if positions.len() != plan.rows().count() {
+            // A stored id or a head moved by another process: nothing of this
+            // attempt may stay.
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        upsert_heads(&mut tx, &plan).await?;
+        upsert_snapshots(&mut tx, &plan).await?;
+        tx.commit().await?;
+        Ok(Some(WrittenBatch { plan, positions }))
+    }
+
+    /// The checked path: heads and stored ids read afresh under the write
+    /// lock; decides every request exactly.
+    pub(crate) async fn write_checked(
+        &self,
+        appends: &[PendingAppend],
+        streams: &[String],
+        ids: &[Uuid],
+    ) -> Result<WrittenBatch, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        let heads = read_heads(&mut tx, streams).await?;
+        let stored = read_stored_ids(&mut tx, ids).await?;
         let plan = BatchPlan::new(appends, heads, &stored, now_millis());
         let positions = insert_rows(&mut tx, &plan, Conflicts::Fail).await?;
         upsert_heads(&mut tx, &plan).await?;
         upsert_snapshots(&mut tx, &plan).await?;
         tx.commit().await?;
-        cache.remember(&plan.new_heads);
-        Ok(plan.answers(&positions))
+        Ok(WrittenBatch { plan, positions })
     }
 
     shared_reads!(readers);
-}
-
-/// The fast path: heads from the cache (reading only the unknown ones), no
-/// look-up of stored ids, and an insert that skips rows colliding with stored
-/// ones. `None` (and nothing written) when the batch needs the checked path.
-async fn write_fast(
-    conn: &mut SqliteConnection,
-    appends: &[PendingAppend],
-    streams: &[String],
-    cache: &mut HeadCache,
-) -> Result<Option<Vec<Result<AppendOutcome, StoreError>>>, StoreError> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let (mut heads, missing) = cache.lookup(streams);
-    if !missing.is_empty() {
-        heads.extend(read_heads(&mut tx, &missing).await?);
-    }
-    let Some(plan) = optimistic_plan(appends, heads, now_millis()) else {
-        tx.rollback().await?;
-        return Ok(None);
-    };
-    let positions = insert_rows(&mut tx, &plan, Conflicts::Skip).await?;
-    if positions.len() != plan.rows().count() {
-        // A stored id or a head moved by another process: nothing of this
-        // attempt may stay.
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    upsert_heads(&mut tx, &plan).await?;
-    upsert_snapshots(&mut tx, &plan).await?;
-    tx.commit().await?;
-    cache.remember(&plan.new_heads);
-    Ok(Some(plan.answers(&positions)))
 }
 
 /// What an insert does with a row whose event id or stream version is
@@ -151,25 +147,29 @@ async fn insert_rows(
 ) -> Result<HashMap<Uuid, i64>, StoreError> {
     let rows: Vec<&PlannedRow> = plan.rows().collect();
     let mut positions = HashMap::with_capacity(rows.len());
-    let mut rest = rows.as_slice();
-    while !rest.is_empty() {
-        let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
-        let (chunk, tail) = rest.split_at(size);
+    for chunk in fixed_chunks(&rows) {
         insert_events(tx, chunk, conflicts, &mut positions).await?;
-        rest = tail;
     }
     Ok(positions)
+}
+
+/// `items` split into chunks of the sizes in [`INSERT_CHUNKS`], largest
+/// first, so every multi-row statement has one of a few fixed shapes.
+fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len())?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
 }
 
 /// Moves the heads of every stream the plan writes.
 async fn upsert_heads(tx: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
     let heads: Vec<(&String, &StreamHead)> = plan.new_heads.iter().collect();
-    let mut rest = heads.as_slice();
-    while !rest.is_empty() {
-        let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
-        let (chunk, tail) = rest.split_at(size);
+    for chunk in fixed_chunks(&heads) {
         upsert_head_chunk(tx, chunk).await?;
-        rest = tail;
     }
     Ok(())
 }
