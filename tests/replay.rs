@@ -5,6 +5,7 @@
 //! Every behaviour is one async function taking a fresh [`TestDb`]; the
 //! `contract!` macro turns each into a `sqlite_…` and a `postgres_…` test.
 
+#[macro_use]
 mod common;
 
 use common::TestDb;
@@ -18,27 +19,6 @@ use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, New
 use eventuall_domain::queue::{QueueEvent, QueueList};
 use eventuall_domain::recording::{ClipPlan, SessionEvent};
 use eventuall_domain::room::{CloseReason, ConnectionKind, RoomEvent};
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = super::TestDb::sqlite().await;
-                super::$name(&db).await;
-                db.drop_db().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = super::TestDb::postgres().await;
-                super::$name(&db).await;
-                db.drop_db().await;
-            })*
-        }
-    };
-}
 
 contract!(
     a_sound_log_verifies,

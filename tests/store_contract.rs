@@ -3,6 +3,7 @@
 //! Every behaviour is one async function taking a fresh [`TestDb`]; the
 //! `contract!` macro turns each into a `sqlite_…` and a `postgres_…` test.
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -15,27 +16,6 @@ use eventuall::store::{
     CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, SnapshotWrite, StoreError, StreamId, hash,
 };
 use uuid::Uuid;
-
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = super::TestDb::sqlite().await;
-                super::$name(&db).await;
-                db.drop_db().await;
-            })*
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let db = super::TestDb::postgres().await;
-                super::$name(&db).await;
-                db.drop_db().await;
-            })*
-        }
-    };
-}
 
 contract!(
     appends_are_read_back_in_order,

@@ -4,6 +4,31 @@
 
 use eventuall::store::{EventStore, StoreOptions};
 
+/// `contract!(behaviour, …)`: each behaviour is an `async fn(&TestDb)` in the
+/// calling file; this turns it into a `sqlite::…` and a `postgres::…` test,
+/// each on a fresh database that is dropped afterwards.
+#[allow(unused_macros)]
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::sqlite().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let db = super::TestDb::postgres().await;
+                super::$name(&db).await;
+                db.drop_db().await;
+            })*
+        }
+    };
+}
+
 /// Server used for PostgreSQL tests; each test gets its own database on it.
 pub fn postgres_admin_url() -> String {
     std::env::var("EVENTUALL_TEST_POSTGRES_URL")
