@@ -75,3 +75,29 @@ async fn postgres_kill_nine_loses_no_acknowledged_event() {
     kill_nine_loses_no_acknowledged_event(&db).await;
     db.drop_db().await;
 }
+
+/// On SQLite an append is answered only after the WAL is synced (the writer
+/// commits without syncing, a thread syncs behind it). A sync that fails is
+/// reported to the appender, never as a success, and the store takes no more
+/// appends: after a failed fsync the kernel may already have dropped pages.
+/// The WAL is unlinked under the running store to make the sync fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_failed_wal_sync_is_never_acknowledged_and_stops_appends() {
+    use eventuall::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("events.db");
+    let store = eventuall::store::EventStore::open(&format!("sqlite://{}", file.display()), Default::default())
+        .await
+        .expect("store opens");
+    let stream = StreamId::of("room", "sync");
+    let event = |n: u64| NewEvent::new("HeartbeatReceived", "1", format!("{{\"n\":{n}}}"), Metadata::by("test"));
+    store.append(&stream, ExpectedVersion::NoStream, vec![event(1)]).await.expect("a synced append succeeds");
+
+    std::fs::remove_file(dir.path().join("events.db-wal")).expect("the store keeps its log in a WAL");
+    let refused = store.append(&stream, ExpectedVersion::Exact(1), vec![event(2)]).await;
+    assert!(matches!(refused, Err(StoreError::NotDurable(_))), "an unsynced append was answered {refused:?}");
+    let later = store.append(&StreamId::of("room", "other"), ExpectedVersion::NoStream, vec![event(3)]).await;
+    assert!(matches!(later, Err(StoreError::NotDurable(_))), "the store took an append after a failed sync: {later:?}");
+    store.shutdown().await;
+}

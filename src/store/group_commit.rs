@@ -20,19 +20,29 @@
 //! and answered on its own; a rejected request does not fail its neighbours.
 //! If the transaction itself fails, the writer retries the batch's requests
 //! one per transaction, so that one poisonous request cannot fail the others.
+//!
+//! On SQLite a commit is not yet durable when it returns ([`WalSync`]): the
+//! batch's answers wait in order for the WAL sync that covers it, while the
+//! writer already writes the next batch. On PostgreSQL the commit is durable
+//! and the answers go out at once.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::wal_sync::WalSync;
 use super::{AppendOutcome, Backend, HeadCache, PendingAppend, StoreError, WrittenBatch, batch_keys};
 
 /// Yields in a row without a new request before the writer stops gathering.
 /// Each costs a trip through the scheduler (microseconds); a lone append
 /// pays them once.
 const GATHER_YIELDS: usize = 2;
+
+/// Committed batches that may wait for their WAL sync at once; past it the
+/// writer waits too, so a stalled disk holds back callers, not memory.
+const BATCHES_AWAITING_SYNC: usize = 64;
 
 #[derive(Clone, Debug)]
 pub struct GroupCommitConfig {
@@ -49,7 +59,8 @@ impl Default for GroupCommitConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+type Answer = Result<AppendOutcome, StoreError>;
+type Reply = oneshot::Sender<Answer>;
 
 struct Request {
     append: PendingAppend,
@@ -67,7 +78,12 @@ pub(crate) async fn spawn(
     head: watch::Sender<i64>,
 ) -> Result<WriterHandle, StoreError> {
     let (sender, receiver) = mpsc::channel(config.queue_depth);
-    let task = tokio::spawn(run_writer(backend, config, receiver, head));
+    let wal_sync = match &backend {
+        Backend::Sqlite(b) => b.deferred_sync_file().map(WalSync::start).transpose().map_err(sqlx::Error::Io)?,
+        Backend::Postgres(_) => None,
+    };
+    let acknowledge = Acknowledge::new(head, wal_sync);
+    let task = tokio::spawn(run_writer(backend, config, receiver, acknowledge));
     Ok(WriterHandle { sender: RwLock::new(Some(sender)), task: Mutex::new(Some(task)) })
 }
 
@@ -93,7 +109,7 @@ async fn run_writer(
     backend: Backend,
     config: GroupCommitConfig,
     mut receiver: mpsc::Receiver<Request>,
-    head: watch::Sender<i64>,
+    acknowledge: Acknowledge,
 ) {
     let mut heads = HeadCache::default();
     while let Some(first) = receiver.recv().await {
@@ -115,8 +131,25 @@ async fn run_writer(
             }
         }
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
-        let answers = write_with_fallback(&backend, &appends, &mut heads).await;
-        let highest = answers.iter().filter_map(|a| a.as_ref().ok()).map(|o| o.last_position).max();
+        let answers = match acknowledge.refusal() {
+            Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
+            None => write_with_fallback(&backend, &appends, &mut heads).await,
+        };
+        acknowledge.batch(Answered { replies, answers }).await;
+    }
+    acknowledge.finish().await;
+}
+
+/// A written batch's answers, in request order, with where they go.
+struct Answered {
+    replies: Vec<Reply>,
+    answers: Vec<Answer>,
+}
+
+impl Answered {
+    /// Moves the store's head past the batch, then answers its callers.
+    fn send(self, head: &watch::Sender<i64>) {
+        let highest = self.answers.iter().filter_map(|a| a.as_ref().ok()).map(|o| o.last_position).max();
         if let Some(highest) = highest {
             head.send_if_modified(|h| {
                 let moved = highest > *h;
@@ -126,8 +159,81 @@ async fn run_writer(
                 moved
             });
         }
-        for (reply, answer) in replies.into_iter().zip(answers) {
+        for (reply, answer) in self.replies.into_iter().zip(self.answers) {
             let _ = reply.send(answer);
+        }
+    }
+
+    /// Answers with `error()` every request that would have succeeded.
+    fn fail(mut self, error: impl Fn() -> StoreError) {
+        for answer in &mut self.answers {
+            if answer.is_ok() {
+                *answer = Err(error());
+            }
+        }
+        for (reply, answer) in self.replies.into_iter().zip(self.answers) {
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// When a written batch may be answered.
+enum Acknowledge {
+    /// The commit was durable: answer at once.
+    AtCommit(watch::Sender<i64>),
+    /// The commit left the WAL to sync: answer, in commit order, once a sync
+    /// that started after the commit has finished.
+    AfterWalSync { sync: Arc<WalSync>, queue: mpsc::Sender<(u64, Answered)>, task: JoinHandle<()> },
+}
+
+impl Acknowledge {
+    fn new(head: watch::Sender<i64>, wal_sync: Option<WalSync>) -> Self {
+        let Some(sync) = wal_sync else { return Self::AtCommit(head) };
+        let sync = Arc::new(sync);
+        let (queue, waiting) = mpsc::channel(BATCHES_AWAITING_SYNC);
+        let task = tokio::spawn(answer_when_durable(sync.clone(), waiting, head));
+        Self::AfterWalSync { sync, queue, task }
+    }
+
+    /// Why no batch may be written any more (a WAL sync failed).
+    fn refusal(&self) -> Option<Arc<str>> {
+        match self {
+            Self::AtCommit(_) => None,
+            Self::AfterWalSync { sync, .. } => sync.failure().map(|failed| failed.0),
+        }
+    }
+
+    async fn batch(&self, answered: Answered) {
+        match self {
+            Self::AtCommit(head) => answered.send(head),
+            Self::AfterWalSync { sync, queue, .. } => {
+                let generation = sync.request();
+                if let Err(returned) = queue.send((generation, answered)).await {
+                    // Only if the answering task panicked: callers must still hear.
+                    returned.0.1.fail(|| StoreError::Closed);
+                }
+            }
+        }
+    }
+
+    /// Waits until every written batch has been answered.
+    async fn finish(self) {
+        if let Self::AfterWalSync { queue, task, .. } = self {
+            drop(queue);
+            let _ = task.await;
+        }
+    }
+}
+
+async fn answer_when_durable(
+    sync: Arc<WalSync>,
+    mut waiting: mpsc::Receiver<(u64, Answered)>,
+    head: watch::Sender<i64>,
+) {
+    while let Some((generation, answered)) = waiting.recv().await {
+        match sync.durable(generation).await {
+            Ok(()) => answered.send(&head),
+            Err(failed) => answered.fail(|| StoreError::NotDurable(failed.0.clone())),
         }
     }
 }

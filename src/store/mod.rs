@@ -32,6 +32,7 @@ pub mod hash;
 pub mod postgres;
 pub mod sqlite;
 pub mod subscription;
+mod wal_sync;
 
 use std::fmt;
 use std::sync::Arc;
@@ -264,6 +265,10 @@ pub enum StoreError {
     Decode { stream_id: String, stream_version: u64, source: serde_json::Error },
     #[error("the store is shutting down")]
     Closed,
+    /// The append was committed but could not be made durable (syncing the
+    /// log to disk failed); the store takes no more appends.
+    #[error("{0}")]
+    NotDurable(std::sync::Arc<str>),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

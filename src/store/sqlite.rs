@@ -1,12 +1,16 @@
 //! The event log on SQLite: the embedded default.
 //!
-//! WAL mode with `synchronous = FULL`, so a commit is on disk before an append
-//! is acknowledged (it survives `kill -9` and power loss). One dedicated
-//! connection writes (SQLite has one writer anyway, and `BEGIN IMMEDIATE`
-//! takes the write lock up front instead of failing on upgrade); a pool of
-//! readers serves loads, subscriptions and HTTP reads concurrently.
+//! WAL mode. An append is acknowledged only once its commit is on disk (it
+//! survives `kill -9` and power loss): the appending connection commits with
+//! `synchronous = NORMAL` and the WAL is synced beside it by
+//! [`super::wal_sync`], which the group-commit writer waits on; every other
+//! connection commits with `synchronous = FULL`. One dedicated connection
+//! appends (SQLite has one writer anyway, and `BEGIN IMMEDIATE` takes the
+//! write lock up front instead of failing on upgrade); a pool of readers
+//! serves loads, subscriptions, projections and HTTP reads concurrently.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -26,6 +30,10 @@ use super::{
 const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 /// Ids per `IN (…)` look-up; far below SQLite's 32,766 bind limit.
 const LOOKUP_CHUNK: usize = 500;
+/// WAL pages after which the writer checkpoints itself (16 MiB).
+const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
+/// The writer's page cache (SQLite's default is 2 MiB).
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
 /// How long a connection waits for another process's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,6 +44,10 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_i
 pub struct SqliteBackend {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// The database file whose WAL the writer leaves unsynced at commit;
+    /// `None` for an in-memory database, where the writer commits as the
+    /// others do.
+    deferred_sync: Option<PathBuf>,
 }
 
 impl SqliteBackend {
@@ -46,10 +58,24 @@ impl SqliteBackend {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        let readers =
+            SqlitePoolOptions::new().max_connections(max_readers.max(1)).connect_with(options.clone()).await?;
+        let deferred_sync = file_in_wal_mode(&readers).await?;
         // A multi-row insert inside a transaction keeps a statement journal
         // (to undo just that statement on a constraint error); in a temp
         // file that cost a write syscall per page, 13 % of the writer's time.
-        let writer_options = options.clone().pragma("temp_store", "memory");
+        // Its checkpoints are a backstop (see `wal_sync`): a background
+        // thread copies frames back as they come, and the writer's own
+        // checkpoint, once the WAL holds this many pages, lets it start over.
+        // A page cache that holds every stream's index leaf spares the
+        // writer re-reading them on each batch.
+        let mut writer_options = options
+            .pragma("temp_store", "memory")
+            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
+            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
+        if deferred_sync.is_some() {
+            writer_options = writer_options.synchronous(SqliteSynchronous::Normal);
+        }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
@@ -58,8 +84,13 @@ impl SqliteBackend {
             .max_lifetime(None)
             .connect_with(writer_options)
             .await?;
-        let readers = SqlitePoolOptions::new().max_connections(max_readers.max(1)).connect_with(options).await?;
-        Ok(Self { writer, readers })
+        Ok(Self { writer, readers, deferred_sync })
+    }
+
+    /// The database file whose WAL commits of the writer leave to be synced,
+    /// if any.
+    pub(crate) fn deferred_sync_file(&self) -> Option<&Path> {
+        self.deferred_sync.as_deref()
     }
 
     /// The pool for queries outside the append path (projections, timers).
@@ -126,6 +157,16 @@ impl SqliteBackend {
     }
 
     shared_reads!(readers);
+}
+
+/// The file of a database kept in a file in WAL mode; `None` for an
+/// in-memory one (no file, nothing to sync).
+async fn file_in_wal_mode(pool: &SqlitePool) -> Result<Option<PathBuf>, StoreError> {
+    let journal: String = sqlx::query_scalar("pragma journal_mode").fetch_one(pool).await?;
+    let file: String =
+        sqlx::query_scalar("select file from pragma_database_list where name = 'main'").fetch_one(pool).await?;
+    let in_wal_file = journal.eq_ignore_ascii_case("wal") && !file.is_empty();
+    Ok(in_wal_file.then(|| PathBuf::from(file)))
 }
 
 /// What an insert does with a row whose event id or stream version is
@@ -258,10 +299,13 @@ async fn insert_events(
     positions: &mut HashMap<Uuid, i64>,
 ) -> Result<(), StoreError> {
     let values = rows_of_placeholders(chunk.len(), 9);
-    let on_conflict = if conflicts == Conflicts::Skip { " on conflict do nothing" } else { "" };
+    // `or ignore` rather than `on conflict do nothing`: the same for the
+    // unique keys (the only constraints a planned row can break), but a
+    // statement that can no longer abort halfway needs no statement journal.
+    let verb = if conflicts == Conflicts::Skip { "insert or ignore" } else { "insert" };
     let sql = format!(
-        "insert into events (stream_id, stream_version, event_id, event_type, event_version, payload, \
-         metadata, recorded_at, hash) values {values}{on_conflict}"
+        "{verb} into events (stream_id, stream_version, event_id, event_type, event_version, payload, \
+         metadata, recorded_at, hash) values {values}"
     );
     let mut query = sqlx::query(AssertSqlSafe(sql));
     for row in chunk {
