@@ -159,9 +159,7 @@ impl Answered {
                 moved
             });
         }
-        for (reply, answer) in self.replies.into_iter().zip(self.answers) {
-            let _ = reply.send(answer);
-        }
+        self.deliver();
     }
 
     /// Answers with `error()` every request that would have succeeded.
@@ -171,6 +169,10 @@ impl Answered {
                 *answer = Err(error());
             }
         }
+        self.deliver();
+    }
+
+    fn deliver(self) {
         for (reply, answer) in self.replies.into_iter().zip(self.answers) {
             let _ = reply.send(answer);
         }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     BatchPlan, HeadCache, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId,
-    UPSERT_SNAPSHOT, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Key of the advisory lock that orders appends ("eventlog" in ASCII).
@@ -104,16 +104,7 @@ impl PgBackend {
             );
             columns.bind_heads(heads).execute(&mut *tx).await?;
         }
-        for snapshot in &plan.snapshots {
-            sqlx::query(UPSERT_SNAPSHOT)
-                .bind(&snapshot.stream_id)
-                .bind(snapshot.version)
-                .bind(&snapshot.schema_tag)
-                .bind(&snapshot.state)
-                .bind(snapshot.taken_at)
-                .execute(&mut *tx)
-                .await?;
-        }
+        upsert_snapshots(&mut tx, &plan).await?;
         tx.commit().await?;
         Ok(WrittenBatch { plan, positions })
     }
@@ -282,3 +273,4 @@ async fn read_stored_ids(
 }
 
 decode_event_fn!(PgRow);
+upsert_snapshots_fn!(sqlx::PgConnection);

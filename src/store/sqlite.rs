@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{
     BatchPlan, HeadCache, PendingAppend, PlannedRow, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
-    StreamId, UPSERT_SNAPSHOT, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    StreamId, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Rows per multi-row INSERT, largest first. Fixed sizes keep the set of
@@ -215,22 +215,6 @@ async fn upsert_heads(tx: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Res
     Ok(())
 }
 
-/// Stores the snapshots that ride along with the batch (one statement each:
-/// an aggregate attaches one every few dozen events, so they are few).
-async fn upsert_snapshots(tx: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
-    for snapshot in &plan.snapshots {
-        sqlx::query(UPSERT_SNAPSHOT)
-            .bind(&snapshot.stream_id)
-            .bind(snapshot.version)
-            .bind(&snapshot.schema_tag)
-            .bind(&snapshot.state)
-            .bind(snapshot.taken_at)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
 async fn read_heads(
     tx: &mut Transaction<'_, Sqlite>,
     streams: &[String],
@@ -368,3 +352,4 @@ fn rows_of_placeholders(rows: usize, columns: usize) -> String {
 }
 
 decode_event_fn!(SqliteRow);
+upsert_snapshots_fn!(sqlx::SqliteConnection);
