@@ -21,6 +21,7 @@ contract!(
     appends_are_read_back_in_order,
     expected_version_mismatches_are_conflicts,
     concurrent_appends_to_one_stream_lose_and_duplicate_nothing,
+    racing_unchecked_appends_form_one_chain,
     resending_stored_events_succeeds_once,
     a_second_writer_on_the_same_log_is_never_overwritten,
     read_all_returns_everything_after_a_position,
@@ -117,6 +118,56 @@ async fn concurrent_appends_to_one_stream_lose_and_duplicate_nothing(db: &TestDb
     let payloads: HashSet<&str> = all.iter().map(|e| e.payload.as_str()).collect();
     assert_eq!(payloads.len(), writers * per_writer, "no event written twice");
     assert!(conflicts > 0, "16 racing writers must have met a conflict");
+}
+
+/// Appends with `ExpectedVersion::Any` racing on a few streams while others
+/// write elsewhere: batches of both PostgreSQL writer tasks plan the same
+/// next version from the head cache, one of them collides and goes down the
+/// checked path. Every append lands exactly once, each answer names its own
+/// version, and every stream stays one contiguous, unbroken chain.
+async fn racing_unchecked_appends_form_one_chain(db: &TestDb) {
+    let store = db.open().await;
+    let (tasks_per_stream, appends_per_task, streams) = (24, 15, 3);
+    let mut tasks = Vec::new();
+    for t in 0..tasks_per_stream * streams {
+        let store = store.clone();
+        let s = stream(&format!("any-{}", t % streams));
+        tasks.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            for i in 0..appends_per_task {
+                let outcome = store.append(&s, ExpectedVersion::Any, vec![event(t * 1000 + i)]).await.unwrap();
+                assert!(!outcome.already_stored);
+                versions.push((t % streams, outcome.next_version));
+            }
+            versions
+        }));
+    }
+    let mut answered = HashSet::new();
+    for task in tasks {
+        for answer in task.await.unwrap() {
+            assert!(answered.insert(answer), "two appends were told the same version: {answer:?}");
+        }
+    }
+    assert_eq!(answered.len(), tasks_per_stream * streams * appends_per_task);
+    for n in 0..streams {
+        let read = store.read_stream(&stream(&format!("any-{n}")), 1, 10_000).await.unwrap();
+        let expected = (tasks_per_stream * appends_per_task) as u64;
+        assert_eq!(read.iter().map(|e| e.stream_version).collect::<Vec<_>>(), (1..=expected).collect::<Vec<_>>());
+        let payloads: HashSet<&str> = read.iter().map(|e| e.payload.as_str()).collect();
+        assert_eq!(payloads.len() as u64, expected, "no event written twice");
+        assert_chained(&read);
+        assert_eq!(store.stream_version(&stream(&format!("any-{n}"))).await.unwrap(), expected);
+    }
+}
+
+/// The log is the system of record: one that dies with the process would
+/// break "acknowledged means durable", so an in-memory SQLite URL is refused
+/// with a clear error instead of silently losing events.
+#[tokio::test]
+async fn an_in_memory_sqlite_log_is_refused() {
+    let refused = EventStore::open("sqlite::memory:", Default::default()).await.err().expect("refused");
+    assert!(matches!(refused, StoreError::Unsupported(_)), "{refused}");
+    assert!(refused.to_string().contains("in-memory"), "{refused}");
 }
 
 async fn resending_stored_events_succeeds_once(db: &TestDb) {

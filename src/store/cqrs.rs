@@ -28,6 +28,7 @@ fn to_persistence(error: StoreError) -> PersistenceError {
     match error {
         StoreError::Conflict { .. } | StoreError::PartialDuplicate { .. } => PersistenceError::OptimisticLockError,
         StoreError::Database(e) => PersistenceError::ConnectionError(Box::new(e)),
+        StoreError::Sqlite(e) => PersistenceError::ConnectionError(Box::new(e)),
         StoreError::Decode { .. } | StoreError::Encode(_) => PersistenceError::DeserializationError(Box::new(error)),
         other => PersistenceError::UnknownError(Box::new(other)),
     }

@@ -1,5 +1,5 @@
-//! Group commit: one writer task per store turns many concurrent appends into
-//! few transactions.
+//! Group commit: a writer task per store (two on PostgreSQL) turns many
+//! concurrent appends into few transactions.
 //!
 //! Callers send their append over a channel and wait on a oneshot. The writer
 //! takes the first queued request, then everything else already queued (up to
@@ -25,15 +25,23 @@
 //! batch's answers wait in order for the WAL sync that covers it, while the
 //! writer already writes the next batch. On PostgreSQL the commit is durable
 //! and the answers go out at once.
+//!
+//! On PostgreSQL two writer tasks, each with its own connection, take turns
+//! at the queue: while one batch is on the server (waiting for or holding
+//! the append lock, ADR 0002), the other task gathers and plans the next, so
+//! the server's serial part never waits for the client's. They share the
+//! head cache; as it is only a hint, a batch planned on a head the other
+//! task is about to move collides with the unique keys and takes the checked
+//! path (ADR 0010). SQLite has one writer connection, so one task.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
 
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::wal_sync::WalSync;
-use super::{AppendOutcome, Backend, HeadCache, PendingAppend, StoreError, WrittenBatch, batch_keys};
+use super::{AppendOutcome, Appends, Backend, HeadCache, PendingAppend, StoreError, WrittenBatch, batch_keys};
 
 /// Yields in a row without a new request before the writer stops gathering.
 /// Each costs a trip through the scheduler (microseconds); a lone append
@@ -51,11 +59,15 @@ pub struct GroupCommitConfig {
     pub max_batch_events: usize,
     /// Appends that may wait for the writer before callers feel backpressure.
     pub queue_depth: usize,
+    /// Writer tasks (each with its own connection) on PostgreSQL; SQLite
+    /// always has one. Two let one batch be planned while the other is on
+    /// the server; more only queue up on the append lock.
+    pub postgres_writers: usize,
 }
 
 impl Default for GroupCommitConfig {
     fn default() -> Self {
-        Self { max_batch_events: 4096, queue_depth: 16_384 }
+        Self { max_batch_events: 4096, queue_depth: 16_384, postgres_writers: 2 }
     }
 }
 
@@ -69,7 +81,19 @@ struct Request {
 
 pub(crate) struct WriterHandle {
     sender: RwLock<Option<mpsc::Sender<Request>>>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    /// The writer tasks, then the task answering after WAL syncs, if any.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// What the writer tasks of one store share.
+struct Shared {
+    backend: Backend,
+    config: GroupCommitConfig,
+    /// The queue: a task holds it only while it gathers a batch.
+    receiver: Mutex<mpsc::Receiver<Request>>,
+    /// Never held across an `.await`.
+    heads: StdMutex<HeadCache>,
+    acknowledge: Acknowledge,
 }
 
 pub(crate) async fn spawn(
@@ -78,13 +102,22 @@ pub(crate) async fn spawn(
     head: watch::Sender<i64>,
 ) -> Result<WriterHandle, StoreError> {
     let (sender, receiver) = mpsc::channel(config.queue_depth);
-    let wal_sync = match &backend {
-        Backend::Sqlite(b) => b.deferred_sync_file().map(WalSync::start).transpose().map_err(sqlx::Error::Io)?,
-        Backend::Postgres(_) => None,
+    let (wal_sync, writers) = match &backend {
+        Backend::Sqlite(b) => (b.deferred_sync_file().map(WalSync::start).transpose().map_err(sqlx::Error::Io)?, 1),
+        Backend::Postgres(_) => (None, config.postgres_writers.max(1)),
     };
-    let acknowledge = Acknowledge::new(head, wal_sync);
-    let task = tokio::spawn(run_writer(backend, config, receiver, acknowledge));
-    Ok(WriterHandle { sender: RwLock::new(Some(sender)), task: Mutex::new(Some(task)) })
+    let (acknowledge, answering) = Acknowledge::new(head, wal_sync);
+    let shared = Arc::new(Shared {
+        backend,
+        config,
+        receiver: Mutex::new(receiver),
+        heads: StdMutex::new(HeadCache::default()),
+        acknowledge,
+    });
+    let mut tasks: Vec<_> = (0..writers).map(|_| tokio::spawn(run_writer(shared.clone()))).collect();
+    // Last: it ends once the writers are gone (they hold its queue).
+    tasks.extend(answering);
+    Ok(WriterHandle { sender: RwLock::new(Some(sender)), tasks: Mutex::new(tasks) })
 }
 
 impl WriterHandle {
@@ -96,48 +129,52 @@ impl WriterHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Closes the queue and waits until every queued append is committed.
+    /// Closes the queue and waits until every queued append is committed
+    /// and answered.
     pub async fn shutdown(&self) {
         self.sender.write().expect("writer lock").take();
-        if let Some(task) = self.task.lock().await.take() {
+        let tasks = std::mem::take(&mut *self.tasks.lock().await);
+        for task in tasks {
             let _ = task.await;
         }
     }
 }
 
-async fn run_writer(
-    backend: Backend,
-    config: GroupCommitConfig,
-    mut receiver: mpsc::Receiver<Request>,
-    acknowledge: Acknowledge,
-) {
-    let mut heads = HeadCache::default();
-    while let Some(first) = receiver.recv().await {
-        let mut events = first.append.events.len();
-        let mut batch = vec![first];
-        let mut idle_yields = 0;
-        while events < config.max_batch_events {
-            match receiver.try_recv() {
-                Ok(next) => {
-                    events += next.append.events.len();
-                    batch.push(next);
-                    idle_yields = 0;
-                }
-                Err(TryRecvError::Empty) if idle_yields < GATHER_YIELDS => {
-                    idle_yields += 1;
-                    tokio::task::yield_now().await;
-                }
-                Err(_) => break,
-            }
-        }
+async fn run_writer(shared: Arc<Shared>) {
+    while let Some(batch) = gather(&shared).await {
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
-        let answers = match acknowledge.refusal() {
+        let appends = Appends::new(appends);
+        let answers = match shared.acknowledge.refusal() {
             Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
-            None => write_with_fallback(&backend, &appends, &mut heads).await,
+            None => write_with_fallback(&shared.backend, &appends, &shared.heads).await,
         };
-        acknowledge.batch(Answered { replies, answers }).await;
+        shared.acknowledge.batch(Answered { replies, answers }).await;
     }
-    acknowledge.finish().await;
+}
+
+/// The next batch: the first queued request, then whatever else is queued,
+/// up to `max_batch_events`. `None` once the queue is closed and empty.
+async fn gather(shared: &Shared) -> Option<Vec<Request>> {
+    let mut receiver = shared.receiver.lock().await;
+    let first = receiver.recv().await?;
+    let mut events = first.append.events.len();
+    let mut batch = vec![first];
+    let mut idle_yields = 0;
+    while events < shared.config.max_batch_events {
+        match receiver.try_recv() {
+            Ok(next) => {
+                events += next.append.events.len();
+                batch.push(next);
+                idle_yields = 0;
+            }
+            Err(TryRecvError::Empty) if idle_yields < GATHER_YIELDS => {
+                idle_yields += 1;
+                tokio::task::yield_now().await;
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// A written batch's answers, in request order, with where they go.
@@ -184,17 +221,20 @@ enum Acknowledge {
     /// The commit was durable: answer at once.
     AtCommit(watch::Sender<i64>),
     /// The commit left the WAL to sync: answer, in commit order, once a sync
-    /// that started after the commit has finished.
-    AfterWalSync { sync: Arc<WalSync>, queue: mpsc::Sender<(u64, Answered)>, task: JoinHandle<()> },
+    /// that started after the commit has finished. Needs commits and sync
+    /// requests in one order, so SQLite has one writer task; the answering
+    /// task ends when that writer drops `queue`.
+    AfterWalSync { sync: Arc<WalSync>, queue: mpsc::Sender<(u64, Answered)> },
 }
 
 impl Acknowledge {
-    fn new(head: watch::Sender<i64>, wal_sync: Option<WalSync>) -> Self {
-        let Some(sync) = wal_sync else { return Self::AtCommit(head) };
+    /// The policy, and the answering task it runs, if any.
+    fn new(head: watch::Sender<i64>, wal_sync: Option<WalSync>) -> (Self, Option<JoinHandle<()>>) {
+        let Some(sync) = wal_sync else { return (Self::AtCommit(head), None) };
         let sync = Arc::new(sync);
         let (queue, waiting) = mpsc::channel(BATCHES_AWAITING_SYNC);
         let task = tokio::spawn(answer_when_durable(sync.clone(), waiting, head));
-        Self::AfterWalSync { sync, queue, task }
+        (Self::AfterWalSync { sync, queue }, Some(task))
     }
 
     /// Why no batch may be written any more (a WAL sync failed).
@@ -217,14 +257,6 @@ impl Acknowledge {
             }
         }
     }
-
-    /// Waits until every written batch has been answered.
-    async fn finish(self) {
-        if let Self::AfterWalSync { queue, task, .. } = self {
-            drop(queue);
-            let _ = task.await;
-        }
-    }
 }
 
 async fn answer_when_durable(
@@ -242,8 +274,8 @@ async fn answer_when_durable(
 
 async fn write_with_fallback(
     backend: &Backend,
-    appends: &[PendingAppend],
-    heads: &mut HeadCache,
+    appends: &Appends,
+    heads: &StdMutex<HeadCache>,
 ) -> Vec<Result<AppendOutcome, StoreError>> {
     match write_batch(backend, appends, heads).await {
         Ok(answers) => answers,
@@ -251,8 +283,8 @@ async fn write_with_fallback(
         Err(error) => {
             tracing::warn!(%error, requests = appends.len(), "batch append failed; retrying one by one");
             let mut answers = Vec::with_capacity(appends.len());
-            for append in appends {
-                let answer = match write_batch(backend, std::slice::from_ref(append), heads).await {
+            for append in appends.each() {
+                let answer = match write_batch(backend, &append, heads).await {
                     Ok(mut single) => single.pop().expect("one answer per request"),
                     Err(error) => Err(error),
                 };
@@ -270,18 +302,19 @@ async fn write_with_fallback(
 /// commit took effect is unknown).
 async fn write_batch(
     backend: &Backend,
-    appends: &[PendingAppend],
-    heads: &mut HeadCache,
+    appends: &Appends,
+    heads: &StdMutex<HeadCache>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
     let (streams, ids) = batch_keys(appends);
+    let (known, missing) = cache(heads).lookup(&streams);
     let fast = match backend {
-        Backend::Sqlite(b) => b.write_fast(appends, &streams, heads).await,
-        Backend::Postgres(b) => b.write_fast(appends, &streams, heads).await,
+        Backend::Sqlite(b) => b.write_fast(appends, known, missing).await,
+        Backend::Postgres(b) => b.write_fast(appends, known, missing).await,
     };
     let written = match fast {
         Ok(Some(written)) => Ok(written),
         Ok(None) => {
-            heads.forget(&streams);
+            cache(heads).forget(&streams);
             match backend {
                 Backend::Sqlite(b) => b.write_checked(appends, &streams, &ids).await,
                 Backend::Postgres(b) => b.write_checked(appends, &streams, &ids).await,
@@ -291,12 +324,18 @@ async fn write_batch(
     };
     match written {
         Ok(WrittenBatch { plan, positions }) => {
-            heads.remember(&plan.new_heads);
+            cache(heads).remember(&plan.new_heads);
             Ok(plan.answers(&positions))
         }
         Err(error) => {
-            heads.clear();
+            cache(heads).clear();
             Err(error)
         }
     }
+}
+
+fn cache(heads: &StdMutex<HeadCache>) -> std::sync::MutexGuard<'_, HeadCache> {
+    // A panic while the cache was held leaves nothing half-done that
+    // matters: the cache is only a hint.
+    heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -31,6 +31,7 @@ pub mod group_commit;
 pub mod hash;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_writer;
 pub mod subscription;
 mod wal_sync;
 
@@ -271,6 +272,13 @@ pub enum StoreError {
     NotDurable(std::sync::Arc<str>),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of SQLite's appending connection or of a direct SQLite
+    /// read (`rusqlite`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The store cannot do this (a setting or a state it refuses).
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -314,7 +322,8 @@ impl EventStore {
     /// `sqlite::memory:` or `postgres://…`.
     pub async fn open(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::PgBackend::connect(url, options.max_read_connections).await?)
+            let writers = options.group_commit.postgres_writers as u32;
+            Backend::Postgres(postgres::PgBackend::connect(url, options.max_read_connections, writers).await?)
         } else {
             Backend::Sqlite(sqlite::SqliteBackend::connect(url, options.max_read_connections).await?)
         };
@@ -486,6 +495,34 @@ pub(crate) struct PendingAppend {
     pub expected: ExpectedVersion,
     pub events: Vec<NewEvent>,
     pub snapshot: Option<SnapshotWrite>,
+}
+
+/// The requests of one transaction. Shared and immutable, so that SQLite's
+/// writer thread can hold them while the group-commit task waits for it.
+#[derive(Clone)]
+pub(crate) struct Appends {
+    all: Arc<[PendingAppend]>,
+    range: std::ops::Range<usize>,
+}
+
+impl Appends {
+    pub fn new(appends: Vec<PendingAppend>) -> Self {
+        let range = 0..appends.len();
+        Self { all: appends.into(), range }
+    }
+
+    /// Each request on its own (the one-by-one fallback of a failed batch).
+    pub fn each(&self) -> impl Iterator<Item = Appends> + '_ {
+        self.range.clone().map(|i| Self { all: self.all.clone(), range: i..i + 1 })
+    }
+}
+
+impl std::ops::Deref for Appends {
+    type Target = [PendingAppend];
+
+    fn deref(&self) -> &[PendingAppend] {
+        &self.all[self.range.clone()]
+    }
 }
 
 /// The outcome of validating one request inside a batch, before writing.
@@ -744,13 +781,21 @@ impl HeadCache {
         (known, missing)
     }
 
-    /// Records the heads a committed batch left behind.
+    /// Records the heads a committed batch left behind. A head never moves
+    /// back: with two writer tasks, the one that committed first may
+    /// remember last.
     pub fn remember<'a>(&mut self, heads: impl IntoIterator<Item = (&'a String, &'a StreamHead)>) {
         if self.heads.len() > Self::MAX_STREAMS {
             self.heads.clear();
         }
         for (stream, head) in heads {
-            self.heads.insert(stream.clone(), head.clone());
+            match self.heads.get_mut(stream) {
+                Some(known) if known.version >= head.version => {}
+                Some(known) => *known = head.clone(),
+                None => {
+                    self.heads.insert(stream.clone(), head.clone());
+                }
+            }
         }
     }
 
@@ -773,4 +818,48 @@ pub(crate) fn batch_keys(appends: &[PendingAppend]) -> (Vec<String>, Vec<Uuid>) 
     streams.dedup();
     let ids = appends.iter().flat_map(|a| a.events.iter().map(|e| e.event_id)).collect();
     (streams, ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(version: u64) -> StreamHead {
+        StreamHead { version, last_hash: [version as u8; 32] }
+    }
+
+    #[test]
+    fn the_head_cache_never_moves_a_head_back() {
+        let mut cache = HeadCache::default();
+        let stream = "room-a".to_string();
+        cache.remember([(&stream, &head(7))]);
+        // The writer task that committed version 5 first remembers last.
+        cache.remember([(&stream, &head(5))]);
+        let (known, missing) = cache.lookup(std::slice::from_ref(&stream));
+        assert!(missing.is_empty());
+        assert_eq!(known[&stream].version, 7);
+        assert_eq!(known[&stream].last_hash, [7; 32]);
+        cache.remember([(&stream, &head(8))]);
+        assert_eq!(cache.lookup(std::slice::from_ref(&stream)).0[&stream].version, 8);
+    }
+
+    #[test]
+    fn appends_split_into_each_request_in_order() {
+        let append = |n: &str| PendingAppend {
+            stream: StreamId::of("room", n),
+            expected: ExpectedVersion::Any,
+            events: vec![],
+            snapshot: None,
+        };
+        let all = Appends::new(vec![append("a"), append("b"), append("c")]);
+        assert_eq!(all.len(), 3);
+        let each: Vec<String> = all
+            .each()
+            .map(|one| {
+                assert_eq!(one.len(), 1);
+                one[0].stream.to_string()
+            })
+            .collect();
+        assert_eq!(each, ["room-a", "room-b", "room-c"]);
+    }
 }

@@ -18,15 +18,16 @@ use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::{
-    BatchPlan, HeadCache, PendingAppend, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId,
-    WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    Appends, BatchPlan, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId, WrittenBatch,
+    hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
 /// Key of the advisory lock that orders appends ("eventlog" in ASCII).
 const APPEND_LOCK: i64 = 0x6576_656e_746c_6f67;
-/// SQLSTATE `eventlog_append` raises when a row collides with a stored one
-/// (migration 0007).
-const APPEND_CONFLICT: &str = "EV409";
+/// SQLSTATE of the unique violation `eventlog_append` raises when a row
+/// collides with a stored one (migration 0008: a plain insert, which rolls
+/// the whole call back).
+const APPEND_CONFLICT: &str = "23505";
 
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
      event_version, payload::text, metadata::text, recorded_at, hash";
@@ -34,13 +35,13 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_i
 #[derive(Clone)]
 pub struct PgBackend {
     pool: PgPool,
-    /// The group-commit writer's own connection: never waits behind readers,
-    /// and is not pinged before each batch.
+    /// The group-commit writers' own connections (one per writer task):
+    /// never wait behind readers, and are not pinged before each batch.
     writer: PgPool,
 }
 
 impl PgBackend {
-    pub async fn connect(url: &str, max_readers: u32) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_readers: u32, writers: u32) -> Result<Self, StoreError> {
         // Readers plus the writer plus room for projections and timers.
         let pool = PgPoolOptions::new()
             .max_connections(max_readers + 4)
@@ -48,8 +49,8 @@ impl PgBackend {
             .connect(url)
             .await?;
         let writer = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
+            .max_connections(writers.max(1))
+            .min_connections(writers.max(1))
             .test_before_acquire(false)
             .idle_timeout(None)
             .max_lifetime(None)
@@ -72,7 +73,7 @@ impl PgBackend {
     /// lock; decides every request exactly.
     pub(crate) async fn write_checked(
         &self,
-        appends: &[PendingAppend],
+        appends: &Appends,
         streams: &[String],
         ids: &[Uuid],
     ) -> Result<WrittenBatch, StoreError> {
@@ -109,8 +110,8 @@ impl PgBackend {
         Ok(WrittenBatch { plan, positions })
     }
 
-    /// The fast path: heads from the cache (reading only unknown ones, as a
-    /// hint outside any transaction), no look-up of stored ids, and one call
+    /// The fast path: `heads` as the cache knows them (the `missing` ones
+    /// read as a hint outside any transaction), no look-up of stored ids, and one call
     /// of `eventlog_append`, which takes the append lock, inserts, moves the
     /// heads, stores attached snapshots and commits — or, when any row
     /// collides with a stored one, rolls everything back with
@@ -118,11 +119,10 @@ impl PgBackend {
     /// needs the checked path.
     pub(crate) async fn write_fast(
         &self,
-        appends: &[PendingAppend],
-        streams: &[String],
-        cache: &HeadCache,
+        appends: &Appends,
+        mut heads: HashMap<String, StreamHead>,
+        missing: Vec<String>,
     ) -> Result<Option<WrittenBatch>, StoreError> {
-        let (mut heads, missing) = cache.lookup(streams);
         if !missing.is_empty() {
             heads.extend(read_heads(&self.writer, &missing).await?);
         }

@@ -5,31 +5,31 @@
 //! `synchronous = NORMAL` and the WAL is synced beside it by
 //! [`super::wal_sync`], which the group-commit writer waits on; every other
 //! connection commits with `synchronous = FULL`. One dedicated connection
-//! appends (SQLite has one writer anyway, and `BEGIN IMMEDIATE` takes the
-//! write lock up front instead of failing on upgrade); a pool of readers
-//! serves loads, subscriptions, projections and HTTP reads concurrently.
+//! appends, a rusqlite connection on a thread of its own
+//! ([`super::sqlite_writer`]; SQLite has one writer anyway, and
+//! `BEGIN IMMEDIATE` takes the write lock up front instead of failing on
+//! upgrade); a pool of sqlx readers serves loads, subscriptions, projections
+//! and HTTP reads concurrently, and runs the migrations.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::{OptionalExtension, TransactionBehavior};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
+use super::sqlite_writer::{CommitSync, SqliteWriter, WriterSettings};
 use super::{
-    BatchPlan, HeadCache, PendingAppend, PlannedRow, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead,
-    StreamId, WrittenBatch, hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
+    Appends, BatchPlan, RecordedEvent, Snapshot, StoreError, StoredId, StreamHead, StreamId, WrittenBatch,
+    hash_from_bytes, now_millis, optimistic_plan, parse_metadata,
 };
 
-/// Rows per multi-row INSERT, largest first. Fixed sizes keep the set of
-/// distinct statements small, so every one stays in the prepared cache.
-const INSERT_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-/// Ids per `IN (…)` look-up; far below SQLite's 32,766 bind limit.
-const LOOKUP_CHUNK: usize = 500;
 /// WAL pages after which the writer checkpoints itself (16 MiB).
 const WRITER_CHECKPOINT_PAGES: u32 = 4_000;
 /// The writer's page cache (SQLite's default is 2 MiB).
@@ -42,11 +42,12 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_i
 
 #[derive(Clone)]
 pub struct SqliteBackend {
-    writer: SqlitePool,
+    /// The one appending connection, on its own thread.
+    writer: Arc<SqliteWriter>,
     readers: SqlitePool,
     /// The database file whose WAL the writer leaves unsynced at commit;
-    /// `None` for an in-memory database, where the writer commits as the
-    /// others do.
+    /// `None` when the file is not in WAL mode, where the writer commits as
+    /// the others do.
     deferred_sync: Option<PathBuf>,
 }
 
@@ -60,30 +61,20 @@ impl SqliteBackend {
             .foreign_keys(true);
         let readers =
             SqlitePoolOptions::new().max_connections(max_readers.max(1)).connect_with(options.clone()).await?;
-        let deferred_sync = file_in_wal_mode(&readers).await?;
-        // A multi-row insert inside a transaction keeps a statement journal
-        // (to undo just that statement on a constraint error); in a temp
-        // file that cost a write syscall per page, 13 % of the writer's time.
-        // Its checkpoints are a backstop (see `wal_sync`): a background
-        // thread copies frames back as they come, and the writer's own
-        // checkpoint, once the WAL holds this many pages, lets it start over.
-        // A page cache that holds every stream's index leaf spares the
-        // writer re-reading them on each batch.
-        let mut writer_options = options
-            .pragma("temp_store", "memory")
-            .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
-            .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"));
-        if deferred_sync.is_some() {
-            writer_options = writer_options.synchronous(SqliteSynchronous::Normal);
-        }
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .min_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .connect_with(writer_options)
-            .await?;
+        let (file, in_wal_mode) = database_file(&readers).await?;
+        let Some(file) = file else {
+            // An in-memory log would lose every acknowledged event with the
+            // process; the contract is "acknowledged means durable".
+            return Err(StoreError::Unsupported("an in-memory SQLite event log (use a file)"));
+        };
+        let deferred_sync = in_wal_mode.then(|| file.clone());
+        let settings = WriterSettings {
+            sync: if in_wal_mode { CommitSync::Deferred } else { CommitSync::AtCommit },
+            busy_timeout: BUSY_TIMEOUT,
+            cache_kib: WRITER_CACHE_KIB,
+            autocheckpoint_pages: WRITER_CHECKPOINT_PAGES,
+        };
+        let writer = Arc::new(SqliteWriter::open(&file, settings)?);
         Ok(Self { writer, readers, deferred_sync })
     }
 
@@ -99,257 +90,199 @@ impl SqliteBackend {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite").run(&self.writer).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&self.readers).await?;
         Ok(())
     }
 
-    /// The fast path: heads from the cache (reading only the unknown ones),
-    /// no look-up of stored ids, and an insert that skips rows colliding with
+    /// The fast path: `heads` as the cache knows them (the `missing` ones
+    /// read in the transaction), no look-up of stored ids, and inserts that skip rows colliding with
     /// stored ones. `None` (and nothing written) when the batch needs the
     /// checked path.
     pub(crate) async fn write_fast(
         &self,
-        appends: &[PendingAppend],
-        streams: &[String],
-        cache: &HeadCache,
+        appends: &Appends,
+        mut heads: HashMap<String, StreamHead>,
+        missing: Vec<String>,
     ) -> Result<Option<WrittenBatch>, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let (mut heads, missing) = cache.lookup(streams);
-        if !missing.is_empty() {
-            heads.extend(read_heads(&mut tx, &missing).await?);
-        }
-        let Some(plan) = optimistic_plan(appends, heads, now_millis()) else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let positions = insert_rows(&mut tx, &plan, Conflicts::Skip).await?;
-        if positions.len() != plan.rows().count() {
-            // A stored id or a head moved by another process: nothing of this
-            // attempt may stay.
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        upsert_heads(&mut tx, &plan).await?;
-        upsert_snapshots(&mut tx, &plan).await?;
-        tx.commit().await?;
-        Ok(Some(WrittenBatch { plan, positions }))
+        let appends = appends.clone();
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                if !missing.is_empty() {
+                    heads.extend(read_heads(&tx, &missing)?);
+                }
+                // Returning early drops `tx`, which rolls it back.
+                let Some(plan) = optimistic_plan(&appends, heads, now_millis()) else { return Ok(None) };
+                // A stored id or a head moved by another process: nothing of
+                // this attempt may stay.
+                let Some(positions) = insert_rows(&tx, &plan, Conflicts::Skip)? else { return Ok(None) };
+                upsert_heads(&tx, &plan)?;
+                upsert_snapshots(&tx, &plan)?;
+                tx.commit()?;
+                Ok(Some(WrittenBatch { plan, positions }))
+            })
+            .await
     }
 
     /// The checked path: heads and stored ids read afresh under the write
     /// lock; decides every request exactly.
     pub(crate) async fn write_checked(
         &self,
-        appends: &[PendingAppend],
+        appends: &Appends,
         streams: &[String],
         ids: &[Uuid],
     ) -> Result<WrittenBatch, StoreError> {
-        let mut conn = self.writer.acquire().await?;
-        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let heads = read_heads(&mut tx, streams).await?;
-        let stored = read_stored_ids(&mut tx, ids).await?;
-        let plan = BatchPlan::new(appends, heads, &stored, now_millis());
-        let positions = insert_rows(&mut tx, &plan, Conflicts::Fail).await?;
-        upsert_heads(&mut tx, &plan).await?;
-        upsert_snapshots(&mut tx, &plan).await?;
-        tx.commit().await?;
-        Ok(WrittenBatch { plan, positions })
+        let (appends, streams, ids) = (appends.clone(), streams.to_vec(), ids.to_vec());
+        self.writer
+            .run(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let heads = read_heads(&tx, &streams)?;
+                let stored = read_stored_ids(&tx, &ids)?;
+                let plan = BatchPlan::new(&appends, heads, &stored, now_millis());
+                let positions = insert_rows(&tx, &plan, Conflicts::Fail)?
+                    .ok_or(StoreError::Unsupported("a checked insert that skipped a row"))?;
+                upsert_heads(&tx, &plan)?;
+                upsert_snapshots(&tx, &plan)?;
+                tx.commit()?;
+                Ok(WrittenBatch { plan, positions })
+            })
+            .await
     }
 
     shared_reads!(readers);
 }
 
-/// The file of a database kept in a file in WAL mode; `None` for an
-/// in-memory one (no file, nothing to sync).
-async fn file_in_wal_mode(pool: &SqlitePool) -> Result<Option<PathBuf>, StoreError> {
+/// The main database's file (`None` when in memory), and whether it is in
+/// WAL mode.
+async fn database_file(pool: &SqlitePool) -> Result<(Option<PathBuf>, bool), StoreError> {
     let journal: String = sqlx::query_scalar("pragma journal_mode").fetch_one(pool).await?;
     let file: String =
         sqlx::query_scalar("select file from pragma_database_list where name = 'main'").fetch_one(pool).await?;
-    let in_wal_file = journal.eq_ignore_ascii_case("wal") && !file.is_empty();
-    Ok(in_wal_file.then(|| PathBuf::from(file)))
+    let file = (!file.is_empty()).then(|| PathBuf::from(file));
+    Ok((file, journal.eq_ignore_ascii_case("wal")))
 }
 
 /// What an insert does with a row whose event id or stream version is
 /// already stored.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Conflicts {
-    /// Leave it out of the result (the fast path counts what came back).
+    /// Stop and answer `None`: the fast path's view was stale.
     Skip,
     /// Fail the statement: the checked path has ruled collisions out.
     Fail,
 }
 
-/// Inserts the plan's rows in fixed-size multi-row statements; returns each
-/// inserted event's global position.
-async fn insert_rows(
-    tx: &mut Transaction<'_, Sqlite>,
+/// Inserts the plan's rows, one prepared statement executed per row; returns
+/// each inserted event's global position, or `None` when a row was skipped
+/// as already stored (`Conflicts::Skip`; the caller rolls back).
+fn insert_rows(
+    tx: &rusqlite::Transaction<'_>,
     plan: &BatchPlan,
     conflicts: Conflicts,
-) -> Result<HashMap<Uuid, i64>, StoreError> {
-    let rows: Vec<&PlannedRow> = plan.rows().collect();
-    let mut positions = HashMap::with_capacity(rows.len());
-    for chunk in fixed_chunks(&rows) {
-        insert_events(tx, chunk, conflicts, &mut positions).await?;
+) -> Result<Option<HashMap<Uuid, i64>>, StoreError> {
+    // `or ignore` rather than `on conflict do nothing`: the same for the
+    // unique keys (the only constraints a planned row can break), but a
+    // statement that cannot abort halfway needs no statement journal.
+    let mut insert = tx.prepare_cached(match conflicts {
+        Conflicts::Skip => INSERT_OR_IGNORE_EVENT,
+        Conflicts::Fail => INSERT_EVENT,
+    })?;
+    let mut positions = HashMap::new();
+    for row in plan.rows() {
+        let inserted = insert.execute(rusqlite::params![
+            row.stream_id,
+            row.stream_version,
+            &row.event_id.as_bytes()[..],
+            row.event_type,
+            row.event_version,
+            row.payload,
+            row.metadata,
+            row.recorded_at,
+            &row.hash[..],
+        ])?;
+        if inserted == 0 {
+            return Ok(None);
+        }
+        // The writer holds SQLite's write lock: the row's rowid is its
+        // global position.
+        positions.insert(row.event_id, tx.last_insert_rowid());
     }
-    Ok(positions)
+    Ok(Some(positions))
 }
 
-/// `items` split into chunks of the sizes in [`INSERT_CHUNKS`], largest
-/// first, so every multi-row statement has one of a few fixed shapes.
-fn fixed_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
-    let mut rest = items;
-    std::iter::from_fn(move || {
-        let size = INSERT_CHUNKS.into_iter().find(|s| *s <= rest.len())?;
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        Some(chunk)
-    })
-}
+const INSERT_EVENT: &str = "insert into events (stream_id, stream_version, event_id, event_type, event_version, \
+     payload, metadata, recorded_at, hash) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_OR_IGNORE_EVENT: &str = "insert or ignore into events (stream_id, stream_version, event_id, event_type, \
+     event_version, payload, metadata, recorded_at, hash) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// Moves the heads of every stream the plan writes.
-async fn upsert_heads(tx: &mut Transaction<'_, Sqlite>, plan: &BatchPlan) -> Result<(), StoreError> {
-    let heads: Vec<(&String, &StreamHead)> = plan.new_heads.iter().collect();
-    for chunk in fixed_chunks(&heads) {
-        upsert_head_chunk(tx, chunk).await?;
+fn upsert_heads(tx: &rusqlite::Transaction<'_>, plan: &BatchPlan) -> Result<(), StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "insert into streams (stream_id, version, last_hash) values (?1, ?2, ?3) \
+         on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
+    )?;
+    for (stream_id, head) in &plan.new_heads {
+        upsert.execute(rusqlite::params![stream_id, head.version as i64, &head.last_hash[..]])?;
     }
     Ok(())
 }
 
-async fn read_heads(
-    tx: &mut Transaction<'_, Sqlite>,
-    streams: &[String],
-) -> Result<HashMap<String, StreamHead>, StoreError> {
+/// Stores the snapshots that ride along with the batch.
+fn upsert_snapshots(tx: &rusqlite::Transaction<'_>, plan: &BatchPlan) -> Result<(), StoreError> {
+    if plan.snapshots.is_empty() {
+        return Ok(());
+    }
+    let mut upsert = tx.prepare_cached(super::UPSERT_SNAPSHOT)?;
+    for snapshot in &plan.snapshots {
+        upsert.execute(rusqlite::params![
+            snapshot.stream_id,
+            snapshot.version,
+            snapshot.schema_tag,
+            snapshot.state,
+            snapshot.taken_at,
+        ])?;
+    }
+    Ok(())
+}
+
+fn read_heads(tx: &rusqlite::Transaction<'_>, streams: &[String]) -> Result<HashMap<String, StreamHead>, StoreError> {
+    let mut select = tx.prepare_cached("select version, last_hash from streams where stream_id = ?1")?;
     let mut heads = HashMap::with_capacity(streams.len());
-    for chunk in streams.chunks(LOOKUP_CHUNK) {
-        let sql = format!(
-            "select stream_id, version, last_hash from streams where stream_id in ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for stream in chunk {
-            query = query.bind(stream);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let head =
-                StreamHead { version: row.get::<i64, _>(1) as u64, last_hash: hash_from_bytes(row.get::<&[u8], _>(2)) };
-            heads.insert(row.get(0), head);
+    for stream in streams {
+        let head = select
+            .query_row([stream], |row| {
+                Ok(StreamHead {
+                    version: row.get::<_, i64>(0)? as u64,
+                    last_hash: hash_from_bytes(row.get_ref(1)?.as_blob()?),
+                })
+            })
+            .optional()?;
+        if let Some(head) = head {
+            heads.insert(stream.clone(), head);
         }
     }
     Ok(heads)
 }
 
-async fn read_stored_ids(
-    tx: &mut Transaction<'_, Sqlite>,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, StoredId>, StoreError> {
+fn read_stored_ids(tx: &rusqlite::Transaction<'_>, ids: &[Uuid]) -> Result<HashMap<Uuid, StoredId>, StoreError> {
+    let mut select =
+        tx.prepare_cached("select stream_id, stream_version, global_position from events where event_id = ?1")?;
     let mut stored = HashMap::new();
-    for chunk in ids.chunks(LOOKUP_CHUNK) {
-        let sql = format!(
-            "select event_id, stream_id, stream_version, global_position from events where event_id in ({})",
-            placeholders(chunk.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in chunk {
-            query = query.bind(id);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            let id: Uuid = row.get(0);
-            stored.insert(
-                id,
-                StoredId {
-                    stream_id: row.get(1),
-                    stream_version: row.get::<i64, _>(2) as u64,
-                    global_position: row.get(3),
-                },
-            );
+    for id in ids {
+        let found = select
+            .query_row([&id.as_bytes()[..]], |row| {
+                Ok(StoredId {
+                    stream_id: row.get(0)?,
+                    stream_version: row.get::<_, i64>(1)? as u64,
+                    global_position: row.get(2)?,
+                })
+            })
+            .optional()?;
+        if let Some(found) = found {
+            stored.insert(*id, found);
         }
     }
     Ok(stored)
 }
 
-/// Inserts one chunk and records each row's global position.
-///
-/// Positions are worked out, not returned: the writer holds SQLite's write
-/// lock, and an `autoincrement` key gives the rows of one multi-row insert
-/// consecutive values in `VALUES` order, ending at `last_insert_rowid`.
-/// (`returning` would hand each row across sqlx's worker thread on its own,
-/// which cost more than the insert.) When rows were skipped the positions
-/// cannot be told apart, so none are recorded: the caller sees fewer
-/// positions than rows and rolls back.
-async fn insert_events(
-    tx: &mut Transaction<'_, Sqlite>,
-    chunk: &[&PlannedRow],
-    conflicts: Conflicts,
-    positions: &mut HashMap<Uuid, i64>,
-) -> Result<(), StoreError> {
-    let values = rows_of_placeholders(chunk.len(), 9);
-    // `or ignore` rather than `on conflict do nothing`: the same for the
-    // unique keys (the only constraints a planned row can break), but a
-    // statement that can no longer abort halfway needs no statement journal.
-    let verb = if conflicts == Conflicts::Skip { "insert or ignore" } else { "insert" };
-    let sql = format!(
-        "{verb} into events (stream_id, stream_version, event_id, event_type, event_version, payload, \
-         metadata, recorded_at, hash) values {values}"
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for row in chunk {
-        query = query
-            .bind(&row.stream_id)
-            .bind(row.stream_version)
-            .bind(row.event_id)
-            .bind(&row.event_type)
-            .bind(&row.event_version)
-            .bind(&row.payload)
-            .bind(&row.metadata)
-            .bind(row.recorded_at)
-            .bind(&row.hash[..]);
-    }
-    let done = query.execute(&mut **tx).await?;
-    if done.rows_affected() == chunk.len() as u64 {
-        let first = done.last_insert_rowid() - chunk.len() as i64 + 1;
-        for (offset, row) in chunk.iter().enumerate() {
-            positions.insert(row.event_id, first + offset as i64);
-        }
-    }
-    Ok(())
-}
-
-/// One multi-row upsert of stream heads (one statement per chunk, not per
-/// stream: a batch from 256 streams would otherwise cost 256 round trips).
-async fn upsert_head_chunk(
-    tx: &mut Transaction<'_, Sqlite>,
-    chunk: &[(&String, &StreamHead)],
-) -> Result<(), StoreError> {
-    let values = rows_of_placeholders(chunk.len(), 3);
-    let sql = format!(
-        "insert into streams (stream_id, version, last_hash) values {values} \
-         on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash"
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for (stream_id, head) in chunk {
-        query = query.bind(stream_id.as_str()).bind(head.version as i64).bind(&head.last_hash[..]);
-    }
-    query.execute(&mut **tx).await?;
-    Ok(())
-}
-
-// Multi-row statements use anonymous `?` placeholders, never `$N`: sqlx
-// resolves each numbered placeholder through `sqlite3_bind_parameter_name`,
-// a linear scan in SQLite, so binding a 2,304-parameter insert by number cost
-// quadratic time (16 % of the append profile at 256 streams).
-
-/// `?,?,…` with `n` placeholders.
-fn placeholders(n: usize) -> String {
-    let mut out = "?,".repeat(n);
-    out.pop();
-    out
-}
-
-/// `(?,…),(?,…),…`: `rows` tuples of `columns` placeholders.
-fn rows_of_placeholders(rows: usize, columns: usize) -> String {
-    let row = format!("({})", placeholders(columns));
-    vec![row; rows].join(",")
-}
-
 decode_event_fn!(SqliteRow);
-upsert_snapshots_fn!(sqlx::SqliteConnection);
