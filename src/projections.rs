@@ -82,6 +82,17 @@ impl Projection {
         }
     }
 
+    /// Whether it reads events of `event_type` from streams of `category`:
+    /// the others it skips without decoding (a rebuild does not even hand
+    /// them over). Room heartbeats and sweeps change no row of either.
+    pub fn reads(self, category: &str, event_type: &str) -> bool {
+        match (self, category) {
+            (_, "room") => !presence::IGNORED_EVENT_TYPES.contains(&event_type),
+            (Projection::Analytics, "queue" | "recording") => true,
+            _ => false,
+        }
+    }
+
     /// Applies `events` to this projection's `tables` inside `tx`.
     pub async fn apply_batch(self, tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
         match self {
@@ -165,7 +176,7 @@ fn registry() -> &'static Registry {
 async fn apply_presence(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
     let mut changes = Vec::new();
     for event in events {
-        if event.stream_id.category() != "room" || presence::IGNORED_EVENT_TYPES.contains(&event.event_type.as_str()) {
+        if !Projection::RoomPresence.reads(event.stream_id.category(), &event.event_type) {
             continue;
         }
         let room_event: RoomEvent = match registry().decode(event) {
@@ -358,8 +369,10 @@ impl Decoded {
 async fn apply_analytics(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
     let mut decoded = Vec::new();
     for event in events {
+        if !Projection::Analytics.reads(event.stream_id.category(), &event.event_type) {
+            continue;
+        }
         let result = match event.stream_id.category() {
-            "room" if presence::IGNORED_EVENT_TYPES.contains(&event.event_type.as_str()) => continue,
             "room" => registry().decode(event).map(Decoded::Room),
             "queue" => registry().decode(event).map(Decoded::Queue),
             "recording" => registry().decode(event).map(Decoded::Recording),

@@ -12,7 +12,7 @@ use common::TestDb;
 use eventuall::analytics::event_analytics;
 use eventuall::projections::{Projection, Step, try_step_projection};
 use eventuall::replay::registry::Registry;
-use eventuall::replay::verify::{ProblemKind, Report, verify};
+use eventuall::replay::verify::{ProblemKind, Report, VerifyOptions, verify, verify_with};
 use eventuall::replay::{Progress, rebuild, state};
 use eventuall::store::subscription::SqlValue;
 use eventuall::store::{CatchUp, DbTx, EventStore, ExpectedVersion, Metadata, NewEvent, StreamId};
@@ -27,6 +27,7 @@ contract!(
     verify_reports_a_reordered_event,
     verify_reports_a_deleted_last_event,
     verify_reports_a_payload_that_does_not_decode,
+    verify_reports_problems_in_log_order_on_any_number_of_threads,
     a_rebuild_produces_exactly_the_incremental_rows,
     a_running_projection_follows_a_rebuild,
     analytics_are_exact_for_a_scripted_event,
@@ -356,6 +357,63 @@ async fn verify_reports_a_payload_that_does_not_decode(db: &TestDb) {
     assert_eq!(report.problem_count, 1, "{:?}", report.problems);
     assert_eq!((report.problems[0].stream_id.as_str(), report.problems[0].stream_version), ("room-launch", 6));
     assert!(report.problems[0].message.starts_with("decode error: "), "{}", report.problems[0].message);
+}
+
+/// Problems in events spread over many streams (so over every check
+/// thread), with the kinds each check finds.
+async fn many_problems_log(store: &EventStore) -> Vec<(String, u64, String)> {
+    // Round-robin appends: each stream's events are spread through the log.
+    for version in 1..=6 {
+        for s in 0..40 {
+            let event = if version == 1 { open("c1", "alice", version) } else { beat("c1", "alice", version) };
+            let expected = ExpectedVersion::Exact(version as u64 - 1);
+            store.append(&room(&format!("r{s}")), expected, vec![room_event(&event)]).await.unwrap();
+        }
+    }
+    for (s, version) in [(3, 2), (17, 5), (29, 1), (38, 4)] {
+        sql(
+            store,
+            r#"update events set payload = '{"HeartbeatReceived":{"connection_id":"c9","user_id":"eve","at":1}}' where stream_id = $1 and stream_version = $2"#,
+            &[format!("room-r{s}").as_str().into(), SqlValue::Int(version)],
+        )
+        .await;
+    }
+    sql(store, "delete from events where stream_id = 'room-r11' and stream_version = 3", &[]).await;
+    let odd = NewEvent::new("StageDanced", "1", r#"{"StageDanced":{"user_id":"alice"}}"#.into(), Metadata::by("x"));
+    store.append(&room("r23"), ExpectedVersion::Exact(6), vec![odd]).await.unwrap();
+    // In log order: version 1 of r29, then version 2 of r3, …; r23's odd
+    // event was appended last.
+    [
+        ("room-r29", 1, "hash_mismatch"),
+        ("room-r3", 2, "hash_mismatch"),
+        ("room-r11", 4, "missing_version"),
+        ("room-r38", 4, "hash_mismatch"),
+        ("room-r17", 5, "hash_mismatch"),
+        ("room-r23", 7, "decode"),
+    ]
+    .map(|(stream, version, kind)| (stream.to_owned(), version, kind.to_owned()))
+    .to_vec()
+}
+
+async fn verify_reports_problems_in_log_order_on_any_number_of_threads(db: &TestDb) {
+    let store = db.open().await;
+    let expected = many_problems_log(&store).await;
+    for (check_threads, batch) in [(1, 10_000), (2, 10_000), (2, 1), (3, 7), (8, 50)] {
+        let options = VerifyOptions { check_threads, batch };
+        let report = verify_with(&store, Registry::standard(), &Progress::hidden(), options).await.unwrap();
+        let found: Vec<(String, u64, String)> = report
+            .problems
+            .iter()
+            .map(|p| {
+                let kind = serde_json::to_value(&p.kind).unwrap()["kind"].as_str().unwrap().to_owned();
+                (p.stream_id.clone(), p.stream_version, kind)
+            })
+            .collect();
+        assert_eq!(found, expected, "{check_threads} threads, batches of {batch}");
+        let positions: Vec<i64> = report.problems.iter().map(|p| p.global_position.unwrap()).collect();
+        assert!(positions.is_sorted(), "{positions:?}");
+        assert_eq!((report.events, report.streams), (240, 40));
+    }
 }
 
 // ----------------------------------------------------------------- rebuild

@@ -71,6 +71,10 @@ enum Command {
         /// of a temporary directory.
         #[arg(long)]
         sqlite_file: Option<std::path::PathBuf>,
+        /// Keep each PostgreSQL log (its URL goes to stderr) instead of
+        /// dropping the database, to rerun the CLI on it.
+        #[arg(long)]
+        keep_postgres: bool,
     },
     /// Load time of a 1,000,000-event aggregate vs a 10-event one.
     Load {
@@ -103,8 +107,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
         Command::Rooms(args) => rooms::run(*args).await,
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
-        Command::Replay { events, streams, databases, sqlite_file } => {
-            replay::bench(events, streams, &databases, sqlite_file).await
+        Command::Replay { events, streams, databases, sqlite_file, keep_postgres } => {
+            let keep = if keep_postgres { replay::Keep::Postgres } else { replay::Keep::Nothing };
+            replay::bench(events, streams, &databases, sqlite_file, keep).await
         }
     }
 }
@@ -489,11 +494,19 @@ mod replay {
         Ok(started.elapsed())
     }
 
+    /// What outlives the run besides `--sqlite-file`.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    pub enum Keep {
+        Nothing,
+        Postgres,
+    }
+
     pub async fn bench(
         events: u64,
         streams: u64,
         databases: &[String],
         sqlite_file: Option<std::path::PathBuf>,
+        keep: Keep,
     ) -> anyhow::Result<()> {
         println!(
             "| database | events | streams | fill | verify | verify events/s | rebuild room_presence | events/s | rebuild analytics | events/s |"
@@ -529,7 +542,11 @@ mod replay {
             store.shutdown().await;
             drop(store);
             if let Some(server) = server {
-                super::drop_postgres(&server, &url).await;
+                if keep == Keep::Postgres {
+                    eprintln!("kept PostgreSQL log: {url}");
+                } else {
+                    super::drop_postgres(&server, &url).await;
+                }
             }
         }
         Ok(())

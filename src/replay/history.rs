@@ -126,7 +126,7 @@ pub async fn for_each_history(
     let mut batches = Batches::start(store, Filter::Stream(stream.to_string()), 0, head, BATCH);
     let mut count = 0;
     while let Some(batch) = batches.next().await {
-        for event in batch? {
+        for event in batch?.to_events() {
             each(HistoryEntry::of(&event))?;
             count += 1;
         }
@@ -182,7 +182,7 @@ pub async fn for_each_export(
     let mut batches = Batches::start(store, filter, 0, head, BATCH);
     let mut count = 0;
     while let Some(batch) = batches.next().await {
-        for event in batch? {
+        for event in batch?.to_events() {
             let line = export_line(&event);
             each(&event, line)?;
             count += 1;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::raw::{BATCH, Batches, Filter, RawEvent};
+use super::raw::{BATCH, Batches, Filter, RawBatch};
 use super::{Progress, ReplayError};
 use crate::projections::{Projection, SHADOW_SUFFIX, Tables, locked_checkpoint};
 use crate::store::subscription::save_checkpoint;
@@ -65,11 +65,14 @@ pub async fn rebuild(
     let mut events = 0u64;
     let mut batches = Batches::start(store, Filter::All, 0, head, BATCH);
     while let Some(batch) = batches.next().await {
-        let batch = recorded(batch?);
-        let Some(last) = batch.last().map(|e| e.global_position) else { continue };
-        let mut tx = DbTx::begin(store).await?;
-        projection.apply_batch(&mut tx, &batch, Tables::Shadow).await?;
-        tx.commit().await?;
+        let batch = batch?;
+        let Some(last) = batch.last_position() else { continue };
+        let read = recorded(projection, &batch);
+        if !read.is_empty() {
+            let mut tx = DbTx::begin(store).await?;
+            projection.apply_batch(&mut tx, &read, Tables::Shadow).await?;
+            tx.commit().await?;
+        }
         position = last;
         events += batch.len() as u64;
         progress.set(last as u64);
@@ -84,26 +87,29 @@ pub async fn rebuild(
     })
 }
 
-/// Events in the form projections read; rows with a malformed stream id are
-/// skipped (`replay verify` reports them).
-fn recorded(batch: Vec<RawEvent>) -> Vec<RecordedEvent> {
+/// The events of `batch` that `projection` reads, in the form projections
+/// read; the rest (most: heartbeats) it would skip undecoded, so they are
+/// not converted at all. Rows with a malformed stream id are skipped
+/// (`replay verify` reports them).
+fn recorded(projection: Projection, batch: &RawBatch) -> Vec<RecordedEvent> {
     batch
-        .into_iter()
+        .iter()
+        .filter(|raw| projection.reads(raw.category(), raw.event_type))
         .filter_map(|raw| {
             Some(RecordedEvent {
                 global_position: raw.global_position,
                 stream_id: StreamId::parse(raw.stream_id).ok()?,
                 stream_version: raw.stream_version.max(0) as u64,
                 event_id: raw.event_id,
-                event_type: raw.event_type,
-                event_version: raw.event_version,
-                metadata: serde_json::from_str(&raw.metadata).unwrap_or_default(),
-                payload: raw.payload,
+                event_type: raw.event_type.to_owned(),
+                event_version: raw.event_version.to_owned(),
+                metadata: serde_json::from_str(raw.metadata).unwrap_or_default(),
+                payload: raw.payload.to_owned(),
                 recorded_at: raw.recorded_at,
                 hash: {
                     let mut hash = [0u8; 32];
                     if raw.hash.len() == 32 {
-                        hash.copy_from_slice(&raw.hash);
+                        hash.copy_from_slice(raw.hash);
                     }
                     hash
                 },

@@ -13,8 +13,8 @@
 //!   the whole scan, parsed here ([`CopyParser`]); no per-row protocol
 //!   messages, no text conversions.
 //!
-//! Both produce the same [`RawEvent`]s as the generic path; the replay tests
-//! run on both databases against it.
+//! Both fill [`RawBatch`]es (no allocation per event) with the same events
+//! as the generic path; the replay tests run on both databases against it.
 
 use std::path::{Path, PathBuf};
 
@@ -23,11 +23,21 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::raw::RawEvent;
+use super::raw::{RawBatch, RawRef};
 use crate::store::{Backend, EventStore, StoreError};
 
 /// Sends batches of the scan, in order; an error ends it.
-pub type Sender = mpsc::Sender<Result<Vec<RawEvent>, StoreError>>;
+pub type Sender = mpsc::Sender<Result<RawBatch, StoreError>>;
+
+/// Bytes of text per event to reserve in a scan's first batch (later
+/// batches are sized like the one before): a room event's stream id,
+/// type, version, payload and metadata.
+const TEXT_PER_EVENT: usize = 192;
+
+/// A batch sized like `full`, which held `events` events.
+fn next_batch(full: &RawBatch, events: usize) -> RawBatch {
+    RawBatch::with_capacity(events, full.text_len() / events.max(1) + 16)
+}
 
 /// Positions per SQLite statement: each statement is its own read snapshot,
 /// so a long scan does not pin one WAL snapshot (and stop checkpoints) for
@@ -70,9 +80,14 @@ fn sqlite_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!("sqlite scan: {error}")))
 }
 
+/// A text column's bytes (SQLite may hand text back as a blob) as UTF-8.
+fn sqlite_text(value: rusqlite::types::ValueRef<'_>) -> Result<&str, StoreError> {
+    let bytes = value.as_bytes().map_err(sqlite_error)?;
+    std::str::from_utf8(bytes).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+}
+
 fn scan_sqlite(path: &Path, after: i64, until: i64, batch: usize, sender: &Sender) -> Result<(), StoreError> {
     use rusqlite::OpenFlags;
-    use rusqlite::types::ValueRef;
 
     let connection = rusqlite::Connection::open_with_flags(
         path,
@@ -87,32 +102,29 @@ fn scan_sqlite(path: &Path, after: i64, until: i64, batch: usize, sender: &Sende
              order by global_position",
         )
         .map_err(sqlite_error)?;
-    let text = |value: ValueRef<'_>| -> Result<String, StoreError> {
-        let bytes = value.as_bytes().map_err(sqlite_error)?;
-        String::from_utf8(bytes.to_vec()).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
-    };
-    let mut out = Vec::with_capacity(batch);
+    let mut out = RawBatch::with_capacity(batch, TEXT_PER_EVENT);
     let mut from = after;
     while from < until {
         let to = from.saturating_add(SQLITE_RANGE).min(until);
         let mut rows = statement.query([from, to]).map_err(sqlite_error)?;
         while let Some(row) = rows.next().map_err(sqlite_error)? {
             let event_id = row.get_ref(3).map_err(sqlite_error)?.as_blob().map_err(sqlite_error)?;
-            out.push(RawEvent {
+            out.push(RawRef {
                 global_position: row.get(0).map_err(sqlite_error)?,
-                stream_id: text(row.get_ref(1).map_err(sqlite_error)?)?,
+                stream_id: sqlite_text(row.get_ref(1).map_err(sqlite_error)?)?,
                 stream_version: row.get(2).map_err(sqlite_error)?,
                 event_id: Uuid::from_slice(event_id)
                     .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
-                event_type: text(row.get_ref(4).map_err(sqlite_error)?)?,
-                event_version: text(row.get_ref(5).map_err(sqlite_error)?)?,
-                payload: text(row.get_ref(6).map_err(sqlite_error)?)?,
-                metadata: text(row.get_ref(7).map_err(sqlite_error)?)?,
+                event_type: sqlite_text(row.get_ref(4).map_err(sqlite_error)?)?,
+                event_version: sqlite_text(row.get_ref(5).map_err(sqlite_error)?)?,
+                payload: sqlite_text(row.get_ref(6).map_err(sqlite_error)?)?,
+                metadata: sqlite_text(row.get_ref(7).map_err(sqlite_error)?)?,
                 recorded_at: row.get(8).map_err(sqlite_error)?,
-                hash: row.get_ref(9).map_err(sqlite_error)?.as_blob().map_err(sqlite_error)?.to_vec(),
+                hash: row.get_ref(9).map_err(sqlite_error)?.as_blob().map_err(sqlite_error)?,
             });
             if out.len() == batch {
-                let full = std::mem::replace(&mut out, Vec::with_capacity(batch));
+                let next = next_batch(&out, batch);
+                let full = std::mem::replace(&mut out, next);
                 if sender.blocking_send(Ok(full)).is_err() {
                     return Ok(());
                 }
@@ -143,13 +155,13 @@ async fn scan_postgres(
     );
     let mut stream = pool.copy_out_raw(&sql).await?;
     let mut parser = CopyParser::default();
-    let mut out = Vec::with_capacity(batch);
+    let mut out = RawBatch::with_capacity(batch, TEXT_PER_EVENT);
     while let Some(chunk) = stream.next().await {
         parser.push(chunk?);
-        while let Some(event) = parser.next_event()? {
-            out.push(event);
+        while parser.next_event(&mut out)? {
             if out.len() == batch {
-                let full = std::mem::replace(&mut out, Vec::with_capacity(batch));
+                let next = next_batch(&out, batch);
+                let full = std::mem::replace(&mut out, next);
                 if sender.send(Ok(full)).await.is_err() {
                     return Ok(());
                 }
@@ -187,74 +199,78 @@ impl CopyParser {
         self.buffer.extend_from_slice(&chunk);
     }
 
-    /// The next complete event in the buffer, if any.
-    pub fn next_event(&mut self) -> Result<Option<RawEvent>, StoreError> {
+    /// Moves the next complete event in the buffer into `out`; `false` if
+    /// there is none yet (or the data ended).
+    pub fn next_event(&mut self, out: &mut RawBatch) -> Result<bool, StoreError> {
         if !self.header_read {
             if self.buffer.len() < SIGNATURE.len() + 8 {
-                return Ok(None);
+                return Ok(false);
             }
             if &self.buffer[..SIGNATURE.len()] != SIGNATURE {
                 return Err(malformed("bad signature"));
             }
-            let extension = u32::from_be_bytes(self.buffer[15..19].try_into().expect("4 bytes")) as usize;
-            if self.buffer.len() < 19 + extension {
-                return Ok(None);
+            let extension = u32::from_be_bytes([self.buffer[15], self.buffer[16], self.buffer[17], self.buffer[18]]);
+            let header = 19 + extension as usize;
+            if self.buffer.len() < header {
+                return Ok(false);
             }
-            self.buffer.advance(19 + extension);
+            self.buffer.advance(header);
             self.header_read = true;
         }
         if self.ended || self.buffer.len() < 2 {
-            return Ok(None);
+            return Ok(false);
         }
         let count = i16::from_be_bytes([self.buffer[0], self.buffer[1]]);
         if count == -1 {
             self.ended = true;
             self.buffer.advance(2);
-            return Ok(None);
+            return Ok(false);
         }
         if count != FIELDS {
             return Err(malformed("unexpected field count"));
         }
-        // Is the whole tuple here? Walk the lengths before consuming.
+        // Is the whole tuple here? Walk the lengths before reading it; each
+        // field is then a slice of the buffer, copied once, into `out`.
+        let mut fields = [(0usize, 0i32); FIELDS as usize];
         let mut end = 2;
-        for _ in 0..FIELDS {
-            if self.buffer.len() < end + 4 {
-                return Ok(None);
-            }
-            let length = i32::from_be_bytes(self.buffer[end..end + 4].try_into().expect("4 bytes"));
+        for field in &mut fields {
+            let Some(length) = self.buffer.get(end..end + 4) else { return Ok(false) };
+            let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+            *field = (end + 4, length);
             end += 4 + length.max(0) as usize;
         }
         if self.buffer.len() < end {
-            return Ok(None);
+            return Ok(false);
         }
-        let mut tuple = self.buffer.split_to(end).freeze();
-        tuple.advance(2);
-        let mut field = || -> Result<Bytes, StoreError> {
-            let length = tuple.get_i32();
+        let buffer = &self.buffer[..end];
+        let field = |i: usize| -> Result<&[u8], StoreError> {
+            let (start, length) = fields[i];
             if length < 0 {
                 return Err(malformed("null in a not-null column"));
             }
-            Ok(tuple.split_to(length as usize))
+            Ok(&buffer[start..start + length as usize])
         };
-        let int8 = |bytes: Bytes| -> Result<i64, StoreError> {
-            Ok(i64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| malformed("int8 of wrong size"))?))
+        let int8 = |i: usize| -> Result<i64, StoreError> {
+            Ok(i64::from_be_bytes(field(i)?.try_into().map_err(|_| malformed("int8 of wrong size"))?))
         };
-        let text = |bytes: Bytes| -> Result<String, StoreError> {
-            String::from_utf8(bytes.to_vec()).map_err(|_| malformed("text is not UTF-8"))
+        let text = |i: usize| -> Result<&str, StoreError> {
+            std::str::from_utf8(field(i)?).map_err(|_| malformed("text is not UTF-8"))
         };
         // `json` sends its text as is (unlike `jsonb`, no version byte).
-        Ok(Some(RawEvent {
-            global_position: int8(field()?)?,
-            stream_id: text(field()?)?,
-            stream_version: int8(field()?)?,
-            event_id: Uuid::from_slice(&field()?).map_err(|_| malformed("uuid of wrong size"))?,
-            event_type: text(field()?)?,
-            event_version: text(field()?)?,
-            payload: text(field()?)?,
-            metadata: text(field()?)?,
-            recorded_at: int8(field()?)?,
-            hash: field()?.to_vec(),
-        }))
+        out.push(RawRef {
+            global_position: int8(0)?,
+            stream_id: text(1)?,
+            stream_version: int8(2)?,
+            event_id: Uuid::from_slice(field(3)?).map_err(|_| malformed("uuid of wrong size"))?,
+            event_type: text(4)?,
+            event_version: text(5)?,
+            payload: text(6)?,
+            metadata: text(7)?,
+            recorded_at: int8(8)?,
+            hash: field(9)?,
+        });
+        self.buffer.advance(end);
+        Ok(true)
     }
 
     /// Fails if the data stopped before its trailer.
@@ -266,6 +282,7 @@ impl CopyParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::raw::RawEvent;
 
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
@@ -316,15 +333,13 @@ mod tests {
         let bytes = encode(&events);
         for chunk in 1..bytes.len() {
             let mut parser = CopyParser::default();
-            let mut parsed = Vec::new();
+            let mut parsed = RawBatch::default();
             for piece in bytes.chunks(chunk) {
                 parser.push(Bytes::copy_from_slice(piece));
-                while let Some(e) = parser.next_event().unwrap() {
-                    parsed.push(e);
-                }
+                while parser.next_event(&mut parsed).unwrap() {}
             }
             parser.finish().unwrap();
-            assert_eq!(parsed, events, "chunks of {chunk} bytes");
+            assert_eq!(parsed.to_events(), events, "chunks of {chunk} bytes");
         }
     }
 
@@ -332,8 +347,10 @@ mod tests {
     fn a_stream_without_its_trailer_is_an_error() {
         let bytes = encode(&[event(1)]);
         let mut parser = CopyParser::default();
+        let mut parsed = RawBatch::default();
         parser.push(Bytes::copy_from_slice(&bytes[..bytes.len() - 2]));
-        assert!(parser.next_event().unwrap().is_some());
+        assert!(parser.next_event(&mut parsed).unwrap());
+        assert!(!parser.next_event(&mut parsed).unwrap());
         assert!(parser.finish().is_err());
     }
 }

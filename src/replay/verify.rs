@@ -1,9 +1,11 @@
 //! `replay verify`: is the log intact?
 //!
 //! One pass over the log in global order, in batches, keeping only each
-//! stream's last version and hash (O(streams) memory); a batch's content
-//! checks run on a second thread beside its chain checks. For every event it
-//! checks, in this order, and reports the first failure:
+//! stream's last version and hash (O(streams) memory). Streams are spread
+//! over one check thread per core by a hash of their id ([`Shards`]); each
+//! thread walks its streams' events in log order, and the problems are
+//! gathered back in log order. For every event it checks, in this order,
+//! and reports the first failure:
 //! 1. the stream id is well formed;
 //! 2. the version follows the stream's previous one (`missing version 7
 //!    (found 8)` after a deletion; `version 4 after version 5` when reordered);
@@ -18,15 +20,15 @@
 //! each stream's last event is compared with the `streams` table (its head),
 //! which catches a deleted *last* event.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::Progress;
-use super::raw::{BATCH, Batches, Filter, RawEvent};
+use super::raw::{BATCH, Batches, Filter, RawBatch, RawRef};
 use super::registry::Registry;
 use crate::store::{Backend, EventStore, Metadata, StoreError, StreamId, hash};
 
@@ -148,49 +150,58 @@ struct Tail {
     hash: [u8; 32],
 }
 
+/// Batches handed to the check threads and not yet collected: enough to
+/// keep every thread busy while the scan reads ahead, few enough to keep
+/// memory flat (each batch is about 3 MB).
+const IN_FLIGHT: usize = 3;
+
+/// Most check threads used, however many cores there are: beyond this the
+/// scan, not the checks, is the limit.
+const MAX_CHECK_THREADS: usize = 8;
+
+/// How a verification spreads its work; the report does not depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Threads that run the checks (streams are spread over them).
+    pub check_threads: usize,
+    /// Events per read.
+    pub batch: usize,
+}
+
+impl Default for VerifyOptions {
+    /// One check thread per core, up to [`MAX_CHECK_THREADS`].
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self { check_threads: cores.clamp(1, MAX_CHECK_THREADS), batch: BATCH }
+    }
+}
+
 /// Verifies the whole log up to its current head.
 pub async fn verify(
     store: &EventStore,
     registry: &'static Registry,
     progress: &Progress,
 ) -> Result<Report, StoreError> {
+    verify_with(store, registry, progress, VerifyOptions::default()).await
+}
+
+/// [`verify`] with the work spread as `options` says.
+pub async fn verify_with(
+    store: &EventStore,
+    registry: &'static Registry,
+    progress: &Progress,
+    options: VerifyOptions,
+) -> Result<Report, StoreError> {
     let started = Instant::now();
     let head = store.head_position().await?;
     progress.start(head.max(0) as u64, "verifying");
-    let mut report =
-        Report { events: 0, streams: 0, head, problem_count: 0, problems: Vec::new(), elapsed: Duration::ZERO };
-    let mut tails: HashMap<String, Tail> = HashMap::new();
-    let mut batches = Batches::start(store, Filter::All, 0, head, BATCH);
-    while let Some(batch) = batches.next().await {
-        let batch = Arc::new(batch?);
-        // Checks 4 and 5 need no stream state: they run on another thread
-        // while this task walks the hash chains (1–3) of the same batch.
-        let contents = {
-            let batch = Arc::clone(&batch);
-            tokio::task::spawn_blocking(move || {
-                batch.iter().map(|event| check_content(registry, event)).collect::<Vec<_>>()
-            })
-        };
-        let chains: Vec<Option<ProblemKind>> = batch.iter().map(|event| check_chain(&mut tails, event)).collect();
-        let contents = contents.await.expect("content checks do not panic");
-        for ((event, chain), content) in batch.iter().zip(chains).zip(contents) {
-            // The first failure in check order: a broken chain hides the content.
-            if let Some(kind) = chain.or(content) {
-                let message = kind.to_string();
-                report.push(Problem {
-                    stream_id: event.stream_id.clone(),
-                    stream_version: event.stream_version.max(0) as u64,
-                    global_position: Some(event.global_position),
-                    kind,
-                    message,
-                });
-            }
-        }
-        report.events += batch.len() as u64;
-        if let Some(last) = batch.last() {
-            progress.set(last.global_position as u64);
-        }
-    }
+    let batches = Batches::start(store, Filter::All, 0, head, options.batch.max(1));
+    let shards = Shards::new(options.check_threads);
+    let thread_progress = progress.clone();
+    let (mut report, tails) =
+        tokio::task::spawn_blocking(move || check_log(batches, registry, shards, head, &thread_progress))
+            .await
+            .expect("the verify pass does not panic")?;
     for problem in check_heads(store, &tails, head).await? {
         report.push(problem);
     }
@@ -200,17 +211,164 @@ pub async fn verify(
     Ok(report)
 }
 
+/// How streams are spread over the check threads: by a hash of the stream
+/// id, so each stream's events meet one thread, in log order, and its chain
+/// is walked exactly as a single pass would.
+#[derive(Clone, Copy)]
+struct Shards(usize);
+
+impl Shards {
+    fn new(count: usize) -> Self {
+        Self(count.max(1))
+    }
+
+    /// FNV-1a: the same shard for the same id on every run and machine.
+    fn of(self, stream_id: &str) -> usize {
+        let hash =
+            stream_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        (hash % self.0 as u64) as usize
+    }
+}
+
+/// One batch for one check thread: the positions in it of that thread's
+/// events.
+struct Job {
+    batch: Arc<RawBatch>,
+    indices: Vec<u32>,
+}
+
+/// A problem found by a check thread: the event's index in its batch.
+type Found = Vec<(u32, ProblemKind)>;
+
+struct Worker {
+    jobs: mpsc::Sender<Job>,
+    found: mpsc::Receiver<Found>,
+}
+
+/// Runs every check of every event on the check threads and gathers the
+/// problems in log order (within a batch by index, batches in order), so the
+/// report is the one a single pass would write. Returns it with every
+/// stream's tail.
+fn check_log(
+    mut batches: Batches,
+    registry: &'static Registry,
+    shards: Shards,
+    head: i64,
+    progress: &Progress,
+) -> Result<(Report, HashMap<String, Tail>), StoreError> {
+    let mut report =
+        Report { events: 0, streams: 0, head, problem_count: 0, problems: Vec::new(), elapsed: Duration::ZERO };
+    std::thread::scope(|scope| {
+        let mut workers = Vec::with_capacity(shards.0);
+        let mut threads = Vec::with_capacity(shards.0);
+        for _ in 0..shards.0 {
+            let (jobs, job_receiver) = mpsc::channel();
+            let (found_sender, found) = mpsc::channel();
+            threads.push(scope.spawn(move || check_shard(registry, job_receiver, found_sender)));
+            workers.push(Worker { jobs, found });
+        }
+        let mut pending = VecDeque::with_capacity(IN_FLIGHT + 1);
+        let mut outcome = Ok(());
+        while let Some(batch) = batches.blocking_next() {
+            let batch = match batch {
+                Ok(batch) => Arc::new(batch),
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            };
+            let mut indices = vec![Vec::with_capacity(batch.len() / shards.0 + 1); shards.0];
+            for (index, event) in batch.iter().enumerate() {
+                indices[shards.of(event.stream_id)].push(index as u32);
+            }
+            for (worker, indices) in workers.iter().zip(indices) {
+                // A send fails only if the thread is gone; its join says why.
+                let _ = worker.jobs.send(Job { batch: Arc::clone(&batch), indices });
+            }
+            pending.push_back(batch);
+            if pending.len() > IN_FLIGHT
+                && let Some(oldest) = pending.pop_front()
+            {
+                collect(&workers, &oldest, &mut report, progress);
+            }
+        }
+        if outcome.is_ok() {
+            while let Some(oldest) = pending.pop_front() {
+                collect(&workers, &oldest, &mut report, progress);
+            }
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) = workers.into_iter().map(|w| (w.jobs, w.found)).unzip();
+        drop(senders);
+        let mut tails = HashMap::new();
+        for thread in threads {
+            tails.extend(thread.join().expect("check threads do not panic"));
+        }
+        drop(receivers);
+        outcome.map(|()| (report, tails))
+    })
+}
+
+/// Adds one batch's problems to the report, in log order.
+fn collect(workers: &[Worker], batch: &RawBatch, report: &mut Report, progress: &Progress) {
+    let mut found: Found = Vec::new();
+    for worker in workers {
+        // Empty only if the thread is gone; `check_log` joins it and says why.
+        found.extend(worker.found.recv().unwrap_or_default());
+    }
+    // Each index belongs to one shard: the order is total.
+    found.sort_unstable_by_key(|(index, _)| *index);
+    for (index, kind) in found {
+        let Some(event) = batch.get(index as usize) else { continue };
+        let message = kind.to_string();
+        report.push(Problem {
+            stream_id: event.stream_id.to_owned(),
+            stream_version: event.stream_version.max(0) as u64,
+            global_position: Some(event.global_position),
+            kind,
+            message,
+        });
+    }
+    report.events += batch.len() as u64;
+    if let Some(last) = batch.last_position() {
+        progress.set(last as u64);
+    }
+}
+
+/// One check thread: every check of its shard's events, in the order given,
+/// against the tails of its own streams; returns those tails at the end.
+fn check_shard(registry: &Registry, jobs: mpsc::Receiver<Job>, found: mpsc::Sender<Found>) -> HashMap<String, Tail> {
+    let mut tails = HashMap::new();
+    let mut decoded = Decoded::default();
+    for job in jobs {
+        let mut problems = Vec::new();
+        for &index in &job.indices {
+            let Some(event) = job.batch.get(index as usize) else { continue };
+            // The first failure in check order: a broken chain hides the content.
+            let problem = check_chain(&mut tails, &event).or_else(|| check_content(registry, &event, &mut decoded));
+            if let Some(kind) = problem {
+                problems.push((index, kind));
+            }
+        }
+        if found.send(problems).is_err() {
+            break;
+        }
+    }
+    tails
+}
+
 /// Checks 1–3 of one event against its stream's tail and moves the tail to it.
-fn check_chain(tails: &mut HashMap<String, Tail>, event: &RawEvent) -> Option<ProblemKind> {
-    if StreamId::parse(event.stream_id.as_str()).is_err() {
-        return Some(ProblemKind::InvalidStreamId);
+fn check_chain(tails: &mut HashMap<String, Tail>, event: &RawRef<'_>) -> Option<ProblemKind> {
+    // A stream gets a tail only once its id parsed, and parsing depends on
+    // the text alone: a known id needs no second parse (which allocates).
+    if !tails.contains_key(event.stream_id) {
+        if StreamId::parse(event.stream_id).is_err() {
+            return Some(ProblemKind::InvalidStreamId);
+        }
+        tails.insert(event.stream_id.to_owned(), Tail { version: 0, hash: [0; 32] });
     }
+    let tail = tails.get_mut(event.stream_id).expect("inserted above");
     let version = event.stream_version.max(0) as u64;
-    let stored_hash = stored_hash(&event.hash);
-    if !tails.contains_key(event.stream_id.as_str()) {
-        tails.insert(event.stream_id.clone(), Tail { version: 0, hash: [0; 32] });
-    }
-    let tail = tails.get_mut(event.stream_id.as_str()).expect("inserted above");
+    let stored_hash = stored_hash(event.hash);
     if version <= tail.version {
         // Keep the tail: the stream goes on from the higher version.
         return Some(ProblemKind::OutOfOrder { after: tail.version, found: version });
@@ -223,30 +381,41 @@ fn check_chain(tails: &mut HashMap<String, Tail>, event: &RawEvent) -> Option<Pr
     let computed = hash::chain(
         &tail.hash,
         hash::Fields {
-            stream_id: &event.stream_id,
+            stream_id: event.stream_id,
             stream_version: version,
             event_id: &event.event_id,
-            event_type: &event.event_type,
-            event_version: &event.event_version,
-            payload: &event.payload,
-            metadata: &event.metadata,
+            event_type: event.event_type,
+            event_version: event.event_version,
+            payload: event.payload,
+            metadata: event.metadata,
             recorded_at: event.recorded_at,
         },
     );
     *tail = Tail { version, hash: stored_hash };
     if computed != stored_hash || event.hash.len() != 32 {
-        return Some(ProblemKind::HashMismatch { stored: hex::encode(&event.hash), computed: hex::encode(computed) });
+        return Some(ProblemKind::HashMismatch { stored: hex::encode(event.hash), computed: hex::encode(computed) });
     }
     None
 }
 
+/// The last metadata text that decoded. A log repeats a few metadata texts
+/// (one per actor and command) and decoding depends on the text alone, so
+/// an equal text is known to decode without decoding it again.
+#[derive(Default)]
+struct Decoded {
+    metadata: String,
+}
+
 /// Checks 4–5 of one event: its metadata and payload decode.
-fn check_content(registry: &Registry, event: &RawEvent) -> Option<ProblemKind> {
-    if let Err(error) = serde_json::from_str::<Metadata>(&event.metadata) {
-        return Some(ProblemKind::Metadata { error: error.to_string() });
+fn check_content(registry: &Registry, event: &RawRef<'_>, decoded: &mut Decoded) -> Option<ProblemKind> {
+    if event.metadata != decoded.metadata {
+        if let Err(error) = serde_json::from_str::<Metadata>(event.metadata) {
+            return Some(ProblemKind::Metadata { error: error.to_string() });
+        }
+        event.metadata.clone_into(&mut decoded.metadata);
     }
     registry
-        .check(event.category(), &event.event_type, &event.event_version, &event.payload)
+        .check(event.category(), event.event_type, event.event_version, event.payload)
         .err()
         .map(|error| ProblemKind::Decode { error: error.to_string() })
 }
