@@ -273,4 +273,19 @@ async fn read_stored_ids(
 }
 
 decode_event_fn!(PgRow);
-upsert_snapshots_fn!(sqlx::PgConnection);
+/// Stores the snapshots that ride along with a batch, inside its
+/// transaction (one statement each: an aggregate attaches one every few
+/// dozen events, so they are few).
+async fn upsert_snapshots(conn: &mut sqlx::PgConnection, plan: &BatchPlan) -> Result<(), StoreError> {
+    for snapshot in &plan.snapshots {
+        sqlx::query(super::UPSERT_SNAPSHOT)
+            .bind(&snapshot.stream_id)
+            .bind(snapshot.version)
+            .bind(&snapshot.schema_tag)
+            .bind(&snapshot.state)
+            .bind(snapshot.taken_at)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

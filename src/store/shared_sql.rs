@@ -1,7 +1,8 @@
-//! The read side of the log, and the snapshot writes, are the same SQL on
-//! both databases; only the pool, connection and row types differ. These
-//! macros expand that one definition into each backend, so a change to a
-//! query cannot drift between them.
+//! The read side of the log is the same SQL on both databases; only the
+//! pool and row types differ. These macros expand that one definition into
+//! each backend, so a change to a query cannot drift between them. (Snapshot
+//! writes share one statement, `UPSERT_SNAPSHOT`; the SQLite appender runs it
+//! through rusqlite, ADR 0009.)
 
 /// Reads, snapshots and head look-ups for a backend whose pool for reads is
 /// the field `$pool`; `EVENT_COLUMNS` and `decode_event` must be in scope.
@@ -95,27 +96,6 @@ macro_rules! decode_event_fn {
                 recorded_at: row.try_get(8)?,
                 hash: hash_from_bytes(row.try_get::<&[u8], _>(9)?),
             })
-        }
-    };
-}
-
-/// `async fn upsert_snapshots(&mut $conn, &BatchPlan)`: stores the snapshots
-/// that ride along with a batch, inside its transaction (one statement each:
-/// an aggregate attaches one every few dozen events, so they are few).
-macro_rules! upsert_snapshots_fn {
-    ($conn:ty) => {
-        async fn upsert_snapshots(conn: &mut $conn, plan: &BatchPlan) -> Result<(), StoreError> {
-            for snapshot in &plan.snapshots {
-                sqlx::query($crate::store::UPSERT_SNAPSHOT)
-                    .bind(&snapshot.stream_id)
-                    .bind(snapshot.version)
-                    .bind(&snapshot.schema_tag)
-                    .bind(&snapshot.state)
-                    .bind(snapshot.taken_at)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            Ok(())
         }
     };
 }

@@ -95,9 +95,9 @@ impl SqliteBackend {
     }
 
     /// The fast path: `heads` as the cache knows them (the `missing` ones
-    /// read in the transaction), no look-up of stored ids, and inserts that skip rows colliding with
-    /// stored ones. `None` (and nothing written) when the batch needs the
-    /// checked path.
+    /// read in the transaction), no look-up of stored ids, and inserts that
+    /// skip rows colliding with stored ones. `None` (and nothing written)
+    /// when the batch needs the checked path.
     pub(crate) async fn write_fast(
         &self,
         appends: &Appends,
@@ -115,11 +115,7 @@ impl SqliteBackend {
                 let Some(plan) = optimistic_plan(&appends, heads, now_millis()) else { return Ok(None) };
                 // A stored id or a head moved by another process: nothing of
                 // this attempt may stay.
-                let Some(positions) = insert_rows(&tx, &plan, Conflicts::Skip)? else { return Ok(None) };
-                upsert_heads(&tx, &plan)?;
-                upsert_snapshots(&tx, &plan)?;
-                tx.commit()?;
-                Ok(Some(WrittenBatch { plan, positions }))
+                commit_plan(tx, plan, Conflicts::Skip)
             })
             .await
     }
@@ -139,12 +135,8 @@ impl SqliteBackend {
                 let heads = read_heads(&tx, &streams)?;
                 let stored = read_stored_ids(&tx, &ids)?;
                 let plan = BatchPlan::new(&appends, heads, &stored, now_millis());
-                let positions = insert_rows(&tx, &plan, Conflicts::Fail)?
-                    .ok_or(StoreError::Unsupported("a checked insert that skipped a row"))?;
-                upsert_heads(&tx, &plan)?;
-                upsert_snapshots(&tx, &plan)?;
-                tx.commit()?;
-                Ok(WrittenBatch { plan, positions })
+                commit_plan(tx, plan, Conflicts::Fail)?
+                    .ok_or(StoreError::Unsupported("a checked insert that skipped a row"))
             })
             .await
     }
@@ -170,6 +162,21 @@ enum Conflicts {
     Skip,
     /// Fail the statement: the checked path has ruled collisions out.
     Fail,
+}
+
+/// Writes a planned batch — rows, heads, attached snapshots — and commits.
+/// `None`, with everything rolled back, when a row was skipped as already
+/// stored (`Conflicts::Skip`).
+fn commit_plan(
+    tx: rusqlite::Transaction<'_>,
+    plan: BatchPlan,
+    conflicts: Conflicts,
+) -> Result<Option<WrittenBatch>, StoreError> {
+    let Some(positions) = insert_rows(&tx, &plan, conflicts)? else { return Ok(None) };
+    upsert_heads(&tx, &plan)?;
+    upsert_snapshots(&tx, &plan)?;
+    tx.commit()?;
+    Ok(Some(WrittenBatch { plan, positions }))
 }
 
 /// Inserts the plan's rows, one prepared statement executed per row; returns
