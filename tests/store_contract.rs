@@ -170,6 +170,41 @@ async fn an_in_memory_sqlite_log_is_refused() {
     assert!(refused.to_string().contains("in-memory"), "{refused}");
 }
 
+/// PostgreSQL writers commit asynchronously and answer after
+/// `eventlog_flush` on the same connection (ADR 0011): that call must leave
+/// the WAL flushed past everything the connection committed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_flush_makes_earlier_asynchronous_commits_durable() {
+    use sqlx::{Connection, Row};
+    let db = TestDb::postgres().await;
+    let store = db.open().await; // migrates
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("set synchronous_commit = off").execute(&mut conn).await.unwrap();
+    for round in 0..20 {
+        sqlx::query("insert into timers (owner, name, due_at, payload) values ('flush-test', $1, 0, '')")
+            .bind(format!("t{round}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        // At or past the end of that asynchronous commit's record.
+        let committed: String =
+            sqlx::query("select pg_current_wal_insert_lsn()::text").fetch_one(&mut conn).await.unwrap().get(0);
+        sqlx::query("select eventlog_flush()").execute(&mut conn).await.unwrap();
+        let flushed_past: bool = sqlx::query("select pg_current_wal_flush_lsn() >= $1::text::pg_lsn")
+            .bind(&committed)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+            .get(0);
+        assert!(flushed_past, "round {round}: the WAL was not flushed past {committed} when eventlog_flush returned");
+    }
+    // The session's own setting is back to asynchronous after the call.
+    let setting: String = sqlx::query("show synchronous_commit").fetch_one(&mut conn).await.unwrap().get(0);
+    assert_eq!(setting, "off");
+    store.shutdown().await;
+    db.drop_db().await;
+}
+
 async fn resending_stored_events_succeeds_once(db: &TestDb) {
     let store = db.open().await;
     let s = stream("idem");

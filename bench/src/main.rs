@@ -56,6 +56,14 @@ enum Command {
         /// PostgreSQL ones). One store alone is for profiling.
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres,postgres-es")]
         stores: Vec<Target>,
+        /// Group-commit writer tasks on PostgreSQL (the store's default
+        /// unless given).
+        #[arg(long)]
+        postgres_writers: Option<usize>,
+        /// Rounds of runs, the stores alternating within each: the ratio
+        /// reported is the median of the rounds' ratios.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
     },
     /// `replay verify` and `replay rebuild` over a log of `events` room events.
     Replay {
@@ -101,8 +109,12 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Append { postgres_url, events, time_limit, streams, stores } => {
-            append_bench(&postgres_url, events, time_limit.into(), &streams, &stores).await
+        Command::Append { postgres_url, events, time_limit, streams, stores, postgres_writers, rounds } => {
+            let mut options = StoreOptions::default();
+            if let Some(writers) = postgres_writers {
+                options.group_commit.postgres_writers = writers;
+            }
+            append_bench(&postgres_url, events, time_limit.into(), &streams, &stores, &options, rounds).await
         }
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
         Command::Rooms(args) => rooms::run(*args).await,
@@ -271,62 +283,100 @@ async fn append_bench(
     limit: Duration,
     levels: &[usize],
     stores: &[Target],
+    options: &StoreOptions,
+    rounds: usize,
 ) -> anyhow::Result<()> {
-    println!("| streams | store | events | events/s | p50 ms | p99 ms |");
-    println!("|---:|---|---:|---:|---:|---:|");
+    println!("| streams | round | store | events | events/s | p50 ms | p99 ms |");
+    println!("|---:|---:|---|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for &streams in levels {
-        let mut rates = std::collections::HashMap::new();
-        for target in [Target::Sqlite, Target::Postgres, Target::PostgresEs] {
-            if !stores.contains(&target) {
-                continue;
+        let mut round_ratios = Vec::new();
+        for round in 1..=rounds.max(1) {
+            let mut rates = std::collections::HashMap::new();
+            for target in [Target::Sqlite, Target::Postgres, Target::PostgresEs] {
+                if !stores.contains(&target) {
+                    continue;
+                }
+                settle(server).await;
+                let result = run_target(target, server, streams, events, limit, options).await?;
+                println!(
+                    "| {streams} | {round} | {} | {} | {:.0} | {:.2} | {:.2} |",
+                    target.name(),
+                    result.events,
+                    result.rate(),
+                    result.percentile(0.50),
+                    result.percentile(0.99)
+                );
+                rates.insert(target, result.rate());
             }
-            let result = match target {
-                Target::Sqlite => {
-                    let dir = tempfile::tempdir()?;
-                    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-                    let store = EventStore::open(&url, StoreOptions::default()).await?;
-                    let r = run_ours(store.clone(), streams, events, limit).await;
-                    store.shutdown().await;
-                    r
-                }
-                Target::Postgres => {
-                    let url = fresh_postgres(server).await?;
-                    let store = EventStore::open(&url, StoreOptions::default()).await?;
-                    let r = run_ours(store.clone(), streams, events, limit).await;
-                    store.shutdown().await;
-                    drop(store);
-                    drop_postgres(server, &url).await;
-                    r
-                }
-                Target::PostgresEs => {
-                    let url = fresh_postgres(server).await?;
-                    let r = run_postgres_es(&url, streams, events, limit).await?;
-                    drop_postgres(server, &url).await;
-                    r
-                }
-            };
-            println!(
-                "| {streams} | {} | {} | {:.0} | {:.2} | {:.2} |",
-                target.name(),
-                result.events,
-                result.rate(),
-                result.percentile(0.50),
-                result.percentile(0.99)
-            );
-            rates.insert(target, result.rate());
+            if let (Some(ours), Some(theirs)) = (rates.get(&Target::Postgres), rates.get(&Target::PostgresEs)) {
+                round_ratios.push(ours / theirs);
+            }
         }
-        if let (Some(ours), Some(theirs)) = (rates.get(&Target::Postgres), rates.get(&Target::PostgresEs)) {
-            ratios.push((streams, ours / theirs));
+        if !round_ratios.is_empty() {
+            ratios.push((streams, round_ratios));
         }
     }
     println!();
-    for (streams, ratio) in ratios {
+    for (streams, mut each) in ratios {
+        let listed: Vec<String> = each.iter().map(|r| format!("{r:.1}x")).collect();
+        each.sort_by(f64::total_cmp);
+        let median = each[each.len() / 2];
         println!(
-            "- {streams} streams: eventuall/PostgreSQL appends {ratio:.1}x the events/s of postgres-es on the same server"
+            "- {streams} streams: eventuall/PostgreSQL appends {median:.1}x the events/s of postgres-es on the same \
+             server (median of {} rounds: {})",
+            each.len(),
+            listed.join(", ")
         );
     }
     Ok(())
+}
+
+/// One run of `target` on a fresh database.
+async fn run_target(
+    target: Target,
+    server: &str,
+    streams: usize,
+    events: usize,
+    limit: Duration,
+    options: &StoreOptions,
+) -> anyhow::Result<RunResult> {
+    Ok(match target {
+        Target::Sqlite => {
+            let dir = tempfile::tempdir()?;
+            let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+            let store = EventStore::open(&url, options.clone()).await?;
+            let r = run_ours(store.clone(), streams, events, limit).await;
+            store.shutdown().await;
+            r
+        }
+        Target::Postgres => {
+            let url = fresh_postgres(server).await?;
+            let store = EventStore::open(&url, options.clone()).await?;
+            let r = run_ours(store.clone(), streams, events, limit).await;
+            store.shutdown().await;
+            drop(store);
+            drop_postgres(server, &url).await;
+            r
+        }
+        Target::PostgresEs => {
+            let url = fresh_postgres(server).await?;
+            let r = run_postgres_es(&url, streams, events, limit).await?;
+            drop_postgres(server, &url).await;
+            r
+        }
+    })
+}
+
+/// Lets the previous run's writes reach the disk before the next run
+/// starts (a PostgreSQL checkpoint, then the kernel's dirty pages), so that
+/// no run pays for its predecessor's writeback.
+async fn settle(server: &str) {
+    if let Err(error) = admin::exec(server, "checkpoint").await {
+        eprintln!("checkpoint before the run failed: {error}");
+    }
+    let _ = tokio::process::Command::new("sync").status().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn load_bench(events: u64, database: &str, tails: &[u64]) -> anyhow::Result<()> {

@@ -23,8 +23,8 @@
 //!
 //! On SQLite a commit is not yet durable when it returns ([`WalSync`]): the
 //! batch's answers wait in order for the WAL sync that covers it, while the
-//! writer already writes the next batch. On PostgreSQL the commit is durable
-//! and the answers go out at once.
+//! writer already writes the next batch. On PostgreSQL the backend's write
+//! returns only after its flush (ADR 0011), so the answers go out at once.
 //!
 //! On PostgreSQL two writer tasks, each with its own connection, take turns
 //! at the queue: while one batch is on the server (waiting for or holding

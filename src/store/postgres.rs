@@ -9,11 +9,18 @@
 //! event. Rows go in with one `unnest` insert per batch. On the fast path the
 //! lock, the insert and the head update are one call of the server-side
 //! function `eventlog_append` (migration 0007): one round trip per batch.
+//!
+//! The writer connections commit with `synchronous_commit = off`, so the
+//! lock is released without waiting for the WAL flush, and a batch is
+//! answered only after `eventlog_flush` (migration 0009) has returned on the
+//! same connection: a second round trip, outside the lock, whose flush
+//! coalesces with the other writers'. The serial part of an append is the
+//! insert, not the disk (ADR 0011).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -36,7 +43,9 @@ const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_i
 pub struct PgBackend {
     pool: PgPool,
     /// The group-commit writers' own connections (one per writer task):
-    /// never wait behind readers, and are not pinged before each batch.
+    /// never wait behind readers, are not pinged before each batch, and
+    /// commit without waiting for the WAL flush ([`flush`] makes them
+    /// durable).
     writer: PgPool,
 }
 
@@ -48,6 +57,10 @@ impl PgBackend {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await?;
+        // Asynchronous commit on these connections only: every write they
+        // make is answered after `flush`, and everything else (projections,
+        // timers, commands) keeps synchronous commits.
+        let writer_options = url.parse::<PgConnectOptions>()?.options([("synchronous_commit", "off")]);
         let writer = PgPoolOptions::new()
             .max_connections(writers.max(1))
             .min_connections(writers.max(1))
@@ -55,7 +68,7 @@ impl PgBackend {
             .idle_timeout(None)
             .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(writer_options)
             .await?;
         Ok(Self { pool, writer })
     }
@@ -77,7 +90,8 @@ impl PgBackend {
         streams: &[String],
         ids: &[Uuid],
     ) -> Result<WrittenBatch, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut connection = self.writer.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *connection).await?;
         sqlx::query("select pg_advisory_xact_lock($1)").bind(APPEND_LOCK).execute(&mut *tx).await?;
         let heads = read_heads(&mut *tx, streams).await?;
         let stored = read_stored_ids(&mut tx, ids).await?;
@@ -107,6 +121,7 @@ impl PgBackend {
         }
         upsert_snapshots(&mut tx, &plan).await?;
         tx.commit().await?;
+        flush(&mut connection).await?;
         Ok(WrittenBatch { plan, positions })
     }
 
@@ -123,8 +138,9 @@ impl PgBackend {
         mut heads: HashMap<String, StreamHead>,
         missing: Vec<String>,
     ) -> Result<Option<WrittenBatch>, StoreError> {
+        let mut connection = self.writer.acquire().await?;
         if !missing.is_empty() {
-            heads.extend(read_heads(&self.writer, &missing).await?);
+            heads.extend(read_heads(&mut *connection, &missing).await?);
         }
         let Some(plan) = optimistic_plan(appends, heads, now_millis()) else {
             return Ok(None);
@@ -136,9 +152,10 @@ impl PgBackend {
         )
         .bind(APPEND_LOCK);
         let call = columns.bind_snapshots(columns.bind_heads(columns.bind_events(call)));
-        match call.fetch_all(&self.writer).await {
+        match call.fetch_all(&mut *connection).await {
             Ok(returned) => {
                 let positions = returned.iter().map(|row| (row.get::<Uuid, _>(1), row.get::<i64, _>(0))).collect();
+                flush(&mut connection).await?;
                 Ok(Some(WrittenBatch { plan, positions }))
             }
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(APPEND_CONFLICT) => Ok(None),
@@ -147,6 +164,14 @@ impl PgBackend {
     }
 
     shared_reads!(pool);
+}
+
+/// Returns once every transaction `connection` has committed is durable
+/// (migration 0009). An error leaves that unknown: the batch is answered
+/// with the error, and a retry with the same event ids finds out.
+async fn flush(connection: &mut PgConnection) -> Result<(), StoreError> {
+    sqlx::query("select eventlog_flush()").execute(connection).await?;
+    Ok(())
 }
 
 /// One array per column for the `unnest` inserts of events and heads.
