@@ -11,6 +11,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::scan::Order;
 use crate::store::{Backend, EventStore, StoreError};
 
 /// Events per read: large enough to amortise the query, small enough to
@@ -279,10 +280,22 @@ pub struct Batches {
 impl Batches {
     /// Starts reading events matching `filter` after `after` up to `until`.
     pub fn start(store: &EventStore, filter: Filter, after: i64, until: i64, batch: usize) -> Self {
+        Self::start_scan(store, filter, after, until, batch, Order::Log)
+    }
+
+    /// [`Batches::start`] of the whole log, read in storage order where that
+    /// is cheaper: ends with [`StoreError::ScanOutOfOrder`] if the storage
+    /// order is not the log order, and the caller must start over with
+    /// [`Batches::start`].
+    pub fn start_in_storage_order(store: &EventStore, after: i64, until: i64, batch: usize) -> Self {
+        Self::start_scan(store, Filter::All, after, until, batch, Order::Storage)
+    }
+
+    fn start_scan(store: &EventStore, filter: Filter, after: i64, until: i64, batch: usize, order: Order) -> Self {
         let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
         if filter == Filter::All {
-            if !super::scan::start(&store, after, until, batch, sender.clone()) {
+            if !super::scan::start(&store, after, until, batch, order, sender.clone()) {
                 tokio::spawn(read_ranges(store, after, until, batch, sender));
             }
         } else {

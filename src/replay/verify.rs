@@ -194,14 +194,24 @@ pub async fn verify_with(
 ) -> Result<Report, StoreError> {
     let started = Instant::now();
     let head = store.head_position().await?;
-    progress.start(head.max(0) as u64, "verifying");
-    let batches = Batches::start(store, Filter::All, 0, head, options.batch.max(1));
+    let batch = options.batch.max(1);
     let shards = Shards::new(options.check_threads);
-    let thread_progress = progress.clone();
-    let (mut report, tails) =
+    let pass = |batches: Batches| {
+        progress.start(head.max(0) as u64, "verifying");
+        let thread_progress = progress.clone();
         tokio::task::spawn_blocking(move || check_log(batches, registry, shards, head, &thread_progress))
-            .await
-            .expect("the verify pass does not panic")?;
+    };
+    // The cheaper storage-order scan first; if the log is not stored in its
+    // own order, the pass is thrown away and run again in log order.
+    let first =
+        pass(Batches::start_in_storage_order(store, 0, head, batch)).await.expect("the verify pass does not panic");
+    let (mut report, tails) = match first {
+        Err(StoreError::ScanOutOfOrder(position)) => {
+            tracing::info!(position, "the log is not stored in log order; verifying again in log order");
+            pass(Batches::start(store, Filter::All, 0, head, batch)).await.expect("the verify pass does not panic")?
+        }
+        other => other?,
+    };
     for problem in check_heads(store, &tails, head).await? {
         report.push(problem);
     }
