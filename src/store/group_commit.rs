@@ -13,8 +13,9 @@
 //!
 //! The writer remembers the stream heads it committed ([`HeadCache`]), so a
 //! batch on streams it knows skips the head and idempotency look-ups: on
-//! SQLite one insert and a commit, on PostgreSQL one round trip. Anything the
-//! cache cannot decide goes down the checked path with fresh reads.
+//! SQLite one insert and a commit, on PostgreSQL one call and a flush.
+//! Anything the cache cannot decide goes down the checked path with fresh
+//! reads.
 //!
 //! Each request is still checked on its own (expected version, idempotency)
 //! and answered on its own; a rejected request does not fail its neighbours.

@@ -279,8 +279,8 @@ pub enum StoreError {
     /// The store cannot do this (a setting or a state it refuses).
     #[error("not supported: {0}")]
     Unsupported(&'static str),
-    /// A whole-log scan in storage order met position {0} not past the one
-    /// before: the caller scans again in log order (`replay::scan`).
+    /// A whole-log scan in storage order met a position not past the one
+    /// before it: the caller scans again in log order (`replay::scan`).
     #[error("a scan in storage order met position {0} out of log order")]
     ScanOutOfOrder(i64),
     #[error("migration failed: {0}")]

@@ -8,7 +8,7 @@
 //! appenders, which group commit makes cheap: one lock per batch, not per
 //! event. Rows go in with one `unnest` insert per batch. On the fast path the
 //! lock, the insert and the head update are one call of the server-side
-//! function `eventlog_append` (migration 0007): one round trip per batch.
+//! function `eventlog_append` (migration 0007): one round trip under the lock.
 //!
 //! The writer connections commit with `synchronous_commit = off`, so the
 //! lock is released without waiting for the WAL flush, and a batch is
@@ -130,8 +130,8 @@ impl PgBackend {
     /// of `eventlog_append`, which takes the append lock, inserts, moves the
     /// heads, stores attached snapshots and commits — or, when any row
     /// collides with a stored one, rolls everything back with
-    /// [`APPEND_CONFLICT`]. `None` (and nothing written) when the batch
-    /// needs the checked path.
+    /// [`APPEND_CONFLICT`] — then [`flush`]. `None` (and nothing written)
+    /// when the batch needs the checked path.
     pub(crate) async fn write_fast(
         &self,
         appends: &Appends,
