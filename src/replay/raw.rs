@@ -33,13 +33,6 @@ pub struct RawEvent {
     pub hash: Vec<u8>,
 }
 
-impl RawEvent {
-    /// The text before the stream id's first `-`.
-    pub fn category(&self) -> &str {
-        self.stream_id.split_once('-').map_or(&self.stream_id, |(c, _)| c)
-    }
-}
-
 /// Events of one read, stored back to back: every text field in one
 /// `String`, every hash in one `Vec<u8>`, and a fixed-size row of numbers
 /// and offsets per event. A whole-log scan fills one per batch, where a
