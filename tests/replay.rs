@@ -25,7 +25,7 @@ contract!(
     verify_reports_a_tampered_payload,
     verify_reports_a_deleted_event,
     verify_reports_a_reordered_event,
-    verify_reports_a_deleted_last_event,
+    verify_reports_a_tail_cut_below_its_snapshot,
     verify_reports_a_payload_that_does_not_decode,
     verify_reports_problems_in_log_order_on_any_number_of_threads,
     a_rebuild_produces_exactly_the_incremental_rows,
@@ -382,14 +382,21 @@ async fn postgres_verify_reads_a_log_stored_out_of_order_in_log_order() {
     db.drop_db().await;
 }
 
-async fn verify_reports_a_deleted_last_event(db: &TestDb) {
+/// Events deleted from a stream's tail leave an unbroken, shorter chain; the
+/// stream's snapshot, taken at the old last version, gives it away.
+async fn verify_reports_a_tail_cut_below_its_snapshot(db: &TestDb) {
     let store = db.open().await;
     small_log(&store).await;
-    sql(&store, "delete from events where stream_id = 'room-other' and stream_version = 5", &[]).await;
+    let other = room("other");
+    store.save_snapshot(&other, 5, "room-state-v1", b"{}").await.unwrap();
+    let sound = verified(&store).await;
+    assert!(sound.is_sound(), "a snapshot at the last version is no problem: {:?}", sound.problems);
+    sql(&store, "delete from events where stream_id = 'room-other' and stream_version >= 4", &[]).await;
     let report = verified(&store).await;
     assert_eq!(report.problem_count, 1, "{:?}", report.problems);
     assert_eq!(report.problems[0].stream_id, "room-other");
-    assert_eq!(report.problems[0].kind, ProblemKind::HeadMismatch { head_version: 5, log_version: 4 });
+    assert_eq!(report.problems[0].kind, ProblemKind::SnapshotAhead { snapshot_version: 5, log_version: 3 });
+    assert_eq!(store.stream_version(&other).await.unwrap(), 3, "the head is the log's last event");
 }
 
 async fn verify_reports_a_payload_that_does_not_decode(db: &TestDb) {

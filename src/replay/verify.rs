@@ -17,8 +17,11 @@
 //!
 //! After a failure the stream continues from the event as stored, so one
 //! tampered event is reported once, not once per later event. At the end,
-//! each stream's last event is compared with the `streams` table (its head),
-//! which catches a deleted *last* event.
+//! each stored snapshot's version is compared with its stream's last event:
+//! a snapshot of a version the log does not reach means the stream's tail
+//! was cut. (A stream's head is its last event, ADR 0012, so events deleted
+//! from the tail after the last snapshot leave a shorter, unbroken chain;
+//! only a witness kept outside the database could tell.)
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -60,9 +63,10 @@ pub enum ProblemKind {
     Decode {
         error: String,
     },
-    /// The `streams` table's head disagrees with the log's last event.
-    HeadMismatch {
-        head_version: u64,
+    /// A snapshot was taken at a version past the stream's last event: the
+    /// events it was taken after are gone.
+    SnapshotAhead {
+        snapshot_version: u64,
         log_version: u64,
     },
 }
@@ -78,8 +82,8 @@ impl fmt::Display for ProblemKind {
             ProblemKind::HashMismatch { .. } => write!(f, "hash mismatch"),
             ProblemKind::Metadata { error } => write!(f, "metadata error: {error}"),
             ProblemKind::Decode { error } => write!(f, "decode error: {error}"),
-            ProblemKind::HeadMismatch { head_version, log_version } => {
-                write!(f, "stream head says version {head_version} but the log ends at version {log_version}")
+            ProblemKind::SnapshotAhead { snapshot_version, log_version } => {
+                write!(f, "a snapshot is at version {snapshot_version} but the log ends at version {log_version}")
             }
         }
     }
@@ -91,7 +95,8 @@ impl fmt::Display for ProblemKind {
 pub struct Problem {
     pub stream_id: String,
     pub stream_version: u64,
-    /// `None` for head mismatches, which are about a stream, not an event.
+    /// `None` for snapshots ahead of the log, which are about a stream, not
+    /// an event.
     pub global_position: Option<i64>,
     #[serde(flatten)]
     pub kind: ProblemKind,
@@ -212,7 +217,7 @@ pub async fn verify_with(
         }
         other => other?,
     };
-    for problem in check_heads(store, &tails, head).await? {
+    for problem in check_snapshots(store, &tails, head).await? {
         report.push(problem);
     }
     report.streams = tails.len() as u64;
@@ -438,54 +443,41 @@ fn stored_hash(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-/// Compares the `streams` table with what the pass saw. Streams that got
-/// events after `head` (appended during the pass) are skipped.
-async fn check_heads(store: &EventStore, tails: &HashMap<String, Tail>, head: i64) -> Result<Vec<Problem>, StoreError> {
-    let heads_sql = "select stream_id, version, last_hash from streams";
+/// Compares every stored snapshot's version with its stream's last event
+/// as the pass saw it. Streams that got events after `head` (appended
+/// during the pass, perhaps with a newer snapshot) are skipped.
+async fn check_snapshots(
+    store: &EventStore,
+    tails: &HashMap<String, Tail>,
+    head: i64,
+) -> Result<Vec<Problem>, StoreError> {
+    let snapshots_sql = "select stream_id, version from snapshots order by stream_id";
     let moved_sql = "select distinct stream_id from events where global_position > $1";
-    let (heads, moved): (Vec<(String, i64, Vec<u8>)>, Vec<(String,)>) = match store.backend() {
+    let (snapshots, moved): (Vec<(String, i64)>, Vec<(String,)>) = match store.backend() {
         Backend::Sqlite(b) => (
-            sqlx::query_as(heads_sql).fetch_all(b.pool()).await?,
+            sqlx::query_as(snapshots_sql).fetch_all(b.pool()).await?,
             sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
         ),
         Backend::Postgres(b) => (
-            sqlx::query_as(heads_sql).fetch_all(b.pool()).await?,
+            sqlx::query_as(snapshots_sql).fetch_all(b.pool()).await?,
             sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
         ),
     };
     let moved: std::collections::HashSet<String> = moved.into_iter().map(|(s,)| s).collect();
     let mut problems = Vec::new();
-    let mut listed = std::collections::HashSet::new();
-    for (stream_id, version, last_hash) in heads {
-        if moved.contains(&stream_id) {
-            listed.insert(stream_id);
-            continue;
-        }
-        let (log_version, log_hash) = tails.get(&stream_id).map_or((0, [0; 32]), |t| (t.version, t.hash));
-        let head_version = version.max(0) as u64;
-        if head_version != log_version || stored_hash(&last_hash) != log_hash {
-            let kind = ProblemKind::HeadMismatch { head_version, log_version };
+    for (stream_id, version) in snapshots {
+        let snapshot_version = version.max(0) as u64;
+        let log_version = tails.get(&stream_id).map_or(0, |t| t.version);
+        if snapshot_version > log_version && !moved.contains(&stream_id) {
+            let kind = ProblemKind::SnapshotAhead { snapshot_version, log_version };
             problems.push(Problem {
                 message: kind.to_string(),
-                stream_id: stream_id.clone(),
-                stream_version: head_version,
+                stream_id,
+                stream_version: log_version,
                 global_position: None,
                 kind,
             });
         }
-        listed.insert(stream_id);
-    }
-    let mut unlisted: Vec<(&String, &Tail)> = tails.iter().filter(|(s, _)| !listed.contains(*s)).collect();
-    unlisted.sort_by(|a, b| a.0.cmp(b.0));
-    for (stream_id, tail) in unlisted {
-        let kind = ProblemKind::HeadMismatch { head_version: 0, log_version: tail.version };
-        problems.push(Problem {
-            message: kind.to_string(),
-            stream_id: stream_id.clone(),
-            stream_version: 0,
-            global_position: None,
-            kind,
-        });
     }
     Ok(problems)
 }

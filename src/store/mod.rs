@@ -1,7 +1,8 @@
 //! The event log: the system of record for every aggregate.
 //!
-//! Owns the `events`, `streams`, `snapshots`, `checkpoints` tables and the
-//! contract every other part relies on:
+//! Owns the `events`, `snapshots`, `checkpoints` tables and the contract
+//! every other part relies on (a stream's head, its version and last hash,
+//! is its last event: ADR 0012):
 //!
 //! - [`EventStore::append`] writes a batch to one stream with an explicit
 //!   [`ExpectedVersion`]; a mismatch is [`StoreError::Conflict`], never a

@@ -7,8 +7,10 @@
 //! order and subscribers never skip one (ADR 0002). The lock serialises
 //! appenders, which group commit makes cheap: one lock per batch, not per
 //! event. Rows go in with one `unnest` insert per batch. On the fast path the
-//! lock, the insert and the head update are one call of the server-side
-//! function `eventlog_append` (migration 0007): one round trip under the lock.
+//! lock and the insert are one call of the server-side function
+//! `eventlog_append` (migrations 0007, 0010): one round trip under the lock.
+//! A stream's head is its last event, read from the `(stream_id,
+//! stream_version)` index; no table repeats it (ADR 0012).
 //!
 //! The writer connections commit with `synchronous_commit = off`, so the
 //! lock is released without waiting for the WAL flush, and a batch is
@@ -112,12 +114,6 @@ impl PgBackend {
             for row in columns.bind_events(returned).fetch_all(&mut *tx).await? {
                 positions.insert(row.get::<Uuid, _>(1), row.get::<i64, _>(0));
             }
-            let heads = sqlx::query(
-                "insert into streams (stream_id, version, last_hash) \
-                 select * from unnest($1::text[], $2::bigint[], $3::bytea[]) \
-                 on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
-            );
-            columns.bind_heads(heads).execute(&mut *tx).await?;
         }
         upsert_snapshots(&mut tx, &plan).await?;
         tx.commit().await?;
@@ -127,8 +123,8 @@ impl PgBackend {
 
     /// The fast path: `heads` as the cache knows them (the `missing` ones
     /// read as a hint outside any transaction), no look-up of stored ids, and one call
-    /// of `eventlog_append`, which takes the append lock, inserts, moves the
-    /// heads, stores attached snapshots and commits — or, when any row
+    /// of `eventlog_append`, which takes the append lock, inserts, stores
+    /// attached snapshots and commits — or, when any row
     /// collides with a stored one, rolls everything back with
     /// [`APPEND_CONFLICT`] — then [`flush`]. `None` (and nothing written)
     /// when the batch needs the checked path.
@@ -147,11 +143,11 @@ impl PgBackend {
         };
         let columns = Columns::of(&plan);
         let call = sqlx::query(
-            "select out_position, out_event_id from eventlog_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-             $11, $12, $13, $14, $15, $16, $17, $18)",
+            "select out_position, out_event_id from eventlog_append($1, $2, $3, $4, $5, $6, $7::json[], \
+             $8::json[], $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(APPEND_LOCK);
-        let call = columns.bind_snapshots(columns.bind_heads(columns.bind_events(call)));
+        let call = columns.bind_snapshots(columns.bind_events(call));
         match call.fetch_all(&mut *connection).await {
             Ok(returned) => {
                 let positions = returned.iter().map(|row| (row.get::<Uuid, _>(1), row.get::<i64, _>(0))).collect();
@@ -174,7 +170,7 @@ async fn flush(connection: &mut PgConnection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// One array per column for the `unnest` inserts of events and heads.
+/// One array per column for the `unnest` inserts of events and snapshots.
 #[derive(Default)]
 struct Columns {
     stream_ids: Vec<String>,
@@ -186,9 +182,6 @@ struct Columns {
     metadata: Vec<String>,
     recorded_at: Vec<i64>,
     hashes: Vec<Vec<u8>>,
-    head_ids: Vec<String>,
-    head_versions: Vec<i64>,
-    head_hashes: Vec<Vec<u8>>,
     snapshot_ids: Vec<String>,
     snapshot_versions: Vec<i64>,
     snapshot_tags: Vec<String>,
@@ -211,11 +204,6 @@ impl Columns {
             columns.metadata.push(row.metadata.clone());
             columns.recorded_at.push(row.recorded_at);
             columns.hashes.push(row.hash.to_vec());
-        }
-        for (stream, head) in &plan.new_heads {
-            columns.head_ids.push(stream.clone());
-            columns.head_versions.push(head.version as i64);
-            columns.head_hashes.push(head.last_hash.to_vec());
         }
         for snapshot in &plan.snapshots {
             columns.snapshot_ids.push(snapshot.stream_id.clone());
@@ -241,11 +229,6 @@ impl Columns {
             .bind(&self.hashes)
     }
 
-    /// Binds the three head columns.
-    fn bind_heads<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
-        query.bind(&self.head_ids).bind(&self.head_versions).bind(&self.head_hashes)
-    }
-
     /// Binds the five snapshot columns.
     fn bind_snapshots<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
@@ -257,14 +240,20 @@ impl Columns {
     }
 }
 
+/// The heads of `streams` that have events: each stream's last event, one
+/// backward step down the `(stream_id, stream_version)` index.
 async fn read_heads(
     executor: impl sqlx::PgExecutor<'_>,
     streams: &[String],
 ) -> Result<HashMap<String, StreamHead>, StoreError> {
-    let rows = sqlx::query("select stream_id, version, last_hash from streams where stream_id = any($1)")
-        .bind(streams)
-        .fetch_all(executor)
-        .await?;
+    let rows = sqlx::query(
+        "select s.id, last.stream_version, last.hash from unnest($1::text[]) as s(id) \
+         cross join lateral (select stream_version, hash from events where stream_id = s.id \
+                             order by stream_version desc limit 1) as last",
+    )
+    .bind(streams)
+    .fetch_all(executor)
+    .await?;
     Ok(rows
         .iter()
         .map(|row| {

@@ -36,10 +36,13 @@ macro_rules! shared_reads {
         }
 
         pub async fn stream_version(&self, stream: &StreamId) -> Result<u64, StoreError> {
-            let version: Option<i64> = sqlx::query_scalar("select version from streams where stream_id = $1")
-                .bind(stream.as_str())
-                .fetch_optional(&self.$pool)
-                .await?;
+            // The head is the stream's last event (ADR 0012); `max` over no
+            // rows is null.
+            let version: Option<i64> =
+                sqlx::query_scalar("select max(stream_version) from events where stream_id = $1")
+                    .bind(stream.as_str())
+                    .fetch_one(&self.$pool)
+                    .await?;
             Ok(version.unwrap_or(0) as u64)
         }
 

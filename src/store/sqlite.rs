@@ -164,7 +164,7 @@ enum Conflicts {
     Fail,
 }
 
-/// Writes a planned batch — rows, heads, attached snapshots — and commits.
+/// Writes a planned batch — rows and attached snapshots — and commits.
 /// `None`, with everything rolled back, when a row was skipped as already
 /// stored (`Conflicts::Skip`).
 fn commit_plan(
@@ -173,7 +173,6 @@ fn commit_plan(
     conflicts: Conflicts,
 ) -> Result<Option<WrittenBatch>, StoreError> {
     let Some(positions) = insert_rows(&tx, &plan, conflicts)? else { return Ok(None) };
-    upsert_heads(&tx, &plan)?;
     upsert_snapshots(&tx, &plan)?;
     tx.commit()?;
     Ok(Some(WrittenBatch { plan, positions }))
@@ -222,18 +221,6 @@ const INSERT_EVENT: &str = "insert into events (stream_id, stream_version, event
 const INSERT_OR_IGNORE_EVENT: &str = "insert or ignore into events (stream_id, stream_version, event_id, event_type, \
      event_version, payload, metadata, recorded_at, hash) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/// Moves the heads of every stream the plan writes.
-fn upsert_heads(tx: &rusqlite::Transaction<'_>, plan: &BatchPlan) -> Result<(), StoreError> {
-    let mut upsert = tx.prepare_cached(
-        "insert into streams (stream_id, version, last_hash) values (?1, ?2, ?3) \
-         on conflict (stream_id) do update set version = excluded.version, last_hash = excluded.last_hash",
-    )?;
-    for (stream_id, head) in &plan.new_heads {
-        upsert.execute(rusqlite::params![stream_id, head.version as i64, &head.last_hash[..]])?;
-    }
-    Ok(())
-}
-
 /// Stores the snapshots that ride along with the batch.
 fn upsert_snapshots(tx: &rusqlite::Transaction<'_>, plan: &BatchPlan) -> Result<(), StoreError> {
     if plan.snapshots.is_empty() {
@@ -252,8 +239,12 @@ fn upsert_snapshots(tx: &rusqlite::Transaction<'_>, plan: &BatchPlan) -> Result<
     Ok(())
 }
 
+/// The heads of `streams` that have events: each stream's last event, one
+/// backward step down the `(stream_id, stream_version)` index.
 fn read_heads(tx: &rusqlite::Transaction<'_>, streams: &[String]) -> Result<HashMap<String, StreamHead>, StoreError> {
-    let mut select = tx.prepare_cached("select version, last_hash from streams where stream_id = ?1")?;
+    let mut select = tx.prepare_cached(
+        "select stream_version, hash from events where stream_id = ?1 order by stream_version desc limit 1",
+    )?;
     let mut heads = HashMap::with_capacity(streams.len());
     for stream in streams {
         let head = select
