@@ -24,7 +24,8 @@ contract!(
     racing_unchecked_appends_form_one_chain,
     resending_stored_events_succeeds_once,
     a_second_writer_on_the_same_log_is_never_overwritten,
-    two_nodes_racing_on_shared_streams_neither_block_nor_lose,
+    two_nodes_racing_on_shared_streams_lose_nothing_and_store_nothing_twice,
+    many_streams_at_once_each_hear_their_own_positions,
     read_all_returns_everything_after_a_position,
     subscriptions_deliver_exactly_once_across_a_restart,
     concurrent_writers_never_make_a_subscriber_skip_an_event,
@@ -491,7 +492,7 @@ async fn a_second_writer_on_the_same_log_is_never_overwritten(db: &TestDb) {
 /// runs beside them on the same streams. Every append lands once, each
 /// retry is recognised, every stream is one chain, and its head (read on
 /// the other node) and its snapshot agree with its last event.
-async fn two_nodes_racing_on_shared_streams_neither_block_nor_lose(db: &TestDb) {
+async fn two_nodes_racing_on_shared_streams_lose_nothing_and_store_nothing_twice(db: &TestDb) {
     let nodes = [db.open().await, db.open().await];
     let (streams, tasks_per_node, appends_per_task) = (5, 12, 10);
     let mut tasks = Vec::new();
@@ -531,6 +532,52 @@ async fn two_nodes_racing_on_shared_streams_neither_block_nor_lose(db: &TestDb) 
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+/// 128 streams append at once, so the writer gathers batches large enough
+/// that SQLite writes each as two commits (ADR 0013); every caller must hear
+/// the version and position of its own events, whichever commit held them.
+async fn many_streams_at_once_each_hear_their_own_positions(db: &TestDb) {
+    let store = db.open().await;
+    let (streams, appends_per_stream) = (128, 8);
+    let mut tasks = Vec::new();
+    for t in 0..streams {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let s = stream(&format!("crowd-{t}"));
+            let mut heard = Vec::new();
+            for i in 0..appends_per_stream {
+                // Some appends carry two events, so halves are cut by events.
+                let batch = events(t * 100 + i * 2..t * 100 + i * 2 + 1 + (t + i) % 2);
+                let count = batch.len() as u64;
+                let version = heard.last().map_or(0, |(v, _, _)| *v);
+                let outcome = store.append(&s, ExpectedVersion::Exact(version), batch).await.unwrap();
+                assert_eq!(outcome.next_version, version + count);
+                heard.push((outcome.next_version, outcome.last_position, count));
+            }
+            (s, heard)
+        }));
+    }
+    let mut positions = HashSet::new();
+    let mut heard_by_stream = Vec::new();
+    for task in tasks {
+        let (s, heard) = task.await.unwrap();
+        for (_, position, _) in &heard {
+            assert!(positions.insert(*position), "position {position} answered twice");
+        }
+        heard_by_stream.push((s, heard));
+    }
+    let all = store.read_all(0, 100_000).await.unwrap();
+    let at: HashMap<i64, &eventuall::store::RecordedEvent> = all.iter().map(|e| (e.global_position, e)).collect();
+    for (s, heard) in &heard_by_stream {
+        for (version, position, _) in heard {
+            let event = at.get(position).expect("an answered position holds an event");
+            assert_eq!((&event.stream_id, event.stream_version), (s, *version), "position {position}");
+        }
+        let total: u64 = heard.iter().map(|(_, _, count)| count).sum();
+        assert_eq!(store.stream_version(s).await.unwrap(), total);
+    }
+    store.shutdown().await;
 }
 
 async fn the_cqrs_es_framework_runs_on_the_log(db: &TestDb) {

@@ -24,7 +24,9 @@
 //!
 //! On SQLite a commit is not yet durable when it returns ([`WalSync`]): the
 //! batch's answers wait in order for the WAL sync that covers it, while the
-//! writer already writes the next batch. On PostgreSQL the backend's write
+//! writer already writes the next batch. So that the writer has a next
+//! batch to write, a large gathered batch is written there as two commits
+//! (ADR 0013). On PostgreSQL the backend's write
 //! returns only after its flush (ADR 0011), so the answers go out at once.
 //!
 //! On PostgreSQL two writer tasks, each with its own connection, take turns
@@ -48,6 +50,11 @@ use super::{AppendOutcome, Appends, Backend, HeadCache, PendingAppend, StoreErro
 /// Each costs a trip through the scheduler (microseconds); a lone append
 /// pays them once.
 const GATHER_YIELDS: usize = 2;
+
+/// Events from which a gathered batch whose answers wait for a WAL sync is
+/// written as two commits (see [`Acknowledge::commits`]). Below it a batch
+/// writes faster than another commit's fixed cost would repay.
+const SPLIT_FROM_EVENTS: usize = 32;
 
 /// Committed batches that may wait for their WAL sync at once; past it the
 /// writer waits too, so a stalled disk holds back callers, not memory.
@@ -143,13 +150,15 @@ impl WriterHandle {
 
 async fn run_writer(shared: Arc<Shared>) {
     while let Some(batch) = gather(&shared).await {
-        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
-        let appends = Appends::new(appends);
-        let answers = match shared.acknowledge.refusal() {
-            Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
-            None => write_with_fallback(&shared.backend, &appends, &shared.heads).await,
-        };
-        shared.acknowledge.batch(Answered { replies, answers }).await;
+        for commit in shared.acknowledge.commits(batch) {
+            let (appends, replies): (Vec<_>, Vec<_>) = commit.into_iter().map(|r| (r.append, r.reply)).unzip();
+            let appends = Appends::new(appends);
+            let answers = match shared.acknowledge.refusal() {
+                Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
+                None => write_with_fallback(&shared.backend, &appends, &shared.heads).await,
+            };
+            shared.acknowledge.batch(Answered { replies, answers }).await;
+        }
     }
 }
 
@@ -246,6 +255,24 @@ impl Acknowledge {
         }
     }
 
+    /// The commits a gathered batch is written as, in order. Answered at
+    /// commit, one. Answered after a WAL sync, two halves once the batch is
+    /// large: with one commit, every caller in it waits out the sync while
+    /// the writer, having nobody else queued, waits for them, so under a
+    /// steady load the callers herd into one cohort and the disk's flush and
+    /// the writer take turns instead of overlapping. Halves keep two cohorts
+    /// apart: the first half's sync runs while the second half is written,
+    /// and its callers queue their next appends meanwhile.
+    fn commits(&self, mut batch: Vec<Request>) -> Vec<Vec<Request>> {
+        let events: usize = batch.iter().map(|r| r.append.events.len()).sum();
+        let split = matches!(self, Self::AfterWalSync { .. }) && batch.len() > 1 && events >= SPLIT_FROM_EVENTS;
+        if !split {
+            return vec![batch];
+        }
+        let second_half = batch.split_off(first_half_len(&batch, events));
+        vec![batch, second_half]
+    }
+
     async fn batch(&self, answered: Answered) {
         match self {
             Self::AtCommit(head) => answered.send(head),
@@ -258,6 +285,19 @@ impl Acknowledge {
             }
         }
     }
+}
+
+/// How many of `batch`'s requests (at least one, leaving at least one)
+/// hold the first half of its `events`.
+fn first_half_len(batch: &[Request], events: usize) -> usize {
+    let mut taken = 0;
+    for (index, request) in batch.iter().enumerate() {
+        taken += request.append.events.len();
+        if taken * 2 >= events {
+            return (index + 1).min(batch.len() - 1);
+        }
+    }
+    batch.len() - 1
 }
 
 async fn answer_when_durable(
@@ -339,4 +379,63 @@ fn cache(heads: &StdMutex<HeadCache>) -> std::sync::MutexGuard<'_, HeadCache> {
     // A panic while the cache was held leaves nothing half-done that
     // matters: the cache is only a hint.
     heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ExpectedVersion, Metadata, NewEvent, StreamId};
+    use super::*;
+
+    /// Queued requests holding these numbers of events; the replies go nowhere.
+    fn requests(events_each: &[usize]) -> Vec<Request> {
+        events_each
+            .iter()
+            .enumerate()
+            .map(|(index, &count)| Request {
+                append: PendingAppend {
+                    stream: StreamId::of("test", &format!("s{index}")),
+                    expected: ExpectedVersion::Any,
+                    events: (0..count)
+                        .map(|_| NewEvent::new("Ticked", "1", "{}".into(), Metadata::by("test")))
+                        .collect(),
+                    snapshot: None,
+                },
+                reply: oneshot::channel().0,
+            })
+            .collect()
+    }
+
+    fn sizes(commits: &[Vec<Request>]) -> Vec<Vec<usize>> {
+        commits.iter().map(|c| c.iter().map(|r| r.append.events.len()).collect()).collect()
+    }
+
+    #[test]
+    fn the_first_half_holds_half_the_events_and_each_half_a_request() {
+        let half = |each: &[usize]| first_half_len(&requests(each), each.iter().sum());
+        assert_eq!(half(&[1, 1, 1, 1]), 2);
+        assert_eq!(half(&[1, 1, 1, 1, 1]), 3);
+        assert_eq!(half(&[10, 1, 1]), 1, "one large request is a half of its own");
+        assert_eq!(half(&[1, 1, 10]), 2, "the second half keeps at least the last request");
+        assert_eq!(half(&[5, 5]), 1);
+    }
+
+    #[tokio::test]
+    async fn only_batches_answered_after_a_wal_sync_are_split_and_only_large_ones() {
+        let (head, _) = watch::channel(0);
+        let (at_commit, _) = Acknowledge::new(head.clone(), None);
+        let large = vec![1; SPLIT_FROM_EVENTS];
+        assert_eq!(sizes(&at_commit.commits(requests(&large))), vec![large.clone()]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("log-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let (after_sync, _) = Acknowledge::new(head, Some(WalSync::sync_only(wal).unwrap()));
+        let halves = sizes(&after_sync.commits(requests(&large)));
+        assert_eq!(halves, vec![vec![1; SPLIT_FROM_EVENTS / 2], vec![1; SPLIT_FROM_EVENTS / 2]]);
+
+        let small = vec![1; SPLIT_FROM_EVENTS - 1];
+        assert_eq!(sizes(&after_sync.commits(requests(&small))), vec![small]);
+        let lone = vec![SPLIT_FROM_EVENTS * 4];
+        assert_eq!(sizes(&after_sync.commits(requests(&lone))), vec![lone], "one request is one commit");
+    }
 }

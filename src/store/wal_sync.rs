@@ -78,7 +78,7 @@ impl WalSync {
     }
 
     /// The sync thread alone, for the WAL file at `wal`.
-    fn sync_only(wal: PathBuf) -> std::io::Result<Self> {
+    pub(super) fn sync_only(wal: PathBuf) -> std::io::Result<Self> {
         let requests = Arc::new((Mutex::new(Requests::default()), Condvar::new()));
         let (report, synced) = watch::channel(Synced::default());
         let thread_requests = requests.clone();
