@@ -94,8 +94,10 @@ fn sqlite_file(pool: &sqlx::SqlitePool) -> Option<PathBuf> {
     path.is_file().then(|| path.to_owned())
 }
 
-fn sqlite_error(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(format!("sqlite scan: {error}")))
+/// SQLite's errors (a column of an unexpected type included) as the store
+/// reports them everywhere else, not dressed up as a sqlx protocol error.
+fn sqlite_error(error: impl Into<rusqlite::Error>) -> StoreError {
+    StoreError::Sqlite(error.into())
 }
 
 /// A text column's bytes (SQLite may hand text back as a blob) as UTF-8.
