@@ -94,15 +94,9 @@ fn sqlite_file(pool: &sqlx::SqlitePool) -> Option<PathBuf> {
     path.is_file().then(|| path.to_owned())
 }
 
-/// SQLite's errors (a column of an unexpected type included) as the store
-/// reports them everywhere else, not dressed up as a sqlx protocol error.
-fn sqlite_error(error: impl Into<rusqlite::Error>) -> StoreError {
-    StoreError::Sqlite(error.into())
-}
-
 /// A text column's bytes (SQLite may hand text back as a blob) as UTF-8.
 fn sqlite_text(value: rusqlite::types::ValueRef<'_>) -> Result<&str, StoreError> {
-    let bytes = value.as_bytes().map_err(sqlite_error)?;
+    let bytes = value.as_bytes().map_err(rusqlite::Error::from)?;
     std::str::from_utf8(bytes).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
@@ -112,35 +106,32 @@ fn scan_sqlite(path: &Path, after: i64, until: i64, batch: usize, sender: &Sende
     let connection = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI,
-    )
-    .map_err(sqlite_error)?;
-    connection.busy_timeout(std::time::Duration::from_secs(10)).map_err(sqlite_error)?;
-    let mut statement = connection
-        .prepare(
-            "select global_position, stream_id, stream_version, event_id, event_type, event_version, payload, \
-             metadata, recorded_at, hash from events where global_position > ?1 and global_position <= ?2 \
-             order by global_position",
-        )
-        .map_err(sqlite_error)?;
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mut statement = connection.prepare(
+        "select global_position, stream_id, stream_version, event_id, event_type, event_version, payload, \
+         metadata, recorded_at, hash from events where global_position > ?1 and global_position <= ?2 \
+         order by global_position",
+    )?;
     let mut out = RawBatch::with_capacity(batch, TEXT_PER_EVENT);
     let mut from = after;
     while from < until {
         let to = from.saturating_add(SQLITE_RANGE).min(until);
-        let mut rows = statement.query([from, to]).map_err(sqlite_error)?;
-        while let Some(row) = rows.next().map_err(sqlite_error)? {
-            let event_id = row.get_ref(3).map_err(sqlite_error)?.as_blob().map_err(sqlite_error)?;
+        let mut rows = statement.query([from, to])?;
+        while let Some(row) = rows.next()? {
+            let event_id = row.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
             out.push(RawRef {
-                global_position: row.get(0).map_err(sqlite_error)?,
-                stream_id: sqlite_text(row.get_ref(1).map_err(sqlite_error)?)?,
-                stream_version: row.get(2).map_err(sqlite_error)?,
+                global_position: row.get(0)?,
+                stream_id: sqlite_text(row.get_ref(1)?)?,
+                stream_version: row.get(2)?,
                 event_id: Uuid::from_slice(event_id)
                     .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
-                event_type: sqlite_text(row.get_ref(4).map_err(sqlite_error)?)?,
-                event_version: sqlite_text(row.get_ref(5).map_err(sqlite_error)?)?,
-                payload: sqlite_text(row.get_ref(6).map_err(sqlite_error)?)?,
-                metadata: sqlite_text(row.get_ref(7).map_err(sqlite_error)?)?,
-                recorded_at: row.get(8).map_err(sqlite_error)?,
-                hash: row.get_ref(9).map_err(sqlite_error)?.as_blob().map_err(sqlite_error)?,
+                event_type: sqlite_text(row.get_ref(4)?)?,
+                event_version: sqlite_text(row.get_ref(5)?)?,
+                payload: sqlite_text(row.get_ref(6)?)?,
+                metadata: sqlite_text(row.get_ref(7)?)?,
+                recorded_at: row.get(8)?,
+                hash: row.get_ref(9)?.as_blob().map_err(rusqlite::Error::from)?,
             });
             if out.len() == batch {
                 let next = next_batch(&out, batch);
