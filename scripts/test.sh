@@ -36,11 +36,14 @@ cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast
 
 echo "== Real-client suites (Node)"
+# Where cargo put the binaries: CARGO_TARGET_DIR when set (relative to here,
+# as cargo reads it), else ./target.
+TARGET_DIR="$(realpath "${CARGO_TARGET_DIR:-target}")"
 (
   cd tests/node
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     npm ci --no-audit --no-fund
   fi
-  EVENTUALL_BIN="$PWD/../../target/debug/eventuall" EVENTUALL_SIM_BIN="$PWD/../../target/debug/eventuall-sim" \
+  EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" EVENTUALL_SIM_BIN="$TARGET_DIR/debug/eventuall-sim" \
     node --test --test-concurrency=1 --test-timeout=180000 ./*.test.mjs
 )
