@@ -7,6 +7,8 @@
 //!   subscriptions, snapshots, hash chains, and cqrs-es on top.
 //! - [`actor`]: one task per live aggregate (the Durable Object), retired
 //!   when idle and rebuilt from snapshot + tail.
+//! - [`host`]: an aggregate hosted by its actor (load, decide, append,
+//!   apply): the shape the interview actors share.
 //! - [`timers`]: durable timers in the database (the DO alarm).
 //! - [`clock`]: time as a dependency, so tests can move it.
 //! - [`config`]: every setting as a flag and an environment variable.
@@ -28,6 +30,7 @@ pub mod analytics;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod host;
 pub mod http;
 pub mod outlet;
 pub mod projections;

@@ -20,16 +20,20 @@
 //!   `analytics_stage_time`, `analytics_queue_waits`,
 //!   `analytics_recording_sessions`, `analytics_clips`: running totals, read,
 //!   folded and written back per batch (see `docs/ANALYTICS.md`).
+//! - `interviews`: `interviews` (the interview list) and `analytics_ai_calls`
+//!   (one row per AI call), one statement per change.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
+use eventuall_domain::interview::{DirectoryEvent, InterviewEvent};
 use eventuall_domain::queue::QueueEvent;
 use eventuall_domain::recording::SessionEvent;
 use eventuall_domain::room::RoomEvent;
 use eventuall_projections::analytics::{
     self, ClipOutcome, ClipRow, Input, Key, QueueWait, RecordingOutcome, RecordingRow, Rows,
 };
+use eventuall_projections::interviews::{self, InterviewChange};
 use eventuall_projections::presence;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -42,6 +46,8 @@ use crate::store::{CatchUp, DbTx, EventStore, RecordedEvent, StoreError};
 pub const ROOM_PRESENCE: &str = "room_presence";
 /// Subscriber name (checkpoint key) of the analytics projection.
 pub const ANALYTICS: &str = "analytics";
+/// Subscriber name (checkpoint key) of the interview list and AI call rows.
+pub const INTERVIEWS: &str = "interviews";
 /// Suffix of the shadow tables a rebuild writes before swapping them in.
 pub const SHADOW_SUFFIX: &str = "__rebuild";
 
@@ -50,16 +56,18 @@ pub const SHADOW_SUFFIX: &str = "__rebuild";
 pub enum Projection {
     RoomPresence,
     Analytics,
+    Interviews,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 2] = [Projection::RoomPresence, Projection::Analytics];
+    pub const ALL: [Projection; 3] = [Projection::RoomPresence, Projection::Analytics, Projection::Interviews];
 
     /// Its subscriber name: the checkpoint key and the CLI's name for it.
     pub fn name(self) -> &'static str {
         match self {
             Projection::RoomPresence => ROOM_PRESENCE,
             Projection::Analytics => ANALYTICS,
+            Projection::Interviews => INTERVIEWS,
         }
     }
 
@@ -79,6 +87,7 @@ impl Projection {
                 "analytics_recording_sessions",
                 "analytics_clips",
             ],
+            Projection::Interviews => &["interviews", "analytics_ai_calls"],
         }
     }
 
@@ -89,6 +98,9 @@ impl Projection {
         match (self, category) {
             (_, "room") => !presence::IGNORED_EVENT_TYPES.contains(&event_type),
             (Projection::Analytics, "queue" | "recording") => true,
+            (Projection::Interviews, "user_interviews" | "interview") => {
+                !interviews::IGNORED_EVENT_TYPES.contains(&event_type)
+            }
             _ => false,
         }
     }
@@ -98,6 +110,7 @@ impl Projection {
         match self {
             Projection::RoomPresence => apply_presence(tx, events, tables).await,
             Projection::Analytics => apply_analytics(tx, events, tables).await,
+            Projection::Interviews => apply_interviews(tx, events, tables).await,
         }
     }
 }
@@ -771,4 +784,113 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
             _ = shutdown.changed() => {}
         }
     }
+}
+
+async fn apply_interviews(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
+    let list = tables.name("interviews");
+    let calls = tables.name("analytics_ai_calls");
+    for event in events {
+        if !Projection::Interviews.reads(event.stream_id.category(), &event.event_type) {
+            continue;
+        }
+        let entity = event.stream_id.entity_id();
+        let changes = match event.stream_id.category() {
+            "user_interviews" => registry()
+                .decode::<DirectoryEvent>(event)
+                .map(|e| interviews::changes(interviews::Input::Directory { user_id: entity, event: &e })),
+            _ => registry()
+                .decode::<InterviewEvent>(event)
+                .map(|e| interviews::changes(interviews::Input::Interview { interview_id: entity, event: &e })),
+        };
+        let changes = match changes {
+            Ok(changes) => changes,
+            Err(error) => {
+                tracing::error!(%error, stream = %event.stream_id, version = event.stream_version, "interview projection skipped an undecodable event");
+                continue;
+            }
+        };
+        for change in changes {
+            write_interview_change(tx, change, &list, &calls).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_interview_change(
+    tx: &mut DbTx,
+    change: InterviewChange,
+    list: &str,
+    calls: &str,
+) -> Result<(), StoreError> {
+    let skills_json = |skills: &[String]| serde_json::to_string(skills).expect("strings serialise");
+    let (sql, args): (String, Vec<SqlValue>) = match change {
+        InterviewChange::Created { interview_id, user_id, title, job_description, skills, at } => (
+            format!(
+                "insert into {list} (interview_id, user_id, title, job_description, skills, state, created_at, \
+                 updated_at, message_count, hints_given, archived, deleted) \
+                 values ($1, $2, $3, $4, $5, 'idle', $6, $6, 0, 0, 0, 0) \
+                 on conflict (interview_id) do update set user_id = excluded.user_id, title = excluded.title, \
+                 job_description = excluded.job_description, skills = excluded.skills, created_at = excluded.created_at"
+            ),
+            vec![
+                interview_id.into(),
+                user_id.into(),
+                title.into(),
+                job_description.into(),
+                skills_json(&skills).into(),
+                at.into(),
+            ],
+        ),
+        InterviewChange::Renamed { interview_id, title, at } => (
+            format!("update {list} set title = $2, updated_at = $3 where interview_id = $1"),
+            vec![interview_id.into(), title.into(), at.into()],
+        ),
+        InterviewChange::SkillsSet { interview_id, skills, at } => (
+            format!("update {list} set skills = $2, updated_at = $3 where interview_id = $1"),
+            vec![interview_id.into(), skills_json(&skills).into(), at.into()],
+        ),
+        InterviewChange::Archived { interview_id, at } => (
+            format!("update {list} set archived = 1, updated_at = $2 where interview_id = $1"),
+            vec![interview_id.into(), at.into()],
+        ),
+        InterviewChange::Deleted { interview_id, at } => (
+            format!("update {list} set deleted = 1, updated_at = $2 where interview_id = $1"),
+            vec![interview_id.into(), at.into()],
+        ),
+        InterviewChange::StateChanged { interview_id, state, at } => (
+            format!("update {list} set state = $2, updated_at = $3 where interview_id = $1"),
+            vec![interview_id.into(), state.as_str().into(), at.into()],
+        ),
+        InterviewChange::MessageAdded { interview_id, hint, at } => (
+            format!(
+                "update {list} set message_count = message_count + 1, hints_given = hints_given + $2, \
+                 updated_at = $3 where interview_id = $1"
+            ),
+            vec![interview_id.into(), i64::from(hint).into(), at.into()],
+        ),
+        InterviewChange::CallStarted { call_id, interview_id, kind, model, input_size, at } => (
+            format!(
+                "insert into {calls} (call_id, interview_id, user_id, kind, model, started_at, input_size, outcome) \
+                 values ($1, $2, coalesce((select user_id from {list} where interview_id = $2), ''), $3, $4, $5, $6, \
+                 'running') on conflict (call_id) do nothing"
+            ),
+            vec![call_id.into(), interview_id.into(), kind.as_str().into(), model.into(), at.into(), input_size.into()],
+        ),
+        InterviewChange::CallEnded { call_id, outcome, latency_ms, prompt_tokens, completion_tokens, at } => (
+            format!(
+                "update {calls} set outcome = $2, latency_ms = $3, prompt_tokens = $4, completion_tokens = $5, \
+                 ended_at = $6 where call_id = $1"
+            ),
+            vec![
+                call_id.into(),
+                outcome.into(),
+                latency_ms.into(),
+                prompt_tokens.into(),
+                completion_tokens.into(),
+                at.into(),
+            ],
+        ),
+    };
+    tx.execute(&sql, &args).await?;
+    Ok(())
 }

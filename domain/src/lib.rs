@@ -12,8 +12,11 @@
 //! - `queue`: the collaborative participant queue, a Yjs document.
 //! - [`recording`]: the recording coordinator (one session per room) and the
 //!   recording session, the saga's log.
+//! - [`interview`]: AI interview rooms (the second seed): a user's directory
+//!   of interviews with their AI quota, and each interview's conversation.
 
 pub mod ids;
+pub mod interview;
 pub mod queue;
 pub mod recording;
 pub mod room;

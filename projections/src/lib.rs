@@ -11,8 +11,10 @@
 //!   intervals (who was on stage when): raw material for analytics and clips.
 //! - [`analytics`]: per-event running totals (attendance, peak concurrency,
 //!   stage time, queue waits) over the rows an event touches.
+//! - [`interviews`]: the interview list and one row per AI call.
 
 pub mod analytics;
+pub mod interviews;
 pub mod presence;
 
 /// A change to one read-model row, in terms the SQL layer maps to tables.

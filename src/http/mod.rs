@@ -12,6 +12,7 @@ pub mod queue;
 pub mod recording;
 pub mod rooms;
 pub mod webhooks;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -81,7 +82,7 @@ async fn not_found() -> ApiError {
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE, Method::OPTIONS])
         .allow_headers([axum::http::header::AUTHORIZATION, axum::http::header::CONTENT_TYPE]);
     if origins.iter().any(|o| o == "*") {
         return layer.allow_origin(Any);

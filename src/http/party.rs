@@ -69,7 +69,7 @@ fn authorize_socket(app: &AppState, params: &HashMap<String, String>, event_id: 
 }
 
 /// Echoes the client's requested subprotocols (partysocket's `protocols`).
-fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
+pub fn accept_protocols(upgrade: WebSocketUpgrade, headers: &HeaderMap) -> WebSocketUpgrade {
     let requested: Vec<String> = headers
         .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -216,8 +216,8 @@ pub fn close_message(code: u16, reason: &'static str) -> Message {
 
 /// Writes queued frames and pings until the queue closes, a close is sent,
 /// or the connection is dropped as too slow.
-pub async fn write_frames(
-    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
+    mut sink: S,
     mut queue: mpsc::Receiver<Outbound>,
     dropped: CancellationToken,
 ) {

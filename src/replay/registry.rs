@@ -68,6 +68,8 @@ impl Registry {
             .aggregate::<Queue>("1")
             .aggregate::<eventuall_domain::recording::Coordinator>("1")
             .aggregate::<eventuall_domain::recording::RecordingSession>("1")
+            .aggregate::<eventuall_domain::interview::UserInterviews>("1")
+            .aggregate::<eventuall_domain::interview::Interview>("1")
     }
 
     /// Registers aggregate `A`: streams of category `A::TYPE` hold

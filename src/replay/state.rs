@@ -9,6 +9,7 @@
 use std::str::FromStr;
 
 use cqrs_es::Aggregate;
+use eventuall_domain::interview::{Interview, UserInterviews};
 use eventuall_domain::queue::Queue;
 use eventuall_domain::room::EventRoom;
 use serde::Serialize;
@@ -88,6 +89,16 @@ pub async fn state_at(
         "queue" => {
             let (queue, stop) = fold::<Queue>(store, registry, stream, at).await?;
             Ok(stop.render(stream, serde_json::to_value(queue.view()).expect("views serialise")))
+        }
+        "interview" => {
+            let (interview, stop) = fold::<Interview>(store, registry, stream, at).await?;
+            let mut state = serde_json::to_value(&interview).expect("interviews serialise");
+            state["state"] = interview.state().as_str().into();
+            Ok(stop.render(stream, state))
+        }
+        "user_interviews" => {
+            let (directory, stop) = fold::<UserInterviews>(store, registry, stream, at).await?;
+            Ok(stop.render(stream, serde_json::to_value(&directory).expect("directories serialise")))
         }
         other => Err(ReplayError::UnknownCategory(other.to_owned())),
     }

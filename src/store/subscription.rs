@@ -163,6 +163,28 @@ impl DbTx {
     }
 }
 
+impl EventStore {
+    /// Runs a read-only query on the readers' pool of either database and
+    /// maps each row with `FromRow`: read models' queries, written once with
+    /// `$n` placeholders.
+    pub async fn query_as<T>(&self, sql: &str, args: &[SqlValue]) -> Result<Vec<T>, StoreError>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        Ok(match self.backend() {
+            Backend::Sqlite(b) => {
+                bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), args).fetch_all(b.pool()).await?
+            }
+            Backend::Postgres(b) => {
+                bind_all!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), args).fetch_all(b.pool()).await?
+            }
+        })
+    }
+}
+
 /// Reads a subscriber's stored checkpoint (0 when it never ran).
 pub async fn load_checkpoint(store: &EventStore, subscriber: &str) -> Result<i64, StoreError> {
     let sql = "select position from checkpoints where subscriber = $1";
