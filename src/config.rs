@@ -61,6 +61,42 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub media: MediaConfig,
+
+    #[command(flatten)]
+    pub ai: AiArgs,
+}
+
+/// The AI provider and the interview rooms' limits.
+#[derive(Args, Clone, Debug)]
+pub struct AiArgs {
+    /// Base URL of an OpenAI-compatible API, ending in `/v1`; without it the
+    /// built-in simulator answers (and the log says SIMULATED).
+    #[arg(long, env = "EVENTUALL_AI_URL")]
+    pub ai_url: Option<String>,
+    #[arg(long, env = "EVENTUALL_AI_API_KEY", hide_env_values = true)]
+    pub ai_api_key: Option<String>,
+    #[arg(long, env = "EVENTUALL_AI_CHAT_MODEL", default_value = "@cf/meta/llama-3.1-8b-instruct")]
+    pub ai_chat_model: String,
+    #[arg(long, env = "EVENTUALL_AI_TRANSCRIBE_MODEL", default_value = "@cf/openai/whisper-tiny-en")]
+    pub ai_transcribe_model: String,
+    /// Longest wait for a streamed reply's first chunk (per attempt).
+    #[arg(long, env = "EVENTUALL_AI_FIRST_CHUNK_TIMEOUT", default_value = "30s")]
+    pub ai_first_chunk_timeout: humantime::Duration,
+    /// Longest gap between two chunks of a streamed reply.
+    #[arg(long, env = "EVENTUALL_AI_CHUNK_TIMEOUT", default_value = "20s")]
+    pub ai_chunk_timeout: humantime::Duration,
+    /// Quiet time after an AI question before it writes a hint.
+    #[arg(long, env = "EVENTUALL_HINT_AFTER", default_value = "3m")]
+    pub hint_after: humantime::Duration,
+    /// AI requests per user per window, e.g. `100/24h`.
+    #[arg(long, env = "EVENTUALL_AI_RATE_LIMIT", default_value = "100/24h")]
+    pub ai_rate_limit: crate::interviews::RateLimit,
+    /// Largest audio answer (one binary frame) in bytes.
+    #[arg(long, env = "EVENTUALL_MAX_AUDIO_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_audio_bytes: usize,
+    /// Delay between the built-in simulator's chunks (tests and demos).
+    #[arg(long, env = "EVENTUALL_AI_SIM_CHUNK_DELAY", hide = true)]
+    pub ai_sim_chunk_delay: Option<humantime::Duration>,
 }
 
 #[derive(Args, Clone, Debug, Default)]

@@ -12,6 +12,8 @@
 //! - [`timers`]: durable timers in the database (the DO alarm).
 //! - [`clock`]: time as a dependency, so tests can move it.
 //! - [`config`]: every setting as a flag and an environment variable.
+//! - [`interviews`]: AI interview rooms (the second seed): the per-user
+//!   directory and per-interview actors, AI calls, hints, rate limits.
 //! - [`recording`]: the recording saga (process manager over Mux and
 //!   LiveKit) and its durable command queue.
 //! - [`analytics`]: per-event analytics read from the analytics projection.
@@ -32,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod host;
 pub mod http;
+pub mod interviews;
 pub mod outlet;
 pub mod projections;
 pub mod queues;

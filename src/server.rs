@@ -14,6 +14,7 @@ use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{DEV_JWT_SECRET, RecordingWorker, ServeConfig};
 use crate::http::{AppState, Limits, router};
+use crate::interviews::{InterviewSettings, Interviews};
 use crate::queues::Queues;
 use crate::recording::{Recording, RecordingSettings, TIMER_PREFIX};
 use crate::rooms::Rooms;
@@ -28,6 +29,8 @@ pub struct Application {
     recording_worker: RecordingWorker,
     /// The built-in Mux/LiveKit simulators, when no URL is configured.
     simulators: Option<eventuall_media::sim::Simulators>,
+    /// The built-in AI simulator, when no `EVENTUALL_AI_URL` is configured.
+    ai_simulator: Option<eventuall_media::sim::AiSimulator>,
 }
 
 impl Application {
@@ -75,10 +78,24 @@ impl Application {
                 ..RecordingSettings::default()
             },
         );
+        let ai = crate::interviews::provider::connect(&config.ai).await?;
+        let interviews = Interviews::new(
+            store.clone(),
+            timers.clone(),
+            clock.clone(),
+            ai.client,
+            InterviewSettings {
+                hint_after: config.ai.hint_after.into(),
+                rate_limit: config.ai.ai_rate_limit,
+                max_audio_bytes: config.ai.max_audio_bytes,
+                evict_after: config.evict_after.into(),
+            },
+        );
         let state = AppState {
             store,
             rooms,
             queues,
+            interviews,
             livekit_webhooks: Arc::new(eventuall_media::livekit::WebhookVerifier::new(webhook_keys)),
             recording,
             auth: Authenticator::new(&secret),
@@ -98,6 +115,7 @@ impl Application {
             shutdown,
             recording_worker: config.media.recording_worker,
             simulators: media.simulators,
+            ai_simulator: ai.simulator,
         })
     }
 
@@ -114,6 +132,11 @@ impl Application {
         self.simulators.as_ref()
     }
 
+    /// The built-in AI simulator, if it answers in place of a provider.
+    pub fn ai_simulator(&self) -> Option<&eventuall_media::sim::AiSimulator> {
+        self.ai_simulator.as_ref()
+    }
+
     /// The durable timers (tests fire them with a manual clock).
     pub fn timers(&self) -> Arc<Timers> {
         self.timers.clone()
@@ -128,12 +151,16 @@ impl Application {
     pub fn timer_dispatch(state: &AppState) -> Dispatch {
         let rooms = state.rooms.clone();
         let recording = state.recording.clone();
+        let interviews = state.interviews.clone();
         Arc::new(move |timer| {
             let rooms = rooms.clone();
             let recording = recording.clone();
+            let interviews = interviews.clone();
             Box::pin(async move {
                 if timer.owner.starts_with("room-") {
                     rooms.fire(timer).await;
+                } else if timer.owner.starts_with(crate::interviews::TIMER_PREFIX) {
+                    interviews.fire(timer).await;
                 } else if timer.owner.starts_with(TIMER_PREFIX) {
                     recording.fire(timer).await;
                 } else {
@@ -144,7 +171,7 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, state, timers, shutdown, recording_worker, simulators } = self;
+        let Self { listener, state, timers, shutdown, recording_worker, simulators, ai_simulator } = self;
         let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
         let recording_loop = (recording_worker == RecordingWorker::Background)
@@ -165,6 +192,7 @@ impl Application {
             let _ = recording_loop.await;
         }
         drop(simulators);
+        drop(ai_simulator);
         store.shutdown().await;
         tracing::info!("stopped; all acknowledged events are stored");
         Ok(())

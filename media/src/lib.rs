@@ -9,6 +9,9 @@
 //! - [`livekit`]: thin wrappers over the `livekit-api` crate: the web-egress
 //!   client with our timeout/failover policy and Twirp error codes kept
 //!   distinguishable, and a multi-key webhook verifier (key rotation).
+//! - [`ai`]: a client for any OpenAI-compatible AI API: streamed chat
+//!   (server-sent events), JSON completions, transcription; timeouts per
+//!   chunk, retries only before the first chunk.
 //! - [`sim`]: axum simulators of the Mux REST API and the LiveKit Egress Twirp
 //!   API, linked by an in-process "RTMP bus" so an egress streaming to a Mux
 //!   stream key drives that stream's state machine; with fault injection and
@@ -18,6 +21,7 @@
 //! `shared/research/media.md`. This crate owns no domain logic: the recording
 //! saga lives in the service and only calls these clients.
 
+pub mod ai;
 pub mod livekit;
 pub mod mux;
 pub mod sim;

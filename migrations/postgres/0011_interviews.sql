@@ -17,8 +17,8 @@ create table interviews (
     updated_at      bigint  not null,
     message_count   bigint  not null,
     hints_given     bigint  not null,
-    archived        integer not null,
-    deleted         integer not null
+    archived        bigint  not null,
+    deleted         bigint  not null
 );
 create index interviews_by_user on interviews (user_id, created_at);
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod interviews;
 pub mod party;
 pub mod queue;
 pub mod recording;
@@ -25,6 +26,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::clock::SharedClock;
+use crate::interviews::Interviews;
 use crate::queues::Queues;
 use crate::recording::Recording;
 use crate::rooms::Rooms;
@@ -37,6 +39,7 @@ pub struct AppState {
     pub store: EventStore,
     pub rooms: Rooms,
     pub queues: Queues,
+    pub interviews: Interviews,
     /// Verifies LiveKit webhooks (keys chosen by `iss`).
     pub livekit_webhooks: Arc<eventuall_media::livekit::WebhookVerifier>,
     pub recording: Recording,
@@ -64,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(recording::router())
         .merge(admin::router())
+        .merge(interviews::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)

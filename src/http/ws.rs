@@ -170,7 +170,7 @@ mod tests {
         serve(socket, outlet, queue, limits, &mut echo).await;
         assert_eq!(echo.binaries, 1, "the 3-byte frame passed, the 4-byte one did not");
         let mut frames = Vec::new();
-        while let Ok(Some(frame)) = written.try_next() {
+        while let Ok(frame) = written.try_recv() {
             frames.push(frame);
         }
         assert_eq!(text_of(&frames[0]).as_deref(), Some("abcd"), "a text frame at the limit is handled");

@@ -3,6 +3,7 @@
 //! clients.
 
 mod helpers;
+mod interviews;
 mod projections;
 mod queue;
 mod recording;

@@ -8,6 +8,8 @@
 //!   webhooks.
 //! - `bus`: the in-process RTMP link between the two (an egress streaming
 //!   to a Mux stream key drives that stream).
+//! - `ai`: [`AiSim`], an OpenAI-compatible chat/transcription API with
+//!   deterministic answers and its own faults ([`AiFault`]).
 //! - `faults`: [`Faults`], failure injection for both.
 //! - `twirp`, `hooks`, `outbox`, `common`: Twirp framing, webhook signing,
 //!   webhook delivery, shared helpers.
@@ -20,6 +22,7 @@
 //! `/twirp/…` on the server root) and nest [`SimHandle::mux_router`]
 //! anywhere (the Mux client takes a base URL with a path).
 
+mod ai;
 mod bus;
 mod common;
 mod faults;
@@ -35,6 +38,9 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+pub use ai::{
+    AiFault, AiFaults, AiRequests, AiSim, AiSimConfig, AiSimulator, SKILL_WORDS, reply_text, skills_in, transcript_of,
+};
 pub use faults::{
     AssetFault, AssetKind, EgressFault, Faults, Hold, HoldOn, IngestFault, MuxOp, MuxRequestFault, ResponseLoss, Times,
     TwirpFault, TwirpMethod, WebhookFault,

@@ -1,0 +1,708 @@
+//! A faithful simulator of an OpenAI-compatible AI API, for tests and for
+//! running the service without a provider.
+//!
+//! It speaks the wire format of `shared/research/ai.md`:
+//! `POST /v1/chat/completions` (streamed as server-sent events: a role
+//! chunk, content chunks, a finish chunk, a usage chunk with `"choices":[]`
+//! when `stream_options.include_usage`, then `data: [DONE]`; or one
+//! `chat.completion` object), `POST /v1/audio/transcriptions` (multipart
+//! `file` + `model`; `json`, `verbose_json` or `text`), `GET /v1/models`,
+//! and OpenAI's error bodies `{"error":{"message","type","param","code"}}`
+//! with `retry-after` and `x-ratelimit-*` headers on 429.
+//!
+//! Its answers are deterministic, so tests can assert on them:
+//! - JSON mode (`response_format` `json_object`): `{"skills":[…]}`, the
+//!   words of the last user message that look like skills ([`SKILL_WORDS`]
+//!   or capitalised words of 2+ letters after the first word of a sentence),
+//!   at most 8, in order of appearance; `["communication"]` if none.
+//! - Text: if the system prompt mentions "hint", a sentence starting
+//!   `Hint:`; otherwise a question ending in `?`. Both pick their topic by a
+//!   hash of every message, so the same request gets the same text. The text
+//!   is split into [`AiSimConfig::chunks`] content chunks (a request may ask
+//!   for another count with the non-standard header `x-sim-chunks`).
+//!   `prompt_tokens` = whitespace words of all messages,
+//!   `completion_tokens` = content chunks.
+//! - Transcription: [`transcript_of`]: `Simulated transcript of {n} bytes of
+//!   audio: I have worked with Rust and SQL for five years.`
+//!
+//! Faults ([`AiFault`]) are armed in-process ([`AiSim::faults`]) or over
+//! HTTP (`POST /_sim/faults`), consumed by requests in arming order.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::common::{lock, random_id};
+
+/// Words the simulator recognises as skills in JSON mode.
+pub const SKILL_WORDS: [&str; 20] = [
+    "Rust",
+    "SQL",
+    "PostgreSQL",
+    "Kubernetes",
+    "React",
+    "TypeScript",
+    "JavaScript",
+    "Python",
+    "Go",
+    "Docker",
+    "AWS",
+    "Linux",
+    "GraphQL",
+    "Redis",
+    "Kafka",
+    "Java",
+    "CSS",
+    "HTML",
+    "Terraform",
+    "Node.js",
+];
+
+const TOPICS: [&str; 8] =
+    ["ownership", "testing", "databases", "concurrency", "system design", "debugging", "code review", "teamwork"];
+
+#[derive(Clone, Debug)]
+pub struct AiSimConfig {
+    /// When set, requests must carry `Authorization: Bearer {key}`.
+    pub api_key: Option<String>,
+    /// Content chunks per streamed reply.
+    pub chunks: usize,
+    pub chunk_delay: Duration,
+    pub first_token_delay: Duration,
+}
+
+impl Default for AiSimConfig {
+    fn default() -> Self {
+        Self {
+            api_key: None,
+            chunks: 12,
+            chunk_delay: Duration::from_millis(15),
+            first_token_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+impl AiSimConfig {
+    /// No delays: for tests.
+    pub fn fast() -> Self {
+        Self { chunk_delay: Duration::ZERO, first_token_delay: Duration::ZERO, ..Self::default() }
+    }
+}
+
+/// A failure to inject into the next matching request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "snake_case")]
+pub enum AiFault {
+    /// 429 with `retry-after` (any endpoint).
+    RateLimited { retry_after_secs: u64 },
+    /// 500 with an error body (any endpoint).
+    ServerError,
+    /// A stream that sends `chunks` content chunks, then resets.
+    CutAfter { chunks: usize },
+    /// A stream that pauses `stall_ms` after `chunks` content chunks.
+    StallAfter { chunks: usize, stall_ms: u64 },
+    /// The first chunk (or the whole answer) comes `delay_ms` late.
+    SlowFirstToken { delay_ms: u64 },
+    /// A `data: {"error":…}` event after the first content chunk.
+    ErrorEvent,
+    /// The next transcription returns this text.
+    Transcript { text: String },
+}
+
+impl AiFault {
+    fn applies_to(&self, endpoint: Endpoint) -> bool {
+        match self {
+            AiFault::RateLimited { .. } | AiFault::ServerError | AiFault::SlowFirstToken { .. } => true,
+            AiFault::CutAfter { .. } | AiFault::StallAfter { .. } | AiFault::ErrorEvent => endpoint == Endpoint::Stream,
+            AiFault::Transcript { .. } => endpoint == Endpoint::Transcription,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Stream,
+    Completion,
+    Transcription,
+}
+
+/// Armed faults, shared by clones.
+#[derive(Clone, Default)]
+pub struct AiFaults {
+    armed: Arc<std::sync::Mutex<VecDeque<(AiFault, u32)>>>,
+}
+
+impl AiFaults {
+    /// Arms `fault` for the next `times` matching requests.
+    pub fn arm(&self, fault: AiFault, times: u32) {
+        if times > 0 {
+            lock(&self.armed).push_back((fault, times));
+        }
+    }
+
+    pub fn clear(&self) {
+        lock(&self.armed).clear();
+    }
+
+    fn take(&self, endpoint: Endpoint) -> Option<AiFault> {
+        let mut armed = lock(&self.armed);
+        let index = armed.iter().position(|(fault, _)| fault.applies_to(endpoint))?;
+        let (fault, left) = &mut armed[index];
+        let fault = fault.clone();
+        *left -= 1;
+        if *left == 0 {
+            armed.remove(index);
+        }
+        Some(fault)
+    }
+}
+
+/// Requests served, by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AiRequests {
+    pub chat_streams: u64,
+    pub chat_completions: u64,
+    pub transcriptions: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    chat_streams: AtomicU64,
+    chat_completions: AtomicU64,
+    transcriptions: AtomicU64,
+}
+
+/// The simulator's state; cloning shares it.
+#[derive(Clone)]
+pub struct AiSim {
+    config: Arc<AiSimConfig>,
+    faults: AiFaults,
+    counters: Arc<Counters>,
+}
+
+impl AiSim {
+    pub fn new(config: AiSimConfig, faults: AiFaults) -> Self {
+        Self { config: Arc::new(config), faults, counters: Arc::default() }
+    }
+
+    pub fn faults(&self) -> &AiFaults {
+        &self.faults
+    }
+
+    pub fn requests(&self) -> AiRequests {
+        AiRequests {
+            chat_streams: self.counters.chat_streams.load(Ordering::Relaxed),
+            chat_completions: self.counters.chat_completions.load(Ordering::Relaxed),
+            transcriptions: self.counters.transcriptions.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Mount at the root: the API is under `/v1`.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> Router<S> {
+        Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/audio/transcriptions", post(transcription))
+            .route("/v1/models", get(models))
+            .route("/_sim/faults", post(arm_fault).delete(clear_faults))
+            .route("/_sim/requests", get(served))
+            .fallback(|| async {
+                error(StatusCode::NOT_FOUND, "invalid_request_error", "unknown_url", "Unknown request URL")
+            })
+            .with_state(self.clone())
+    }
+
+    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let Some(key) = &self.config.api_key else { return Ok(()) };
+        let presented =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if presented == Some(key.as_str()) {
+            Ok(())
+        } else {
+            Err(error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "Incorrect API key provided.",
+            ))
+        }
+    }
+}
+
+/// OpenAI's error body.
+fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn rate_limited(retry_after_secs: u64) -> Response {
+    let mut response = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again later.",
+    );
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    headers.insert("x-ratelimit-limit-requests", HeaderValue::from_static("60"));
+    headers.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("0"));
+    if let Ok(reset) = HeaderValue::from_str(&format!("{retry_after_secs}s")) {
+        headers.insert("x-ratelimit-reset-requests", reset);
+    }
+    response
+}
+
+fn server_error() -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "internal_error",
+        "The server had an error while processing your request.",
+    )
+}
+
+/// The response a fault replaces the answer with, if it does.
+fn failed(fault: &Option<AiFault>) -> Option<Response> {
+    match fault {
+        Some(AiFault::RateLimited { retry_after_secs }) => Some(rate_limited(*retry_after_secs)),
+        Some(AiFault::ServerError) => Some(server_error()),
+        _ => None,
+    }
+}
+
+fn hash(text: &str) -> u64 {
+    // FNV-1a: stable across runs and platforms (unlike the std hasher).
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn messages_text(messages: &[Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            (m["role"].as_str().unwrap_or_default().to_owned(), m["content"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect()
+}
+
+/// The deterministic reply to `messages`.
+pub fn reply_text(messages: &[(String, String)]) -> String {
+    let all: String = messages.iter().map(|(r, c)| format!("{r}:{c}\n")).collect();
+    let topic = TOPICS[(hash(&all) % TOPICS.len() as u64) as usize];
+    let turn = messages.iter().filter(|(r, _)| r == "assistant").count() + 1;
+    let wants_hint = messages.iter().any(|(r, c)| r == "system" && c.to_lowercase().contains("hint"));
+    if wants_hint {
+        format!("Hint: think about {topic} and give one concrete example from your own work.")
+    } else {
+        format!("Question {turn}: tell me about a time {topic} mattered in a project of yours. What did you learn?")
+    }
+}
+
+/// The skills the simulator finds in `text` (JSON mode).
+pub fn skills_in(text: &str) -> Vec<String> {
+    let mut skills: Vec<String> = Vec::new();
+    for raw in text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '/')) {
+        let word = raw.trim_end_matches(['.', ':', '!', '?']);
+        let known = SKILL_WORDS.iter().find(|s| s.eq_ignore_ascii_case(word));
+        if let Some(skill) = known
+            && !skills.iter().any(|s| s == skill)
+        {
+            skills.push((*skill).to_owned());
+        }
+        if skills.len() == 8 {
+            break;
+        }
+    }
+    if skills.is_empty() {
+        skills.push("communication".into());
+    }
+    skills
+}
+
+/// The simulator's fixed transcription of `bytes` bytes of audio.
+pub fn transcript_of(bytes: usize) -> String {
+    format!("Simulated transcript of {bytes} bytes of audio: I have worked with Rust and SQL for five years.")
+}
+
+/// `text` in `n` pieces of whole words (fewer if it has fewer words).
+fn split_chunks(text: &str, n: usize) -> Vec<String> {
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    let n = n.clamp(1, words.len().max(1));
+    let per = words.len().div_ceil(n);
+    words.chunks(per.max(1)).map(|c| c.concat()).collect()
+}
+
+fn word_count(messages: &[(String, String)]) -> u64 {
+    messages.iter().map(|(_, c)| c.split_whitespace().count() as u64).sum()
+}
+
+async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) -> Response {
+    if let Err(refused) = sim.authorized(&headers) {
+        return refused;
+    }
+    let body = match axum::Json::<Value>::from_request(request, &()).await {
+        Ok(axum::Json(body)) => body,
+        Err(rejection) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_json", &rejection.body_text());
+        }
+    };
+    let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_messages",
+            "'messages' is a required property",
+        );
+    };
+    let Some(model) = body["model"].as_str().map(str::to_owned) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_model",
+            "you must provide a model parameter",
+        );
+    };
+    let messages = messages_text(messages);
+    let stream = body["stream"].as_bool().unwrap_or(false);
+    let json_mode = body["response_format"]["type"] == "json_object";
+    let endpoint = if stream { Endpoint::Stream } else { Endpoint::Completion };
+    let fault = sim.faults.take(endpoint);
+    if let Some(response) = failed(&fault) {
+        return response;
+    }
+    if let Some(AiFault::SlowFirstToken { delay_ms }) = &fault {
+        tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
+    } else if !sim.config.first_token_delay.is_zero() {
+        tokio::time::sleep(sim.config.first_token_delay).await;
+    }
+    let content = if json_mode {
+        let last_user = messages.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.as_str()).unwrap_or_default();
+        json!({"skills": skills_in(last_user)}).to_string()
+    } else {
+        reply_text(&messages)
+    };
+    let chunks = headers
+        .get("x-sim-chunks")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(sim.config.chunks);
+    let pieces = split_chunks(&content, chunks);
+    let usage = json!({
+        "prompt_tokens": word_count(&messages),
+        "completion_tokens": pieces.len(),
+        "total_tokens": word_count(&messages) + pieces.len() as u64,
+    });
+    let id = format!("chatcmpl-{}", random_id(24));
+    let created = crate::time::now_secs();
+    if !stream {
+        sim.counters.chat_completions.fetch_add(1, Ordering::Relaxed);
+        let body = json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"}],
+            "usage": usage,
+        });
+        return axum::Json(body).into_response();
+    }
+    sim.counters.chat_streams.fetch_add(1, Ordering::Relaxed);
+    let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+    let plan = StreamPlan {
+        id,
+        created,
+        model,
+        pieces,
+        usage: include_usage.then_some(usage),
+        fault,
+        delay: sim.config.chunk_delay,
+    };
+    let mut response = Response::new(Body::from_stream(plan.into_stream()));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// What a streamed reply sends, in order.
+struct StreamPlan {
+    id: String,
+    created: u64,
+    model: String,
+    pieces: Vec<String>,
+    usage: Option<Value>,
+    fault: Option<AiFault>,
+    delay: Duration,
+}
+
+enum Frame {
+    Data(Value),
+    Done,
+    Pause(Duration),
+    Reset,
+}
+
+impl StreamPlan {
+    fn chunk(&self, delta: Value, finish: Option<&str>) -> Value {
+        json!({
+            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        })
+    }
+
+    fn frames(&self) -> Vec<Frame> {
+        let mut frames = vec![Frame::Data(self.chunk(json!({"role": "assistant", "content": ""}), None))];
+        for (sent, piece) in self.pieces.iter().enumerate() {
+            match &self.fault {
+                Some(AiFault::CutAfter { chunks }) if sent == *chunks => {
+                    frames.push(Frame::Reset);
+                    return frames;
+                }
+                Some(AiFault::StallAfter { chunks, stall_ms }) if sent == *chunks => {
+                    frames.push(Frame::Pause(Duration::from_millis(*stall_ms)));
+                }
+                Some(AiFault::ErrorEvent) if sent == 1 => {
+                    frames.push(Frame::Data(json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}})));
+                    return frames;
+                }
+                _ => {}
+            }
+            if sent > 0 && !self.delay.is_zero() {
+                frames.push(Frame::Pause(self.delay));
+            }
+            frames.push(Frame::Data(self.chunk(json!({"content": piece}), None)));
+        }
+        frames.push(Frame::Data(self.chunk(json!({}), Some("stop"))));
+        if let Some(usage) = &self.usage {
+            frames.push(Frame::Data(json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [], "usage": usage,
+            })));
+        }
+        frames.push(Frame::Done);
+        frames
+    }
+
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+        let frames: VecDeque<Frame> = self.frames().into();
+        futures::stream::unfold(frames, |mut frames| async move {
+            loop {
+                match frames.pop_front()? {
+                    Frame::Pause(wait) => tokio::time::sleep(wait).await,
+                    Frame::Data(value) => return Some((Ok(Bytes::from(format!("data: {value}\n\n"))), frames)),
+                    Frame::Done => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), frames)),
+                    Frame::Reset => {
+                        frames.clear();
+                        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated stream cut");
+                        return Some((Err(reset), frames));
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn transcription(State(sim): State<AiSim>, headers: HeaderMap, request: Request) -> Response {
+    if let Err(refused) = sim.authorized(&headers) {
+        return refused;
+    }
+    let mut form = match Multipart::from_request(request, &()).await {
+        Ok(form) => form,
+        Err(rejection) => {
+            return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_form", &rejection.body_text());
+        }
+    };
+    let (mut audio, mut model, mut format) = (None::<Bytes>, None::<String>, "json".to_owned());
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_owned();
+                let is_file = field.file_name().is_some();
+                let Ok(data) = field.bytes().await else {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        "invalid_form",
+                        "unreadable form field",
+                    );
+                };
+                match name.as_str() {
+                    "file" if is_file => audio = Some(data),
+                    "model" => model = Some(String::from_utf8_lossy(&data).into_owned()),
+                    "response_format" => format = String::from_utf8_lossy(&data).into_owned(),
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_form", &e.body_text()),
+        }
+    }
+    let Some(audio) = audio else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_file",
+            "'file' is a required property",
+        );
+    };
+    if model.is_none() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_model",
+            "you must provide a model parameter",
+        );
+    }
+    let fault = sim.faults.take(Endpoint::Transcription);
+    if let Some(response) = failed(&fault) {
+        return response;
+    }
+    if let Some(AiFault::SlowFirstToken { delay_ms }) = &fault {
+        tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
+    }
+    sim.counters.transcriptions.fetch_add(1, Ordering::Relaxed);
+    let text = match fault {
+        Some(AiFault::Transcript { text }) => text,
+        _ => transcript_of(audio.len()),
+    };
+    match format.as_str() {
+        "text" => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{text}\n")).into_response(),
+        "verbose_json" => {
+            // 16 kHz mono 16-bit PCM as a stand-in for the real duration.
+            let duration = audio.len() as f64 / 32_000.0;
+            axum::Json(json!({
+                "task": "transcribe", "language": "english", "duration": duration, "text": text,
+                "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": text, "tokens": [],
+                              "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.0, "no_speech_prob": 0.01}],
+            }))
+            .into_response()
+        }
+        "json" => axum::Json(json!({"text": text})).into_response(),
+        other => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_response_format",
+            &format!("unsupported response_format {other:?}"),
+        ),
+    }
+}
+
+async fn models(State(sim): State<AiSim>, headers: HeaderMap) -> Response {
+    if let Err(refused) = sim.authorized(&headers) {
+        return refused;
+    }
+    let model = |id: &str| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "eventuall-sim"});
+    axum::Json(json!({
+        "object": "list",
+        "data": [model("@cf/meta/llama-3.1-8b-instruct"), model("@cf/openai/whisper-tiny-en")],
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct ArmRequest {
+    #[serde(flatten)]
+    fault: AiFault,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn arm_fault(State(sim): State<AiSim>, request: Request) -> Response {
+    match axum::Json::<ArmRequest>::from_request(request, &()).await {
+        Ok(axum::Json(armed)) => {
+            sim.faults.arm(armed.fault, armed.times);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(rejection) => {
+            error(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_fault", &rejection.body_text())
+        }
+    }
+}
+
+async fn clear_faults(State(sim): State<AiSim>) -> StatusCode {
+    sim.faults.clear();
+    StatusCode::NO_CONTENT
+}
+
+async fn served(State(sim): State<AiSim>) -> axum::Json<AiRequests> {
+    axum::Json(sim.requests())
+}
+
+/// The simulator served over HTTP on 127.0.0.1. Dropping it stops it.
+pub struct AiSimulator {
+    /// Base URL for `AiConfig::base_url` (ends in `/v1`).
+    pub url: String,
+    pub handle: AiSim,
+    server: JoinHandle<()>,
+}
+
+impl AiSimulator {
+    pub async fn spawn(config: AiSimConfig) -> std::io::Result<Self> {
+        Self::spawn_on(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn spawn_on(config: AiSimConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let handle = AiSim::new(config, AiFaults::default());
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let router: Router = handle.router();
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, %local, "AI simulator stopped");
+            }
+        });
+        Ok(Self { url: format!("http://{local}/v1"), handle, server })
+    }
+
+    pub fn faults(&self) -> &AiFaults {
+        self.handle.faults()
+    }
+}
+
+impl Drop for AiSimulator {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_deterministic_and_follow_the_rules() {
+        let ask = vec![("system".to_owned(), "You interview.".to_owned()), ("user".to_owned(), "Go".to_owned())];
+        assert_eq!(reply_text(&ask), reply_text(&ask));
+        assert!(reply_text(&ask).starts_with("Question 1:") && reply_text(&ask).ends_with('?'));
+        let hint = vec![("system".to_owned(), "Give a hint.".to_owned())];
+        assert!(reply_text(&hint).starts_with("Hint:"));
+        assert_eq!(skills_in("We use Rust, PostgreSQL and rust."), vec!["Rust", "PostgreSQL"]);
+        assert_eq!(skills_in("nothing here"), vec!["communication"]);
+        assert_eq!(split_chunks("a b c d e", 2).concat(), "a b c d e");
+        assert_eq!(split_chunks("a b c", 12).len(), 3);
+    }
+
+    #[test]
+    fn faults_are_consumed_in_order_by_the_requests_they_apply_to() {
+        let faults = AiFaults::default();
+        faults.arm(AiFault::CutAfter { chunks: 2 }, 1);
+        faults.arm(AiFault::ServerError, 2);
+        assert_eq!(faults.take(Endpoint::Transcription), Some(AiFault::ServerError));
+        assert_eq!(faults.take(Endpoint::Stream), Some(AiFault::CutAfter { chunks: 2 }));
+        assert_eq!(faults.take(Endpoint::Stream), Some(AiFault::ServerError));
+        assert_eq!(faults.take(Endpoint::Stream), None);
+    }
+}

@@ -1,0 +1,323 @@
+//! The interview contract's routes: `/api/interviews…` (Bearer token) and
+//! the two party sockets, `/parties/interview/{id}` and
+//! `/parties/user-interviews/{userId}` (`?token=`, checked before the
+//! upgrade). Only an interview's owner reads or writes it: anyone else gets
+//! 403, or 404 if it does not exist.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use super::extract::{ApiJson, Authenticated};
+use super::party::accept_protocols;
+use super::ws::{self, FrameLimits, Frames, error_frame};
+use super::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::interviews::{DirectoryMsg, Failure, InterviewMsg, NewInterview};
+use crate::outlet::Outlet;
+use crate::rooms::actor::new_connection_id;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/interviews", get(list).post(create))
+        .route("/api/interviews/{id}", get(details).patch(rename).delete(remove))
+        .route("/parties/interview/{id}", get(interview_socket))
+        .route("/parties/user-interviews/{user_id}", get(user_socket))
+}
+
+/// An interview failure as the HTTP API answers it.
+pub struct InterviewError(Failure);
+
+impl From<Failure> for InterviewError {
+    fn from(failure: Failure) -> Self {
+        Self(failure)
+    }
+}
+
+impl IntoResponse for InterviewError {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Failure::NotFound => ApiError::NotFound("no such interview".into()).into_response(),
+            Failure::Forbidden => ApiError::Forbidden("this interview belongs to someone else".into()).into_response(),
+            Failure::Invalid(message) => ApiError::InvalidRequest(message).into_response(),
+            failure @ Failure::Busy(_) => ApiError::Conflict(failure.to_string()).into_response(),
+            Failure::Unavailable => {
+                ApiError::Unavailable("the interview service is unavailable".into()).into_response()
+            }
+            Failure::RateLimited(quota) => {
+                let retry_after_ms = (quota.reset_at - crate::store::now_millis()).max(0);
+                let retry_after = ((retry_after_ms + 999) / 1000).max(1).to_string();
+                let body = json!({"error": {
+                    "code": "rate_limited",
+                    "message": format!("the AI request limit of {} is used up", quota.limit),
+                    "limit": quota.limit,
+                    "remaining": quota.remaining,
+                    "resetAt": quota.reset_at,
+                }});
+                let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+                if let Ok(value) = HeaderValue::from_str(&retry_after) {
+                    response.headers_mut().insert(header::RETRY_AFTER, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+type InterviewResult<T> = Result<T, InterviewError>;
+
+async fn list(State(app): State<AppState>, Authenticated(caller): Authenticated) -> InterviewResult<Response> {
+    let interviews = app.interviews.list(caller.user_id()).await?;
+    Ok(Json(json!({"success": true, "interviews": interviews})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateRequest {
+    title: String,
+    #[serde(default)]
+    job_description: Option<String>,
+    #[serde(default)]
+    skills: Option<Vec<String>>,
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    ApiJson(body): ApiJson<CreateRequest>,
+) -> InterviewResult<Response> {
+    let new = NewInterview {
+        title: body.title,
+        job_description: body.job_description.unwrap_or_default(),
+        skills: body.skills.unwrap_or_default(),
+    };
+    let interview = app.interviews.create(caller.user_id(), new).await?;
+    Ok((StatusCode::CREATED, Json(json!({"success": true, "interview": interview}))).into_response())
+}
+
+async fn details(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> InterviewResult<Response> {
+    let (interview, messages) = app.interviews.get(caller.user_id(), &id).await?;
+    Ok(Json(json!({"success": true, "interview": interview, "messages": messages})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RenameRequest {
+    #[serde(default)]
+    title: Option<String>,
+}
+
+async fn rename(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<RenameRequest>,
+) -> InterviewResult<Response> {
+    let interview = match body.title {
+        Some(title) => app.interviews.rename(caller.user_id(), &id, title).await?,
+        None => app.interviews.get(caller.user_id(), &id).await?.0,
+    };
+    Ok(Json(json!({"success": true, "interview": interview})).into_response())
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(id): Path<String>,
+) -> InterviewResult<StatusCode> {
+    app.interviews.delete(caller.user_id(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?token=` of a socket: 401 for a missing or bad token.
+fn socket_caller(app: &AppState, params: &HashMap<String, String>) -> Result<Caller, ApiError> {
+    let token = params.get("token").ok_or(ApiError::Unauthorized)?;
+    Ok(app.auth.verify(token)?)
+}
+
+fn expect_upgrade(upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) -> Result<WebSocketUpgrade, ApiError> {
+    upgrade.map_err(|_| ApiError::InvalidRequest("expected a WebSocket upgrade".into()))
+}
+
+async fn interview_socket(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let caller = match socket_caller(&app, &params) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if let Err(failure) = app.interviews.authorize(caller.user_id(), &id).await {
+        return InterviewError(failure).into_response();
+    }
+    let upgrade = match expect_upgrade(upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let max_audio = app.interviews.settings().max_audio_bytes;
+    let upgrade = accept_protocols(upgrade, &headers).max_message_size(max_audio.saturating_add(64 * 1024));
+    upgrade.on_upgrade(move |socket| serve_interview(app, id, socket))
+}
+
+/// Messages a client may send on an interview socket.
+#[derive(Deserialize)]
+#[serde(tag = "type")]
+enum ClientMessage {
+    #[serde(rename = "GET_ALL_MESSAGES")]
+    GetAllMessages,
+    #[serde(rename = "USER_MESSAGE")]
+    UserMessage { content: String },
+    #[serde(rename = "USER_TYPING")]
+    UserTyping,
+    #[serde(rename = "USER_RECORDING")]
+    UserRecording,
+}
+
+/// What a text frame asks for, or the error frame that answers it.
+fn classify(text: &str) -> Result<ClientMessage, crate::outlet::Outbound> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| error_frame("invalid_json", "frames must be JSON text"))?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {
+        return Err(error_frame("invalid_request", "a message needs a string \"type\""));
+    };
+    if !matches!(kind, "GET_ALL_MESSAGES" | "USER_MESSAGE" | "USER_TYPING" | "USER_RECORDING") {
+        return Err(error_frame("unknown_message_type", &format!("unknown message type {kind:?}")));
+    }
+    serde_json::from_value(value).map_err(|_| error_frame("invalid_request", "USER_MESSAGE needs a string \"content\""))
+}
+
+struct InterviewFrames {
+    app: AppState,
+    interview_id: String,
+    connection_id: String,
+}
+
+impl Frames for InterviewFrames {
+    async fn text(&mut self, text: Utf8Bytes, outlet: &Outlet) {
+        let connection_id = self.connection_id.clone();
+        let msg = match classify(&text) {
+            Ok(ClientMessage::GetAllMessages) => InterviewMsg::GetAllMessages { connection_id },
+            Ok(ClientMessage::UserMessage { content }) => InterviewMsg::Answer { connection_id, content },
+            Ok(ClientMessage::UserTyping | ClientMessage::UserRecording) => InterviewMsg::Activity { connection_id },
+            Err(error) => {
+                let _ = outlet.try_send(error);
+                return;
+            }
+        };
+        self.app.interviews.to_interview(&self.interview_id, msg).await;
+    }
+
+    async fn binary(&mut self, audio: Bytes, _: &Outlet) {
+        let msg = InterviewMsg::Audio { connection_id: self.connection_id.clone(), audio };
+        self.app.interviews.to_interview(&self.interview_id, msg).await;
+    }
+}
+
+async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSocket) {
+    let connection_id = new_connection_id();
+    let (outlet, queue) = Outlet::new();
+    let (reply, joined) = oneshot::channel();
+    let connect = InterviewMsg::Connect { connection_id: connection_id.clone(), outlet: outlet.clone(), reply };
+    app.interviews.to_interview(&interview_id, connect).await;
+    if !matches!(joined.await, Ok(Ok(()))) {
+        ws::close_now(&mut socket, 1011, "interview unavailable").await;
+        return;
+    }
+    let limits =
+        FrameLimits { max_text: app.limits.max_frame_bytes, max_binary: app.interviews.settings().max_audio_bytes };
+    let mut frames = InterviewFrames { app: app.clone(), interview_id: interview_id.clone(), connection_id };
+    ws::serve(socket, outlet, queue, limits, &mut frames).await;
+    let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
+    app.interviews.to_interview(&interview_id, disconnect).await;
+}
+
+async fn user_socket(
+    State(app): State<AppState>,
+    Path(user_id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let caller = match socket_caller(&app, &params) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if caller.user_id() != user_id {
+        return ApiError::Forbidden("this is another user's socket".into()).into_response();
+    }
+    let upgrade = match expect_upgrade(upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(refusal) => return refusal.into_response(),
+    };
+    accept_protocols(upgrade, &headers).on_upgrade(move |socket| serve_user(app, user_id, socket))
+}
+
+/// The user socket only listens; whatever a client sends gets an error.
+struct UserFrames;
+
+impl Frames for UserFrames {
+    async fn text(&mut self, _: Utf8Bytes, outlet: &Outlet) {
+        let _ = outlet.try_send(error_frame("unknown_message_type", "this socket only sends"));
+    }
+
+    async fn binary(&mut self, _: Bytes, outlet: &Outlet) {
+        let _ = outlet.try_send(error_frame("unsupported_frame", "this socket speaks JSON text frames"));
+    }
+}
+
+async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
+    let connection_id = new_connection_id();
+    let (outlet, queue) = Outlet::new();
+    let connect = DirectoryMsg::Connect { connection_id: connection_id.clone(), outlet: outlet.clone() };
+    app.interviews.to_directory(&user_id, connect).await;
+    let limits = FrameLimits { max_text: app.limits.max_frame_bytes, max_binary: app.limits.max_frame_bytes };
+    ws::serve(socket, outlet, queue, limits, &mut UserFrames).await;
+    app.interviews.to_directory(&user_id, DirectoryMsg::Disconnect { connection_id }).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outlet::Outbound;
+
+    fn code_of(frame: Outbound) -> String {
+        match frame {
+            Outbound::Text(text) => {
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()["code"].as_str().unwrap().to_owned()
+            }
+            other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_frames_are_read_like_the_seed_sends_them_and_bad_ones_get_their_codes() {
+        assert!(matches!(classify(r#"{"type":"GET_ALL_MESSAGES"}"#), Ok(ClientMessage::GetAllMessages)));
+        assert!(
+            matches!(classify(r#"{"type":"USER_MESSAGE","content":"hi"}"#), Ok(ClientMessage::UserMessage { content }) if content == "hi")
+        );
+        assert!(matches!(classify(r#"{"type":"USER_TYPING"}"#), Ok(ClientMessage::UserTyping)));
+        assert!(matches!(classify(r#"{"type":"USER_RECORDING","extra":1}"#), Ok(ClientMessage::UserRecording)));
+        assert_eq!(code_of(classify("not json").err().unwrap()), "invalid_json");
+        assert_eq!(code_of(classify(r#"{"kind":"x"}"#).err().unwrap()), "invalid_request");
+        assert_eq!(code_of(classify(r#"{"type":"DANCE"}"#).err().unwrap()), "unknown_message_type");
+        assert_eq!(code_of(classify(r#"{"type":"USER_MESSAGE","content":5}"#).err().unwrap()), "invalid_request");
+    }
+}
