@@ -13,12 +13,13 @@ use uuid::Uuid;
 
 use super::extract::{ApiJson, Authenticated, event_id};
 use super::{ApiError, ApiResult, AppState};
-use crate::auth::{Claims, SHORT_TOKEN_SECS};
+use crate::auth::SHORT_TOKEN_SECS;
 use crate::store::Metadata;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/auth/token", post(short_token))
+        // The second seed's client fetches it with GET.
+        .route("/auth/token", get(short_token).post(short_token))
         .route("/event/{event_id}/snapshot", get(snapshot))
         .route("/event/{event_id}/stage/enter", post(enter_stage))
         .route("/event/{event_id}/stage/exit", post(exit_stage))
@@ -90,8 +91,17 @@ async fn stage(
     Ok(snapshot_response(json))
 }
 
-async fn short_token(State(app): State<AppState>, Authenticated(caller): Authenticated) -> Json<serde_json::Value> {
-    let expires_at = app.clock.now_millis() / 1000 + SHORT_TOKEN_SECS;
-    let claims = Claims { exp: expires_at, ..caller.claims };
-    Json(json!({"token": app.auth.issue(&claims), "expiresAt": expires_at * 1000}))
+/// A 5-minute token with the caller's `sub`, `name`, `role` and `events`,
+/// for a caller presenting a valid longer-lived token; a short token gets
+/// 403 (it would otherwise renew itself forever; see `crate::auth`). Times
+/// are the system clock's, as the validation's are.
+async fn short_token(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.may_renew()?;
+    let now = crate::store::now_millis() / 1000;
+    let (token, expires_at) = app.auth.issue_short(&caller.claims, now);
+    debug_assert_eq!(expires_at, now + SHORT_TOKEN_SECS);
+    Ok(Json(json!({"token": token, "expiresAt": expires_at * 1000})))
 }

@@ -351,3 +351,53 @@ async fn a_subscriber_that_stops_reading_is_dropped_and_the_room_goes_on() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Issue #22, defects 2 and 10: only a longer-lived token mints a short one
+/// (a short token cannot renew itself), GET works as POST, and a token
+/// before its `nbf` is refused rather than turned into a fresh one.
+#[tokio::test]
+async fn a_short_token_cannot_renew_itself_and_get_serves_it_too() {
+    let app = spawn_app().await;
+    let long = token("alice", Role::Moderator, Some(&["e1"]));
+    let got = app.get("/auth/token", Some(&long)).await;
+    assert_eq!(got.status(), 200, "GET /auth/token");
+    let short = got.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_owned();
+    // The short token works where tokens are needed…
+    assert_eq!(app.get("/event/e1/snapshot", Some(&short)).await.status(), 200);
+    // …but cannot mint another, by GET or POST.
+    for renewed in [
+        app.get("/auth/token", Some(&short)).await,
+        app.http.post(app.url("/auth/token")).bearer_auth(&short).send().await.unwrap(),
+    ] {
+        assert_eq!(renewed.status(), 403);
+        assert_eq!(renewed.json::<serde_json::Value>().await.unwrap()["error"]["code"], "forbidden");
+    }
+    // Not yet valid: refused everywhere, including here.
+    let now = eventuall::store::now_millis() / 1000;
+    let early = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "alice", "exp": now + 3600, "nbf": now + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let minted = app.http.post(app.url("/auth/token")).bearer_auth(&early).send().await.unwrap();
+    assert_eq!(minted.status(), 401);
+    assert_eq!(app.get("/event/e1/snapshot", Some(&early)).await.status(), 401);
+}
+
+/// Issue #22, defect 12: the scheme name is case-insensitive (RFC 7235).
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let reader = token("r", Role::Participant, None);
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let response = app
+            .http
+            .get(app.url("/event/launch/snapshot"))
+            .header("authorization", format!("{scheme} {reader}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+}
