@@ -22,7 +22,25 @@ pub struct MediaClients {
     pub simulators: Option<Simulators>,
 }
 
+/// Refuses a configuration whose egress would record a page that does not
+/// exist: with a real LiveKit (`EVENTUALL_LIVEKIT_URL`) the composite page
+/// must be named, because the default (`DEFAULT_COMPOSITE_URL`) is no route
+/// of this service and the egress would record its 404. The simulated
+/// egress records nothing, so the default is fine there.
+pub fn check(config: &MediaConfig) -> anyhow::Result<()> {
+    let composite_set = config.composite_url.as_deref().is_some_and(|url| !url.trim().is_empty());
+    if config.livekit_url.is_some() && !composite_set {
+        anyhow::bail!(
+            "EVENTUALL_LIVEKIT_URL is set but EVENTUALL_COMPOSITE_URL is not: the LiveKit egress needs the URL \
+             of the page to record (the webapp's composite view; `?saga={{sessionId}}` is appended). Set \
+             EVENTUALL_COMPOSITE_URL (or --composite-url), or unset EVENTUALL_LIVEKIT_URL to use the simulator."
+        );
+    }
+    Ok(())
+}
+
 pub async fn connect(config: &MediaConfig) -> anyhow::Result<MediaClients> {
+    check(config)?;
     let need_sims = config.mux_url.is_none() || config.livekit_url.is_none();
     let simulators = if need_sims {
         let mut sim = SimConfig::default();
@@ -63,4 +81,22 @@ pub async fn connect(config: &MediaConfig) -> anyhow::Result<MediaClients> {
         request_timeout: DEFAULT_REQUEST_TIMEOUT,
     });
     Ok(MediaClients { mux, egress, simulators })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_real_livekit_without_a_composite_url_is_refused_at_start() {
+        let config = MediaConfig { livekit_url: Some("https://livekit.example.com".into()), ..MediaConfig::default() };
+        let error = connect(&config).await.err().expect("refused").to_string();
+        assert!(error.contains("EVENTUALL_COMPOSITE_URL"), "{error}");
+        let blank = MediaConfig { composite_url: Some(" ".into()), ..config.clone() };
+        assert!(check(&blank).is_err());
+        let named = MediaConfig { composite_url: Some("https://app.example.com/composite".into()), ..config };
+        assert!(check(&named).is_ok());
+        // The simulated egress records nothing: the default is fine.
+        assert!(check(&MediaConfig::default()).is_ok());
+    }
 }

@@ -479,6 +479,7 @@ async fn a_kill_9_mid_saga_resumes_without_duplicates() {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
             .args(["serve", "--listen", &listen, "--database-url", &db_url, "--jwt-secret", crate::helpers::SECRET])
             .args(["--mux-url", &sims.mux_url, "--livekit-url", &sims.livekit_url])
+            .args(["--composite-url", "https://app.example.com/composite"])
             .args(["--recording-poll-every", "20ms"])
             .env("EVENTUALL_LOG", "warn")
             .kill_on_drop(true)

@@ -92,6 +92,7 @@ impl Service {
         command
             .args(["serve", "--listen", &self.listen, "--database-url", &self.db_url, "--jwt-secret", SECRET])
             .args(["--mux-url", &self.mux_url, "--livekit-url", &self.livekit_url])
+            .args(["--composite-url", "https://app.example.com/composite"])
             .args(["--recording-poll-every", "20ms"])
             .env("EVENTUALL_LOG", "warn")
             .env_remove("EVENTUALL_RECORDING_STALL_AT")
