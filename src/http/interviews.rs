@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/interviews", get(list).post(create))
         .route("/api/interviews/{id}", get(details).patch(rename).delete(remove))
+        .route("/analytics/ai", get(ai_usage))
         .route("/parties/interview/{id}", get(interview_socket))
         .route("/parties/user-interviews/{user_id}", get(user_socket))
 }
@@ -142,6 +143,23 @@ async fn remove(
 ) -> InterviewResult<StatusCode> {
     app.interviews.delete(caller.user_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's AI usage; a moderator may ask for anyone's (`?userId=`).
+async fn ai_usage(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let user_id = match query.get("userId").cloned() {
+        Some(user) if user != caller.user_id() && !caller.is_moderator() => {
+            return Err(ApiError::Forbidden("only moderators read other users' AI usage".into()));
+        }
+        Some(user) => user,
+        None => caller.user_id().to_owned(),
+    };
+    let usage = crate::interviews::usage::ai_usage(&app.store, &user_id).await?;
+    Ok(Json(usage).into_response())
 }
 
 /// `?token=` of a socket: 401 for a missing or bad token.

@@ -28,6 +28,7 @@ pub mod directory;
 pub mod frames;
 pub mod prompts;
 pub mod provider;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::Duration;

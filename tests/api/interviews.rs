@@ -8,6 +8,7 @@ use eventuall::auth::Role;
 use eventuall::clock::ManualClock;
 use eventuall::server::Application;
 use eventuall::timers::{Dispatch, Timers};
+use eventuall_media::sim::AiFault;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -520,6 +521,44 @@ async fn replay_reads_the_interview_streams(db: TestDb) -> TestDb {
     app.stop().await
 }
 
+async fn a_broken_ai_stream_ends_in_a_failed_message_and_the_interview_goes_on(db: TestDb) -> TestDb {
+    let built = Application::build(config_with(&db.url, &FAST_AI)).await.expect("app builds");
+    let faults = built.ai_simulator().expect("the built-in AI simulator").faults().clone();
+    let app = serve_built(db, built);
+    let id = create(&app, &alice(), json!({"title": "T", "skills": ["Go"]})).await["id"].as_str().unwrap().to_owned();
+    let (mut socket, _) = first_question(&app, &id).await;
+    faults.arm(AiFault::CutAfter { chunks: 3 }, 1);
+    send(&mut socket, json!({"type": "USER_MESSAGE", "content": "first try"})).await;
+    let seen = frames_until(&mut socket, |f| f["type"] == "INTERVIEW_MESSAGE" && f["status"] == "failed").await;
+    let failed = seen.last().unwrap();
+    assert_eq!(failed["messageType"], "question");
+    assert!(!failed["content"].as_str().unwrap().is_empty(), "the streamed part is kept: {failed}");
+    frames_until(&mut socket, |f| is_state(f, "idle")).await;
+    // The interview is not stuck: the next answer gets a reply.
+    send(&mut socket, json!({"type": "USER_MESSAGE", "content": "second try"})).await;
+    frames_until(&mut socket, |f| is_complete(f, "question")).await;
+    frames_until(&mut socket, |f| is_state(f, "idle")).await;
+    let body = details(&app, &alice(), &id).await;
+    let statuses: Vec<&str> =
+        body["messages"].as_array().unwrap().iter().map(|m| m["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, vec!["complete", "complete", "failed", "complete", "complete"]);
+    // Every AI call is recorded, the failure with its outcome.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let usage = loop {
+        let usage: Value = app.get("/analytics/ai", Some(&alice())).await.json().await.unwrap();
+        if usage["models"][0]["calls"] == 3 && usage["models"][0]["running"] == 0 {
+            break usage;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "AI calls not projected: {usage}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(usage["models"][0]["completed"], 2);
+    assert_eq!(usage["failures"], json!({"stream_broken": 1}));
+    assert!(usage["models"][0]["completionTokens"].as_i64().unwrap() > 0);
+    assert_eq!(app.get("/analytics/ai?userId=alice", Some(&bob())).await.status(), 403);
+    app.stop().await
+}
+
 interview_tests!(
     a_whole_interview_runs_from_the_job_description_to_a_reply,
     get_all_messages_replays_them_oldest_first_on_that_connection_only,
@@ -534,4 +573,5 @@ interview_tests!(
     a_pending_hint_survives_a_restart_and_fires_once,
     an_audio_answer_is_transcribed_then_answered,
     replay_reads_the_interview_streams,
+    a_broken_ai_stream_ends_in_a_failed_message_and_the_interview_goes_on,
 );

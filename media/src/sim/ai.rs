@@ -336,12 +336,22 @@ pub fn transcript_of(bytes: usize) -> String {
     format!("Simulated transcript of {bytes} bytes of audio: I have worked with Rust and SQL for five years.")
 }
 
-/// `text` in `n` pieces of whole words (fewer if it has fewer words).
+/// `text` in `n` pieces of whole words (fewer if it has fewer words), as
+/// even as whole words allow.
 fn split_chunks(text: &str, n: usize) -> Vec<String> {
     let words: Vec<&str> = text.split_inclusive(' ').collect();
     let n = n.clamp(1, words.len().max(1));
-    let per = words.len().div_ceil(n);
-    words.chunks(per.max(1)).map(|c| c.concat()).collect()
+    let (base, extra) = (words.len() / n, words.len() % n);
+    let mut pieces = Vec::with_capacity(n);
+    let mut rest = words.as_slice();
+    for i in 0..n {
+        let take = base + usize::from(i < extra);
+        let (piece, tail) = rest.split_at(take.min(rest.len()));
+        pieces.push(piece.concat());
+        rest = tail;
+    }
+    pieces.retain(|p| !p.is_empty());
+    pieces
 }
 
 fn word_count(messages: &[(String, String)]) -> u64 {
@@ -464,6 +474,10 @@ impl StreamPlan {
         for (sent, piece) in self.pieces.iter().enumerate() {
             match &self.fault {
                 Some(AiFault::CutAfter { chunks }) if sent == *chunks => {
+                    // Let the chunks already sent reach the client first: a
+                    // reset before anything was written is a failed request
+                    // (retried), not a stream cut mid-way.
+                    frames.push(Frame::Pause(Duration::from_millis(30)));
                     frames.push(Frame::Reset);
                     return frames;
                 }
@@ -693,6 +707,7 @@ mod tests {
         assert_eq!(skills_in("nothing here"), vec!["communication"]);
         assert_eq!(split_chunks("a b c d e", 2).concat(), "a b c d e");
         assert_eq!(split_chunks("a b c", 12).len(), 3);
+        assert_eq!(split_chunks(&"w ".repeat(18), 12).len(), 12);
     }
 
     #[test]
