@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures::StreamExt;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use super::stream::ChatStream;
+use super::stream::{ChatStream, events_of};
 use super::{AiConfig, AiError, ChatRequest, JsonCompletion, MAX_BACKOFF, Transcription, Usage, json_in};
 
 #[derive(Clone)]
@@ -100,12 +99,12 @@ impl AiClient {
             .with_retries("chat", || async {
                 let opened = async {
                     let response = send(self.post("chat/completions").json(&body)).await?;
-                    let mut events: super::stream::Events =
-                        Box::pin(response.bytes_stream().eventsource().map(|r| r.map_err(|e| e.to_string())));
+                    let response = event_stream(response).await?;
+                    let (mut events, activity) = events_of(response.bytes_stream());
                     let first = events.next().await;
-                    Ok::<_, AiError>((events, first))
+                    Ok::<_, AiError>((events, activity, first))
                 };
-                let (events, first) = tokio::time::timeout(first_chunk, opened)
+                let (events, activity, first) = tokio::time::timeout(first_chunk, opened)
                     .await
                     .map_err(|_| AiError::Timeout { phase: "first_chunk" })??;
                 let first = match first {
@@ -115,7 +114,7 @@ impl AiClient {
                     }
                     None => return Err(AiError::StreamBroken("the stream ended before its first event".into())),
                 };
-                Ok(ChatStream::new(events, first, self.config.chunk_timeout))
+                Ok(ChatStream::new(events, activity, first, self.config.chunk_timeout))
             })
             .await?;
         Ok(stream.with_attempts(attempts))
@@ -149,7 +148,9 @@ impl AiClient {
         let timeout = self.config.request_timeout;
         let (answer, attempts) = self
             .with_retries("transcription", || async {
-                let part = reqwest::multipart::Part::stream(audio.clone())
+                // With its length, so the form is not sent chunked (some
+                // servers refuse chunked multipart uploads).
+                let part = reqwest::multipart::Part::stream_with_length(audio.clone(), audio.len() as u64)
                     .file_name(filename.to_owned())
                     .mime_str(mime)
                     .map_err(|e| AiError::Config(e.to_string()))?;
@@ -188,6 +189,19 @@ async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, AiE
         code: error["code"].as_str().map(str::to_owned),
         retry_after,
     })
+}
+
+/// The response if it is an event stream. A 200 with a JSON body instead is
+/// a provider that ignored `stream:true` or reports an error in-band.
+async fn event_stream(response: reqwest::Response) -> Result<reqwest::Response, AiError> {
+    let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if content_type.is_empty() || content_type.starts_with("text/event-stream") {
+        return Ok(response);
+    }
+    let content_type = content_type.to_owned();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let reason = body["error"]["message"].as_str().map(str::to_owned).unwrap_or(content_type);
+    Err(AiError::Decode(format!("a streamed reply came as no event stream: {reason}")))
 }
 
 /// `retry-after` in seconds (the HTTP-date form is not used by AI APIs).

@@ -157,16 +157,28 @@ impl AiError {
     }
 }
 
-/// The JSON object in a model's message: the whole content, or the first
-/// `{…}` in it (models wrap JSON in prose or code fences).
+/// The JSON in a model's message: the whole content (code fences stripped)
+/// if it parses, else the first `{…}` object in it. Models wrap JSON in prose
+/// or fences even in JSON mode, and some add a second object or a remark
+/// after it, so the object is found by parsing from each `{`, not by
+/// matching the last `}`.
 pub fn json_in(content: &str) -> Option<serde_json::Value> {
-    let trimmed = content.trim();
-    if let Ok(value) = serde_json::from_str::<serde_json::Value>(trimmed) {
+    let unfenced = strip_fences(content.trim());
+    if let Ok(value) = serde_json::from_str::<serde_json::Value>(unfenced) {
         return Some(value);
     }
-    let start = trimmed.find(['{', '['])?;
-    let end = trimmed.rfind(['}', ']'])?;
-    (end > start).then(|| serde_json::from_str(&trimmed[start..=end]).ok()).flatten()
+    unfenced.match_indices('{').find_map(|(start, _)| {
+        let mut values = serde_json::Deserializer::from_str(&unfenced[start..]).into_iter::<serde_json::Value>();
+        values.next()?.ok().filter(serde_json::Value::is_object)
+    })
+}
+
+/// The inside of a ```` ```json … ``` ```` block, or the text as is.
+fn strip_fences(text: &str) -> &str {
+    let Some(rest) = text.strip_prefix("```") else { return text };
+    // The info string ("json") runs to the end of the first line.
+    let body = rest.split_once('\n').map_or("", |(_, body)| body);
+    body.trim_end().strip_suffix("```").unwrap_or(body).trim()
 }
 
 #[cfg(test)]
@@ -182,6 +194,13 @@ mod tests {
             Some(serde_json::json!({"skills": ["Rust"]}))
         );
         assert_eq!(json_in("no json here"), None);
+        assert_eq!(
+            json_in("{\"skills\": [\"Go\"]} and also {\"other\": 1}"),
+            Some(serde_json::json!({"skills": ["Go"]})),
+            "the first object, not the span to the last brace"
+        );
+        assert_eq!(json_in("Skills {not json} then {\"a\": 2}"), Some(serde_json::json!({"a": 2})));
+        assert_eq!(json_in("```\n{\"a\": \"}\"}\n```"), Some(serde_json::json!({"a": "}"})));
     }
 
     #[test]
