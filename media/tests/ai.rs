@@ -189,3 +189,127 @@ async fn an_unreachable_provider_is_a_connect_error() {
     assert_eq!(error.outcome(), "connect", "{error:?}");
     assert!(AiClient::new(AiConfig { base_url: "localhost:1".into(), ..AiConfig::default() }).is_err());
 }
+
+#[tokio::test]
+async fn a_character_split_across_tcp_reads_survives() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A hand-written server: the simulator's chunks are whole words, so only
+    // raw writes can cut a character in two on the wire.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let text = "Erzähl mir von 🦀 und Ω.";
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = vec![0u8; 64 * 1024];
+        let _ = socket.read(&mut request).await.unwrap();
+        let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+            let chunk = serde_json::json!({"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {chunk}\n\n")
+        };
+        let body = [
+            chunk(serde_json::json!({"role": "assistant"}), serde_json::Value::Null),
+            chunk(serde_json::json!({"content": text}), serde_json::Value::Null),
+            chunk(serde_json::json!({}), "stop".into()),
+            "data: [DONE]\n\n".to_owned(),
+        ]
+        .concat();
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n";
+        socket.write_all(head.as_bytes()).await.unwrap();
+        let bytes = body.as_bytes();
+        let cuts = [body.find('ä').unwrap() + 1, body.find('🦀').unwrap() + 1, body.find('🦀').unwrap() + 3];
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            socket.write_all(&bytes[from..cut]).await.unwrap();
+            socket.flush().await.unwrap();
+            // Separate reads on the client: the pieces are not coalesced.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            from = cut;
+        }
+    });
+    let client = AiClient::new(AiConfig { base_url: url, ..AiConfig::default() }).unwrap();
+    let mut stream = client.stream_chat(request("Go")).await.expect("the stream opens");
+    let mut content = String::new();
+    while let Some(delta) = stream.next_delta().await.expect("no break") {
+        content.push_str(&delta);
+    }
+    assert_eq!(content, text);
+}
+
+#[tokio::test]
+async fn every_attempt_is_counted_by_the_simulator() {
+    let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
+    sim.faults().arm(AiFault::ServerError, 2);
+    let (_, stream) = collect(&client(&sim, |_| {}), "Go").await.expect("the third attempt succeeds");
+    let client = client(&sim, |_| {});
+    client.complete_json(request("Rust")).await.unwrap();
+    client.transcribe(Bytes::from_static(b"RIFF"), "answer.wav", "audio/wav").await.unwrap();
+    let served = sim.handle.requests();
+    assert_eq!(stream.attempts(), 3);
+    assert_eq!((served.faulted, served.chat_streams, served.json_completions, served.transcriptions), (2, 1, 1, 1));
+    assert_eq!(served.chat_completions, 0, "JSON mode is counted apart");
+}
+
+#[tokio::test]
+async fn the_control_api_arms_clears_and_counts() {
+    let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
+    let root = sim.url.trim_end_matches("/v1").to_owned();
+    let http = reqwest::Client::new();
+    let arm = |body: serde_json::Value| http.post(format!("{root}/_sim/faults")).json(&body).send();
+    assert_eq!(arm(serde_json::json!({"fault": "server_error", "times": 5})).await.unwrap().status(), 204);
+    http.delete(format!("{root}/_sim/faults")).send().await.unwrap().error_for_status().unwrap();
+    let cut = serde_json::json!({"fault": "cut_after", "chunks": 2});
+    assert_eq!(arm(cut).await.unwrap().status(), 204);
+    let (partial, error) = collect(&client(&sim, |_| {}), "Go").await.err().expect("the armed cut");
+    assert!(matches!(error, AiError::StreamBroken(_)) && !partial.is_empty(), "{error:?}");
+    collect(&client(&sim, |_| {}), "Go").await.expect("the cut was armed once, the 500s were cleared");
+    let bad = arm(serde_json::json!({"fault": "no_such_fault"})).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let served: serde_json::Value =
+        http.get(format!("{root}/_sim/requests")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(served["chat_streams"], 2);
+    assert_eq!(served["faulted"], 0);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_error_bodies_and_rate_limits_their_headers() {
+    let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
+    let http = reqwest::Client::new();
+    let chat = format!("{}/chat/completions", sim.url);
+    let not_json = http.post(&chat).header("content-type", "application/json").body("{nope").send().await.unwrap();
+    assert_eq!(not_json.status(), 400);
+    let body: serde_json::Value = not_json.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let no_messages = http.post(&chat).json(&serde_json::json!({"model": "m"})).send().await.unwrap();
+    assert_eq!(no_messages.status(), 400);
+    let body: serde_json::Value = no_messages.json().await.unwrap();
+    assert_eq!(body["error"]["param"], "messages");
+    let no_file = reqwest::multipart::Form::new().text("model", "w");
+    let answer = http.post(format!("{}/audio/transcriptions", sim.url)).multipart(no_file).send().await.unwrap();
+    assert_eq!(answer.status(), 400);
+    sim.faults().arm(AiFault::RateLimited { retry_after_secs: 7 }, 1);
+    let limited = http
+        .post(&chat)
+        .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let header = |name: &str| limited.headers()[name].to_str().unwrap().to_owned();
+    assert_eq!(header("retry-after"), "7");
+    assert_eq!(header("x-ratelimit-remaining-requests"), "0");
+    assert!(limited.headers().contains_key("x-ratelimit-limit-requests"));
+    assert!(limited.headers().contains_key("x-ratelimit-reset-requests"));
+}
+
+#[tokio::test]
+async fn a_slow_json_completion_times_out_as_a_request() {
+    let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
+    sim.faults().arm(AiFault::SlowFirstToken { delay_ms: 600 }, 1);
+    let tight = client(&sim, |c| {
+        c.request_timeout = Duration::from_millis(200);
+        c.max_retries = 0;
+    });
+    let error = tight.complete_json(request("Rust")).await.err().expect("too slow");
+    assert_eq!(error, AiError::Timeout { phase: "request" });
+}

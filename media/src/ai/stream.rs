@@ -55,10 +55,7 @@ where
 {
     let activity = Activity::new();
     let touched = activity.clone();
-    let events = bytes
-        .inspect(move |_| touched.touch())
-        .eventsource()
-        .map(|event| event.map_err(|e| e.to_string()));
+    let events = bytes.inspect(move |_| touched.touch()).eventsource().map(|event| event.map_err(|e| e.to_string()));
     (Box::pin(events), activity)
 }
 
@@ -195,7 +192,8 @@ mod tests {
 
     use super::*;
 
-    const ROLE: &str = r#"data: {"model":"m","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+    const ROLE: &str =
+        r#"data: {"model":"m","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
     const STOP: &str = r#"data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
 
     fn content(text: &str) -> String {
@@ -274,7 +272,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_finish_without_done_ends_normally_and_usage_is_kept() {
-        let usage = r#"data: {"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
+        let usage =
+            r#"data: {"model":"m","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#;
         let body = format!("{ROLE}\n\n{}{STOP}\n\n{usage}\n\n", content("hi"));
         let mut stream = open(vec![now(body)], Duration::from_secs(1)).await;
         assert_eq!(collect(&mut stream).await.unwrap(), "hi");

@@ -12,21 +12,35 @@
 //!
 //! Its answers are deterministic, so tests can assert on them:
 //! - JSON mode (`response_format` `json_object`): `{"skills":[…]}`, the
-//!   words of the last user message that look like skills ([`SKILL_WORDS`]
-//!   or capitalised words of 2+ letters after the first word of a sentence),
-//!   at most 8, in order of appearance; `["communication"]` if none.
-//! - Text: if the system prompt mentions "hint", a sentence starting
-//!   `Hint:`; otherwise a question ending in `?`. Both pick their topic by a
-//!   hash of every message, so the same request gets the same text. The text
-//!   is split into [`AiSimConfig::chunks`] content chunks (a request may ask
-//!   for another count with the non-standard header `x-sim-chunks`).
+//!   words of the last user message that are in [`SKILL_WORDS`] (matched
+//!   case-insensitively, written as listed), at most 8, de-duplicated, in
+//!   order of appearance; `["communication"]` if none. Known words only, not
+//!   any capitalised word: a job title's "Senior Engineer" is not a skill.
+//! - Text ([`reply_text`]): if a system message mentions "hint",
+//!   `Hint: think about {topic} and give one concrete example from your own
+//!   work.`; otherwise `Question {n}: tell me about a time {topic} mattered
+//!   in a project of yours. What did you learn?`, `n` = assistant messages
+//!   so far + 1. The topic is picked by a hash (FNV-1a) of every message, so
+//!   the same request gets the same text. The text is split on word
+//!   boundaries into [`AiSimConfig::chunks`] content chunks (a request may
+//!   ask for another count with the non-standard header `x-sim-chunks: N`,
+//!   for benchmarks); fewer if it has fewer words.
 //!   `prompt_tokens` = whitespace words of all messages,
 //!   `completion_tokens` = content chunks.
 //! - Transcription: [`transcript_of`]: `Simulated transcript of {n} bytes of
-//!   audio: I have worked with Rust and SQL for five years.`
+//!   audio: I have worked with Rust and SQL for five years.`, `n` = the
+//!   file's size, unless an [`AiFault::Transcript`] is armed.
+//! - Pacing: [`AiSimConfig::first_token_delay`] after the headers, then
+//!   [`AiSimConfig::chunk_delay`] between content chunks.
 //!
 //! Faults ([`AiFault`]) are armed in-process ([`AiSim::faults`]) or over
-//! HTTP (`POST /_sim/faults`), consumed by requests in arming order.
+//! HTTP, for tests that drive the simulator from another process, and are
+//! consumed by the requests they apply to, in arming order:
+//! - `POST /_sim/faults` `{"fault":"rate_limited","retry_after_secs":1,
+//!   "times":2}` (the [`AiFault`] variant in snake case with its fields;
+//!   `times` defaults to 1) → 204;
+//! - `DELETE /_sim/faults` → 204, all disarmed;
+//! - `GET /_sim/requests` → [`AiRequests`] as JSON.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -79,9 +93,14 @@ const TOPICS: [&str; 8] =
 pub struct AiSimConfig {
     /// When set, requests must carry `Authorization: Bearer {key}`.
     pub api_key: Option<String>,
-    /// Content chunks per streamed reply.
+    /// Content chunks per streamed reply (the header `x-sim-chunks`
+    /// overrides it per request).
     pub chunks: usize,
+    /// Between two content chunks: a small model's token rate, so a UI
+    /// shows text growing.
     pub chunk_delay: Duration,
+    /// Headers → first chunk of a stream (or the whole non-streamed answer):
+    /// a provider's queueing and prompt processing.
     pub first_token_delay: Duration,
 }
 
@@ -171,19 +190,36 @@ impl AiFaults {
     }
 }
 
-/// Requests served, by kind.
+/// Requests served, by kind (also `GET /_sim/requests`). A request counts
+/// once it is answered: the answered kinds are disjoint, and a request an
+/// armed 429/500 refused counts in `faulted` only, so `faulted` + the rest
+/// is the number of attempts a client made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AiRequests {
+    /// Streamed text replies (cut, stalled and error-event streams too).
     pub chat_streams: u64,
+    /// Non-streamed text replies.
     pub chat_completions: u64,
+    /// Replies in JSON mode (`response_format` `json_object`), streamed or not.
+    pub json_completions: u64,
     pub transcriptions: u64,
+    /// Requests answered with an injected 429 or 500.
+    pub faulted: u64,
 }
 
 #[derive(Default)]
 struct Counters {
     chat_streams: AtomicU64,
     chat_completions: AtomicU64,
+    json_completions: AtomicU64,
     transcriptions: AtomicU64,
+    faulted: AtomicU64,
+}
+
+impl Counters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The simulator's state; cloning shares it.
@@ -207,7 +243,9 @@ impl AiSim {
         AiRequests {
             chat_streams: self.counters.chat_streams.load(Ordering::Relaxed),
             chat_completions: self.counters.chat_completions.load(Ordering::Relaxed),
+            json_completions: self.counters.json_completions.load(Ordering::Relaxed),
             transcriptions: self.counters.transcriptions.load(Ordering::Relaxed),
+            faulted: self.counters.faulted.load(Ordering::Relaxed),
         }
     }
 
@@ -248,6 +286,13 @@ fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response 
     (status, axum::Json(body)).into_response()
 }
 
+/// OpenAI's answer to a request without a required parameter.
+fn missing(param: &str) -> Response {
+    let message = format!("Missing required parameter: '{param}'.");
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": param, "code": "missing_required_parameter"}});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
 fn rate_limited(retry_after_secs: u64) -> Response {
     let mut response = error(
         StatusCode::TOO_MANY_REQUESTS,
@@ -274,12 +319,16 @@ fn server_error() -> Response {
     )
 }
 
-/// The response a fault replaces the answer with, if it does.
-fn failed(fault: &Option<AiFault>) -> Option<Response> {
-    match fault {
-        Some(AiFault::RateLimited { retry_after_secs }) => Some(rate_limited(*retry_after_secs)),
-        Some(AiFault::ServerError) => Some(server_error()),
-        _ => None,
+impl AiSim {
+    /// The response a fault replaces the answer with, if it does.
+    fn failed(&self, fault: &Option<AiFault>) -> Option<Response> {
+        let response = match fault {
+            Some(AiFault::RateLimited { retry_after_secs }) => rate_limited(*retry_after_secs),
+            Some(AiFault::ServerError) => server_error(),
+            _ => return None,
+        };
+        Counters::count(&self.counters.faulted);
+        Some(response)
     }
 }
 
@@ -369,34 +418,26 @@ async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) ->
         }
     };
     let Some(messages) = body["messages"].as_array().filter(|m| !m.is_empty()) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "missing_messages",
-            "'messages' is a required property",
-        );
+        return missing("messages");
     };
     let Some(model) = body["model"].as_str().map(str::to_owned) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "missing_model",
-            "you must provide a model parameter",
-        );
+        return missing("model");
     };
     let messages = messages_text(messages);
     let stream = body["stream"].as_bool().unwrap_or(false);
     let json_mode = body["response_format"]["type"] == "json_object";
     let endpoint = if stream { Endpoint::Stream } else { Endpoint::Completion };
     let fault = sim.faults.take(endpoint);
-    if let Some(response) = failed(&fault) {
+    if let Some(response) = sim.failed(&fault) {
         return response;
     }
-    if let Some(AiFault::SlowFirstToken { delay_ms }) = &fault {
-        tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
-    } else if !sim.config.first_token_delay.is_zero() {
-        tokio::time::sleep(sim.config.first_token_delay).await;
-    }
+    // Providers answer with headers at once and think before the first
+    // token, so a streamed reply waits inside its body (the client's
+    // first-chunk timer sees it); a non-streamed one waits for all of it.
+    let first_token_delay = match &fault {
+        Some(AiFault::SlowFirstToken { delay_ms }) => Duration::from_millis(*delay_ms),
+        _ => sim.config.first_token_delay,
+    };
     let content = if json_mode {
         let last_user = messages.iter().rev().find(|(r, _)| r == "user").map(|(_, c)| c.as_str()).unwrap_or_default();
         json!({"skills": skills_in(last_user)}).to_string()
@@ -416,8 +457,13 @@ async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) ->
     });
     let id = format!("chatcmpl-{}", random_id(24));
     let created = crate::time::now_secs();
+    Counters::count(match (json_mode, stream) {
+        (true, _) => &sim.counters.json_completions,
+        (false, true) => &sim.counters.chat_streams,
+        (false, false) => &sim.counters.chat_completions,
+    });
     if !stream {
-        sim.counters.chat_completions.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(first_token_delay).await;
         let body = json!({
             "id": id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "logprobs": null, "finish_reason": "stop"}],
@@ -425,7 +471,6 @@ async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) ->
         });
         return axum::Json(body).into_response();
     }
-    sim.counters.chat_streams.fetch_add(1, Ordering::Relaxed);
     let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
     let plan = StreamPlan {
         id,
@@ -434,6 +479,7 @@ async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) ->
         pieces,
         usage: include_usage.then_some(usage),
         fault,
+        first_token_delay,
         delay: sim.config.chunk_delay,
     };
     let mut response = Response::new(Body::from_stream(plan.into_stream()));
@@ -451,6 +497,7 @@ struct StreamPlan {
     pieces: Vec<String>,
     usage: Option<Value>,
     fault: Option<AiFault>,
+    first_token_delay: Duration,
     delay: Duration,
 }
 
@@ -470,7 +517,10 @@ impl StreamPlan {
     }
 
     fn frames(&self) -> Vec<Frame> {
-        let mut frames = vec![Frame::Data(self.chunk(json!({"role": "assistant", "content": ""}), None))];
+        let mut frames = vec![
+            Frame::Pause(self.first_token_delay),
+            Frame::Data(self.chunk(json!({"role": "assistant", "content": ""}), None)),
+        ];
         for (sent, piece) in self.pieces.iter().enumerate() {
             match &self.fault {
                 Some(AiFault::CutAfter { chunks }) if sent == *chunks => {
@@ -511,6 +561,7 @@ impl StreamPlan {
         futures::stream::unfold(frames, |mut frames| async move {
             loop {
                 match frames.pop_front()? {
+                    Frame::Pause(wait) if wait.is_zero() => {}
                     Frame::Pause(wait) => tokio::time::sleep(wait).await,
                     Frame::Data(value) => return Some((Ok(Bytes::from(format!("data: {value}\n\n"))), frames)),
                     Frame::Done => return Some((Ok(Bytes::from_static(b"data: [DONE]\n\n")), frames)),
@@ -561,29 +612,19 @@ async fn transcription(State(sim): State<AiSim>, headers: HeaderMap, request: Re
         }
     }
     let Some(audio) = audio else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "missing_file",
-            "'file' is a required property",
-        );
+        return missing("file");
     };
     if model.is_none() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "missing_model",
-            "you must provide a model parameter",
-        );
+        return missing("model");
     }
     let fault = sim.faults.take(Endpoint::Transcription);
-    if let Some(response) = failed(&fault) {
+    if let Some(response) = sim.failed(&fault) {
         return response;
     }
     if let Some(AiFault::SlowFirstToken { delay_ms }) = &fault {
         tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
     }
-    sim.counters.transcriptions.fetch_add(1, Ordering::Relaxed);
+    Counters::count(&sim.counters.transcriptions);
     let text = match fault {
         Some(AiFault::Transcript { text }) => text,
         _ => transcript_of(audio.len()),
