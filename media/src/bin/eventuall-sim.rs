@@ -1,7 +1,8 @@
-//! `eventuall-sim`: runs the Mux and LiveKit simulators standalone on
-//! 127.0.0.1 and prints one JSON line `{"mux_url":…,"livekit_url":…}` on
-//! stdout once both listen, then serves until killed. Used by the Node
-//! fidelity tests and for local development without credentials.
+//! `eventuall-sim`: runs the Mux and LiveKit simulators (and with `--ai` the
+//! OpenAI-compatible AI simulator) standalone on 127.0.0.1 and prints one
+//! JSON line `{"mux_url":…,"livekit_url":…}` (plus `"ai_url":"http://…/v1"`
+//! with `--ai`) on stdout once all listen, then serves until killed. Used by
+//! the Node fidelity tests and for local development without credentials.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -9,10 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use eventuall_media::sim::{LiveKitSimConfig, MuxSimConfig, SimAddrs, SimConfig, Simulators};
+use eventuall_media::sim::{AiSimConfig, AiSimulator, LiveKitSimConfig, MuxSimConfig, SimAddrs, SimConfig, Simulators};
 
 #[derive(Debug, Parser)]
-#[command(name = "eventuall-sim", about = "Local Mux and LiveKit Egress simulators")]
+#[command(name = "eventuall-sim", about = "Local Mux, LiveKit Egress and AI (OpenAI-compatible) simulators")]
 struct Args {
     /// Port for the Mux simulator (0: any free port).
     #[arg(long, env = "EVENTUALL_SIM_MUX_PORT", default_value_t = 0)]
@@ -37,7 +38,20 @@ struct Args {
     /// Secret for Mux webhook signatures.
     #[arg(long, env = "EVENTUALL_SIM_MUX_WEBHOOK_SECRET", default_value = "whsec_sim")]
     mux_webhook_secret: String,
-    /// Millisecond state transitions and no Mux rate limit (for tests).
+    /// Also serve the AI simulator (its base URL is `ai_url` in the JSON line).
+    #[arg(long, env = "EVENTUALL_SIM_AI")]
+    ai: bool,
+    /// Port for the AI simulator (0: any free port).
+    #[arg(long, env = "EVENTUALL_SIM_AI_PORT", default_value_t = 0)]
+    ai_port: u16,
+    /// API key the AI simulator requires (none: any request is served).
+    #[arg(long, env = "EVENTUALL_SIM_AI_API_KEY")]
+    ai_api_key: Option<String>,
+    /// Delay between the AI simulator's streamed chunks (after `--fast`).
+    #[arg(long, env = "EVENTUALL_SIM_AI_CHUNK_DELAY")]
+    ai_chunk_delay: Option<humantime::Duration>,
+    /// Millisecond state transitions, no Mux rate limit, no AI delays (for
+    /// tests).
     #[arg(long, env = "EVENTUALL_SIM_FAST")]
     fast: bool,
 }
@@ -67,7 +81,22 @@ async fn main() -> anyhow::Result<()> {
         livekit: SocketAddr::from(([127, 0, 0, 1], args.livekit_port)),
     };
     let sims = Simulators::spawn_on(config, addrs).await.context("binding the simulators")?;
-    let line = serde_json::json!({"mux_url": sims.mux_url, "livekit_url": sims.livekit_url});
+    let ai = match args.ai {
+        false => None,
+        true => {
+            let mut config = if args.fast { AiSimConfig::fast() } else { AiSimConfig::default() };
+            config.api_key = args.ai_api_key;
+            if let Some(delay) = args.ai_chunk_delay {
+                config.chunk_delay = delay.into();
+            }
+            let addr = SocketAddr::from(([127, 0, 0, 1], args.ai_port));
+            Some(AiSimulator::spawn_on(config, addr).await.context("binding the AI simulator")?)
+        }
+    };
+    let mut line = serde_json::json!({"mux_url": sims.mux_url, "livekit_url": sims.livekit_url});
+    if let Some(ai) = &ai {
+        line["ai_url"] = ai.url.clone().into();
+    }
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").context("writing the address line")?;
     stdout.flush().context("flushing stdout")?;
