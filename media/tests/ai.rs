@@ -111,16 +111,17 @@ async fn an_error_event_mid_stream_breaks_it() {
     sim.faults().arm(AiFault::ErrorEvent, 1);
     let (_, error) = collect(&client(&sim, |_| {}), "Go").await.err().expect("the stream breaks");
     assert!(matches!(&error, AiError::StreamBroken(m) if m.contains("server had an error")), "{error:?}");
+    assert_eq!(sim.handle.requests().chat_streams, 1, "no retry after the first chunk");
 }
 
 #[tokio::test]
 async fn a_stall_longer_than_the_chunk_timeout_times_out_and_a_shorter_one_does_not() {
     let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
     let tight = client(&sim, |c| c.chunk_timeout = Duration::from_millis(300));
-    sim.faults().arm(AiFault::StallAfter { chunks: 2, stall_ms: 100 }, 1);
+    sim.faults().arm(AiFault::StallAfter { chunks: 2, stall: Duration::from_millis(100) }, 1);
     let (content, _) = collect(&tight, "Go").await.expect("a 100 ms stall fits a 300 ms chunk timeout");
     assert_eq!(content, expected("Go"));
-    sim.faults().arm(AiFault::StallAfter { chunks: 2, stall_ms: 900 }, 1);
+    sim.faults().arm(AiFault::StallAfter { chunks: 2, stall: Duration::from_millis(900) }, 1);
     let (_, error) = collect(&tight, "Go").await.err().expect("a 900 ms stall does not");
     assert_eq!(error, AiError::Timeout { phase: "chunk" });
 }
@@ -132,13 +133,13 @@ async fn a_slow_first_token_past_the_timeout_is_retried_then_given_up() {
         c.first_chunk_timeout = Duration::from_millis(300);
         c.max_retries = 1;
     });
-    sim.faults().arm(AiFault::SlowFirstToken { delay_ms: 100 }, 1);
+    sim.faults().arm(AiFault::SlowFirstToken { delay: Duration::from_millis(100) }, 1);
     collect(&tight, "Go").await.expect("100 ms fits a 300 ms first-chunk timeout");
-    sim.faults().arm(AiFault::SlowFirstToken { delay_ms: 900 }, 1);
+    sim.faults().arm(AiFault::SlowFirstToken { delay: Duration::from_millis(900) }, 1);
     let (content, stream) = collect(&tight, "Go").await.expect("one slow attempt, then a fast retry");
     assert_eq!(content, expected("Go"));
     assert_eq!(stream.attempts(), 2);
-    sim.faults().arm(AiFault::SlowFirstToken { delay_ms: 900 }, 2);
+    sim.faults().arm(AiFault::SlowFirstToken { delay: Duration::from_millis(900) }, 2);
     let (_, error) = collect(&tight, "Go").await.err().expect("both attempts too slow");
     assert_eq!(error, AiError::Timeout { phase: "first_chunk" });
 }
@@ -305,7 +306,7 @@ async fn bad_requests_get_openai_error_bodies_and_rate_limits_their_headers() {
 #[tokio::test]
 async fn a_slow_json_completion_times_out_as_a_request() {
     let sim = AiSimulator::spawn(AiSimConfig::fast()).await.unwrap();
-    sim.faults().arm(AiFault::SlowFirstToken { delay_ms: 600 }, 1);
+    sim.faults().arm(AiFault::SlowFirstToken { delay: Duration::from_millis(600) }, 1);
     let tight = client(&sim, |c| {
         c.request_timeout = Duration::from_millis(200);
         c.max_retries = 0;

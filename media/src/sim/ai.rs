@@ -122,7 +122,9 @@ impl AiSimConfig {
     }
 }
 
-/// A failure to inject into the next matching request.
+/// A failure to inject into the next matching request. Over HTTP it is
+/// `{"fault": "<variant in snake case>", …fields}`, durations in
+/// milliseconds (`stall_ms`, `delay_ms`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "fault", rename_all = "snake_case")]
 pub enum AiFault {
@@ -132,14 +134,38 @@ pub enum AiFault {
     ServerError,
     /// A stream that sends `chunks` content chunks, then resets.
     CutAfter { chunks: usize },
-    /// A stream that pauses `stall_ms` after `chunks` content chunks.
-    StallAfter { chunks: usize, stall_ms: u64 },
-    /// The first chunk (or the whole answer) comes `delay_ms` late.
-    SlowFirstToken { delay_ms: u64 },
+    /// A stream that goes silent for `stall` after `chunks` content chunks,
+    /// then goes on.
+    StallAfter {
+        chunks: usize,
+        #[serde(rename = "stall_ms", with = "millis")]
+        stall: Duration,
+    },
+    /// The first chunk of a stream (or a whole non-streamed answer or
+    /// transcription) comes `delay` late.
+    SlowFirstToken {
+        #[serde(rename = "delay_ms", with = "millis")]
+        delay: Duration,
+    },
     /// A `data: {"error":…}` event after the first content chunk.
     ErrorEvent,
     /// The next transcription returns this text.
     Transcript { text: String },
+}
+
+/// A [`Duration`] as whole milliseconds: what a shell or a Node test writes.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
 }
 
 impl AiFault {
@@ -435,7 +461,7 @@ async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) ->
     // token, so a streamed reply waits inside its body (the client's
     // first-chunk timer sees it); a non-streamed one waits for all of it.
     let first_token_delay = match &fault {
-        Some(AiFault::SlowFirstToken { delay_ms }) => Duration::from_millis(*delay_ms),
+        Some(AiFault::SlowFirstToken { delay }) => *delay,
         _ => sim.config.first_token_delay,
     };
     let content = if json_mode {
@@ -531,8 +557,8 @@ impl StreamPlan {
                     frames.push(Frame::Reset);
                     return frames;
                 }
-                Some(AiFault::StallAfter { chunks, stall_ms }) if sent == *chunks => {
-                    frames.push(Frame::Pause(Duration::from_millis(*stall_ms)));
+                Some(AiFault::StallAfter { chunks, stall }) if sent == *chunks => {
+                    frames.push(Frame::Pause(*stall));
                 }
                 Some(AiFault::ErrorEvent) if sent == 1 => {
                     frames.push(Frame::Data(json!({"error": {"message": "The server had an error while processing your request.", "type": "server_error", "param": null, "code": null}})));
@@ -621,8 +647,8 @@ async fn transcription(State(sim): State<AiSim>, headers: HeaderMap, request: Re
     if let Some(response) = sim.failed(&fault) {
         return response;
     }
-    if let Some(AiFault::SlowFirstToken { delay_ms }) = &fault {
-        tokio::time::sleep(Duration::from_millis(*delay_ms)).await;
+    if let Some(AiFault::SlowFirstToken { delay }) = &fault {
+        tokio::time::sleep(*delay).await;
     }
     Counters::count(&sim.counters.transcriptions);
     let text = match fault {
@@ -749,6 +775,17 @@ mod tests {
         assert_eq!(split_chunks("a b c d e", 2).concat(), "a b c d e");
         assert_eq!(split_chunks("a b c", 12).len(), 3);
         assert_eq!(split_chunks(&"w ".repeat(18), 12).len(), 12);
+    }
+
+    #[test]
+    fn faults_read_over_http_name_their_variant_and_milliseconds() {
+        let stall: ArmRequest = serde_json::from_str(r#"{"fault":"stall_after","chunks":2,"stall_ms":150}"#).unwrap();
+        assert_eq!(stall.fault, AiFault::StallAfter { chunks: 2, stall: Duration::from_millis(150) });
+        assert_eq!(stall.times, 1);
+        let slow: ArmRequest = serde_json::from_str(r#"{"fault":"slow_first_token","delay_ms":5,"times":3}"#).unwrap();
+        assert_eq!((slow.fault, slow.times), (AiFault::SlowFirstToken { delay: Duration::from_millis(5) }, 3));
+        let text = serde_json::to_value(AiFault::Transcript { text: "hi".into() }).unwrap();
+        assert_eq!(text, json!({"fault": "transcript", "text": "hi"}));
     }
 
     #[test]
