@@ -796,3 +796,41 @@ async fn history_and_export_print_json_lines() {
         serde_json::from_str(&run(&["state", "room-launch", "--at", "3", "--json"])).unwrap();
     assert_eq!(state["version"], 3);
 }
+
+/// Issue #22, defect 11: an audit fails loudly on a log or a stream that is
+/// not there. A mistyped path is not created and verified as an empty log;
+/// the history of a missing stream exits 1 as `state` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replay_commands_fail_on_a_missing_log_or_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped.db");
+    let url = format!("sqlite://{}", missing.display());
+    let run = |url: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
+            .arg("replay")
+            .args(args)
+            .args(["--database-url", url])
+            .env("EVENTUALL_LOG", "warn")
+            .output()
+            .expect("binary runs")
+    };
+    let verify = run(&url, &["verify"]);
+    assert_eq!(verify.status.code(), Some(1), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(
+        String::from_utf8_lossy(&verify.stderr).contains("it must exist"),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(!missing.exists(), "verify created the file it was asked to audit");
+
+    let db = TestDb::sqlite().await;
+    let store = db.open().await;
+    small_log(&store).await;
+    store.shutdown().await;
+    for args in [["history", "room-nosuch"], ["state", "room-nosuch"]] {
+        let out = run(&db.url, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("room-nosuch has no events"), "{args:?}");
+    }
+    assert!(run(&db.url, &["history", "room-launch"]).status.success());
+}

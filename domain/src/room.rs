@@ -7,6 +7,11 @@
 //! the away timeout, `offline` when their last connection closes, and is
 //! forgotten by a sweep once unseen for the forget timeout. Timeouts come in
 //! the `Sweep` command so that configuration stays outside the domain.
+//!
+//! Only WebSockets heartbeat. A LiveKit participant has no socket here: it
+//! is present from `participant_joined` until `participant_left` (LiveKit
+//! tells us when it leaves), so a user with a LiveKit connection never goes
+//! away by the heartbeat rule.
 
 use std::collections::BTreeMap;
 
@@ -51,8 +56,20 @@ pub enum PresenceStatus {
 #[serde(rename_all = "camelCase")]
 pub struct RecordingInfo {
     pub session_id: String,
-    pub status: String,
+    pub status: RecordingStatus,
+    /// When the recording started; while `starting`, when it was requested.
     pub started_at: i64,
+}
+
+/// Where the room's recording is, as a stage manager needs to know: the
+/// start accepted but nothing captured yet, capturing, or being stopped.
+/// After the stop the snapshot shows no recording (the clips follow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingStatus {
+    Starting,
+    Recording,
+    Stopping,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,11 +258,18 @@ impl EventRoom {
         self.users
             .iter()
             .filter_map(|(user_id, user)| match self.status_of(user_id) {
+                PresenceStatus::Online if self.in_livekit(user_id) => None,
                 PresenceStatus::Online => self.last_heartbeat_of(user_id).map(|t| t + away_after_ms),
                 PresenceStatus::Away => None,
                 PresenceStatus::Offline => Some(user.last_seen + forget_after_ms),
             })
             .min()
+    }
+
+    /// Whether `user_id` has a LiveKit connection: present until LiveKit
+    /// says they left, whatever their sockets do.
+    fn in_livekit(&self, user_id: &str) -> bool {
+        self.connections.values().any(|c| c.user_id == user_id && c.kind == ConnectionKind::LiveKit)
     }
 
     fn last_heartbeat_of(&self, user_id: &str) -> Option<i64> {
@@ -256,6 +280,7 @@ impl EventRoom {
         let mut events = Vec::new();
         for (user_id, user) in &self.users {
             match self.status_of(user_id) {
+                PresenceStatus::Online if self.in_livekit(user_id) => {}
                 PresenceStatus::Online => {
                     let silent_since = self.last_heartbeat_of(user_id).unwrap_or(user.last_seen);
                     if at - silent_since >= away_after_ms {

@@ -1,4 +1,5 @@
-//! Operator routes: `GET /admin/projections` (moderators only) and
+//! Operator routes: `GET /admin/projections` (moderators with a token not
+//! scoped to events: the view spans every event) and
 //! `GET /analytics/events/{eventId}` (any token scoped to the event).
 
 use axum::extract::{Path, State};
@@ -19,9 +20,7 @@ async fn projections(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> ApiResult<Json<Vec<ProjectionStatus>>> {
-    if !caller.is_moderator() {
-        return Err(ApiError::Forbidden("projection status is for moderators".into()));
-    }
+    caller.may_administer()?;
     Ok(Json(status(&app.store).await?))
 }
 

@@ -56,8 +56,8 @@ async fn enqueue(
             }
             Ok((StatusCode::ACCEPTED, Json(body)))
         }
-        Err(EnqueueError::AlreadyRecording) => {
-            Err(ApiError::Conflict("a recording is already active or queued for this event".into()))
+        Err(error @ (EnqueueError::AlreadyRecording | EnqueueError::NothingToStop)) => {
+            Err(ApiError::Conflict(error.to_string()))
         }
         Err(EnqueueError::Store(e)) => Err(internal(e)),
     }
@@ -89,9 +89,13 @@ fn moderator(caller: &Caller) -> ApiResult<()> {
     if caller.is_moderator() { Ok(()) } else { Err(ApiError::Forbidden("moderators only".into())) }
 }
 
+/// The `events` claim applies here too: a token scoped to events sees and
+/// retries only those events' dead letters; an unscoped moderator token
+/// sees them all.
 async fn dead_letters(State(app): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Value>> {
     moderator(&caller)?;
-    let rows = app.recording.dead_letters().await.map_err(internal)?;
+    let mut rows = app.recording.dead_letters().await.map_err(internal)?;
+    rows.retain(|row| caller.covers(&row.event_id));
     Ok(Json(json!({"deadLetters": rows})))
 }
 
@@ -101,9 +105,18 @@ async fn retry_dead_letter(
     Path(command_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     moderator(&caller)?;
-    if app.recording.retry_dead_letter(&command_id).await.map_err(internal)? {
-        Ok(Json(json!({"commandId": command_id, "status": "pending"})))
-    } else {
-        Err(ApiError::NotFound("no such dead letter".into()))
+    // A dead letter of an event outside the token's scope: 403, as on
+    // every route of that event.
+    if let Some(letter) = app.recording.dead_letter(&command_id).await.map_err(internal)? {
+        caller.may_moderate(&letter.event_id)?;
+    }
+    match app.recording.retry_dead_letter(&command_id).await {
+        Ok(true) => Ok(Json(json!({"commandId": command_id, "status": "pending"}))),
+        Ok(false) => Err(ApiError::NotFound("no such dead letter".into())),
+        Err(EnqueueError::AlreadyRecording) => {
+            Err(ApiError::Conflict("another start of this event is queued; retry the dead letter after it".into()))
+        }
+        Err(EnqueueError::NothingToStop) => Err(ApiError::Conflict(EnqueueError::NothingToStop.to_string())),
+        Err(EnqueueError::Store(e)) => Err(internal(e)),
     }
 }

@@ -34,6 +34,10 @@ impl CommandKind {
 pub enum EnqueueError {
     #[error("a recording is already active or queued for this event")]
     AlreadyRecording,
+    /// A stop with nothing recording and no start queued: refused at once
+    /// rather than left to stop whatever starts next (issue #22, defect 9).
+    #[error("nothing is recording or queued to record for this event")]
+    NothingToStop,
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -52,14 +56,28 @@ impl Recording {
     pub async fn enqueue(&self, event_id: &str, kind: CommandKind, requested_by: &str) -> Result<String, EnqueueError> {
         let store = &self.inner.store;
         let now = self.now();
-        if kind == CommandKind::Start {
-            let (coordinator, _) = self.coordinator(event_id).await?;
-            if coordinator.active_at(now).is_some() || db::pending_count(store, event_id, "start").await? > 0 {
-                return Err(EnqueueError::AlreadyRecording);
-            }
-        }
+        let (coordinator, _) = self.coordinator(event_id).await?;
+        // The session recording now, else the one whose start is queued.
+        let current = match coordinator.active_at(now) {
+            Some(lock) => Some(lock.session_id.clone()),
+            None => db::pending_start(store, event_id).await?,
+        };
+        let target = match (kind, current) {
+            (CommandKind::Start, Some(_)) => return Err(EnqueueError::AlreadyRecording),
+            (CommandKind::Start, None) => None,
+            (CommandKind::Stop, None) => return Err(EnqueueError::NothingToStop),
+            (CommandKind::Stop, Some(session_id)) => Some(session_id),
+        };
         let command_id = Uuid::now_v7().to_string();
-        db::insert_command(store, &command_id, event_id, kind.as_str(), requested_by, now).await?;
+        // The check above is a fast answer, not the guard: two starts can
+        // both pass it; the index of one pending start per event refuses
+        // the second insert.
+        match db::insert_command(store, &command_id, event_id, kind.as_str(), requested_by, target.as_deref(), now)
+            .await
+        {
+            Err(error) if db::is_unique_violation(&error) => return Err(EnqueueError::AlreadyRecording),
+            other => other?,
+        }
         self.poke();
         Ok(command_id)
     }
@@ -141,15 +159,27 @@ impl Recording {
             }
             "stop" => {
                 let (coordinator, _) = self.coordinator(event_id).await?;
-                // The start may still be queued behind us: retry, and
-                // dead-letter if it never comes.
-                let Some(lock) = coordinator.active else {
-                    return Ok(Outcome::Retry("no active recording to stop".into()));
+                let active = coordinator.active.map(|lock| lock.session_id);
+                let session_id = match (active, command.target_session_id.as_deref()) {
+                    (Some(active), Some(target)) if active == target => active,
+                    // A stop queued before stops named their session.
+                    (Some(active), None) => active,
+                    (_, Some(target)) => {
+                        // Its session's start is still queued (in a retry
+                        // backoff): wait for it. Otherwise that session has
+                        // ended, or never got the room: the stop is done as a
+                        // no-op and leaves any later recording alone.
+                        if db::pending_start(&self.inner.store, event_id).await?.as_deref() == Some(target) {
+                            return Ok(Outcome::Retry(format!("the start of session {target} is still queued")));
+                        }
+                        return Ok(Outcome::Refused(format!("session {target} is not recording")));
+                    }
+                    (None, None) => return Ok(Outcome::Refused("nothing was recording when the stop ran".into())),
                 };
                 let stop =
                     SessionCommand::RequestStop { reason: format!("stopped by {}", command.requested_by), at: now };
-                self.execute_session(&lock.session_id, stop, "StopRecording").await?;
-                db::set_session_retry(&self.inner.store, &lock.session_id, 0, now, None).await?;
+                self.execute_session(&session_id, stop, "StopRecording").await?;
+                db::set_session_retry(&self.inner.store, &session_id, 0, now, None).await?;
                 Ok(Outcome::Done)
             }
             other => Ok(Outcome::Refused(format!("unknown command kind {other:?}"))),
@@ -216,9 +246,19 @@ impl Recording {
         db::commands_with_status(&self.inner.store, "dead").await
     }
 
+    /// One dead letter, if `command_id` is one.
+    pub async fn dead_letter(&self, command_id: &str) -> Result<Option<db::CommandRow>, crate::store::StoreError> {
+        Ok(db::command(&self.inner.store, command_id).await?.filter(|row| row.status == "dead"))
+    }
+
     /// Puts a dead letter back in the queue; false if there is no such one.
-    pub async fn retry_dead_letter(&self, command_id: &str) -> Result<bool, crate::store::StoreError> {
-        let retried = db::retry_dead(&self.inner.store, command_id, self.now()).await?;
+    /// A dead start cannot go back while another start of its event is
+    /// queued (one pending start per event): `AlreadyRecording`.
+    pub async fn retry_dead_letter(&self, command_id: &str) -> Result<bool, EnqueueError> {
+        let retried = match db::retry_dead(&self.inner.store, command_id, self.now()).await {
+            Err(error) if db::is_unique_violation(&error) => return Err(EnqueueError::AlreadyRecording),
+            other => other?,
+        };
         if retried {
             self.poke();
         }

@@ -34,9 +34,11 @@ pub struct CommandRow {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// For a stop: the session it stops.
+    pub target_session_id: Option<String>,
 }
 
-type CommandTuple = (String, String, String, String, String, i64, i64, Option<String>, i64, i64);
+type CommandTuple = (String, String, String, String, String, i64, i64, Option<String>, i64, i64, Option<String>);
 
 fn command_row(t: CommandTuple) -> CommandRow {
     CommandRow {
@@ -50,11 +52,12 @@ fn command_row(t: CommandTuple) -> CommandRow {
         last_error: t.7,
         created_at: t.8,
         updated_at: t.9,
+        target_session_id: t.10,
     }
 }
 
 const COMMAND_COLUMNS: &str = "command_id, event_id, kind, requested_by, status, attempts, next_attempt_at, \
-                               last_error, created_at, updated_at";
+                               last_error, created_at, updated_at, target_session_id";
 
 pub async fn insert_command(
     store: &EventStore,
@@ -62,14 +65,30 @@ pub async fn insert_command(
     event_id: &str,
     kind: &str,
     requested_by: &str,
+    target_session_id: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
     let sql = "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, \
-               next_attempt_at, created_at, updated_at) values ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)";
+               next_attempt_at, created_at, updated_at, target_session_id) \
+               values ($1, $2, $3, $4, 'pending', 0, $5, $5, $5, $6)";
     on_pool!(store, |pool| {
-        sqlx::query(sql).bind(command_id).bind(event_id).bind(kind).bind(requested_by).bind(now).execute(pool).await?;
+        sqlx::query(sql)
+            .bind(command_id)
+            .bind(event_id)
+            .bind(kind)
+            .bind(requested_by)
+            .bind(now)
+            .bind(target_session_id)
+            .execute(pool)
+            .await?;
     });
     Ok(())
+}
+
+/// Whether `error` is a unique-key violation (the one pending start per
+/// event index).
+pub fn is_unique_violation(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
 }
 
 pub async fn next_due_command(store: &EventStore, now: i64) -> Result<Option<CommandRow>, StoreError> {
@@ -89,10 +108,18 @@ pub async fn commands_with_status(store: &EventStore, status: &str) -> Result<Ve
     Ok(rows.into_iter().map(command_row).collect())
 }
 
-/// Pending commands of one kind for an event (a start still queued).
-pub async fn pending_count(store: &EventStore, event_id: &str, kind: &str) -> Result<i64, StoreError> {
-    let sql = "select count(*) from recording_commands where event_id = $1 and kind = $2 and status = 'pending'";
-    Ok(on_pool!(store, |pool| sqlx::query_scalar::<_, i64>(sql).bind(event_id).bind(kind).fetch_one(pool).await?))
+pub async fn command(store: &EventStore, command_id: &str) -> Result<Option<CommandRow>, StoreError> {
+    let sql = format!("select {COMMAND_COLUMNS} from recording_commands where command_id = $1");
+    let row: Option<CommandTuple> =
+        on_pool!(store, |pool| sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(command_id).fetch_optional(pool).await?);
+    Ok(row.map(command_row))
+}
+
+/// The queued start of an event, if any (at most one: the index of one
+/// pending start per event).
+pub async fn pending_start(store: &EventStore, event_id: &str) -> Result<Option<String>, StoreError> {
+    let sql = "select command_id from recording_commands where event_id = $1 and kind = 'start' and status = 'pending'";
+    Ok(on_pool!(store, |pool| sqlx::query_scalar::<_, String>(sql).bind(event_id).fetch_optional(pool).await?))
 }
 
 pub async fn update_command(

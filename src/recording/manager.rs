@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use eventuall_domain::recording::{
     ClipPlan, ClipStatus, CoordinatorCommand, MAX_RECORDING_MS, Phase, RecordingSession, SessionCommand, SessionEvent,
 };
-use eventuall_domain::room::{RecordingInfo, RoomCommand, RoomEvent};
+use eventuall_domain::room::{RecordingInfo, RecordingStatus, RoomCommand, RoomEvent};
 use eventuall_media::livekit::{EgressError, StartSignal, is_terminal, proto, status};
 use eventuall_media::mux::{
     AssetStatus, CreateClip, CreateLiveStream, LiveStreamStatus, MuxError, NewAssetSettings, PlaybackPolicy,
@@ -174,7 +174,10 @@ impl Recording {
         };
         match session.phase {
             Phase::New | Phase::Completed | Phase::Failed => Ok(Advance::Finished),
-            Phase::Requested => record(SessionEvent::StreamCreateRequested { at: now }).await,
+            Phase::Requested => {
+                self.set_room(&session, Some((RecordingStatus::Starting, session.requested_at)), now).await;
+                record(SessionEvent::StreamCreateRequested { at: now }).await
+            }
             Phase::CreatingStream => {
                 // Reconcile first: a create whose response was lost (or a
                 // crash after the call) left a stream with our passthrough.
@@ -253,7 +256,7 @@ impl Recording {
                 let health = now + self.inner.settings.health_every.as_millis() as i64;
                 self.inner.timers.arm(&owner, "health", health, "").await?;
                 self.inner.timers.arm(&owner, "cap", now + MAX_RECORDING_MS, "").await?;
-                self.set_room(&session, Some(now), now).await;
+                self.set_room(&session, Some((RecordingStatus::Recording, now)), now).await;
                 Ok(Advance::Progressed)
             }
             // Long-lived: the health timer watches it, a stop moves it on.
@@ -266,11 +269,13 @@ impl Recording {
                     let health = now + self.inner.settings.health_every.as_millis() as i64;
                     self.inner.timers.arm(&owner, "health", health, "").await?;
                     self.inner.timers.arm(&owner, "cap", started + MAX_RECORDING_MS, "").await?;
-                    self.set_room(&session, Some(started), now).await;
+                    self.set_room(&session, Some((RecordingStatus::Recording, started)), now).await;
                 }
                 Ok(Advance::Waiting)
             }
             Phase::Stopping => {
+                let started = session.started_at.unwrap_or(session.requested_at);
+                self.set_room(&session, Some((RecordingStatus::Stopping, started)), now).await;
                 let egress_id = session.egress_id.clone().unwrap_or_default();
                 egress.stop_egress(&egress_id).await?;
                 record(SessionEvent::EgressStopped { egress_id: Some(egress_id), error: None, at: now }).await
@@ -484,10 +489,13 @@ impl Recording {
         Ok(())
     }
 
-    async fn set_room(&self, session: &RecordingSession, started_at: Option<i64>, now: i64) {
-        let recording = started_at.map(|started_at| RecordingInfo {
+    /// Shows the session in its room's snapshot as `(status, startedAt)`, or
+    /// no recording (`None`). The room ignores a repeat of what it shows, so
+    /// a retried step appends nothing new.
+    async fn set_room(&self, session: &RecordingSession, shown: Option<(RecordingStatus, i64)>, now: i64) {
+        let recording = shown.map(|(status, started_at)| RecordingInfo {
             session_id: session.session_id.clone(),
-            status: "recording".into(),
+            status,
             started_at,
         });
         let metadata = Self::metadata(&session.session_id, "SetRecording");

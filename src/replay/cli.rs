@@ -71,8 +71,12 @@ impl ReplayArgs {
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
         let url = &self.database_url;
-        let store =
-            EventStore::open(url, StoreOptions::default()).await.with_context(|| format!("opening {}", redact(url)))?;
+        // An audit of a log that is not there must fail, not verify a new
+        // empty file (issue #22, defect 11).
+        let options = StoreOptions { existing_only: true, ..StoreOptions::default() };
+        let store = EventStore::open(url, options)
+            .await
+            .with_context(|| format!("opening the event log at {} (it must exist)", redact(url)))?;
         let output = if self.json { Output::Json } else { Output::Human };
         let code = run(&store, self.command, output).await;
         store.shutdown().await;
@@ -161,11 +165,16 @@ async fn run(store: &EventStore, command: ReplayCommand, output: Output) -> anyh
         }
         ReplayCommand::History { stream } => {
             let stream = StreamId::parse(stream)?;
-            history::for_each_history(store, &stream, |entry| match output {
+            let printed = history::for_each_history(store, &stream, |entry| match output {
                 Output::Json => writeln!(stdout, "{}", serde_json::to_string(&entry).expect("entries serialise")),
                 Output::Human => writeln!(stdout, "{}", entry.line()),
             })
             .await?;
+            // As `state` does: a stream with no events is an error, not an
+            // empty history (a mistyped id must not look like a quiet one).
+            if printed == 0 {
+                return Err(ReplayError::EmptyStream(stream.to_string()).into());
+            }
             Ok(0)
         }
         ReplayCommand::Export { stream, category, all } => {

@@ -41,7 +41,7 @@ pub enum ReplayError {
     Decode { stream: String, version: u64, error: DecodeError },
     #[error("no aggregate state is known for streams of category {0:?}")]
     UnknownCategory(String),
-    #[error("unknown projection {0:?} (known: room_presence, analytics)")]
+    #[error("unknown projection {0:?} (known: room_presence, analytics, interviews)")]
     UnknownProjection(String),
     #[error("stream {0} has no events")]
     EmptyStream(String),

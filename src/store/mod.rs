@@ -300,11 +300,14 @@ pub struct StoreOptions {
     pub group_commit: GroupCommitConfig,
     /// Connections for readers (subscriptions, loads, HTTP reads).
     pub max_read_connections: u32,
+    /// Refuse to create a SQLite file that is not there (audit tools: a
+    /// mistyped path must fail, not verify an empty new log).
+    pub existing_only: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { group_commit: GroupCommitConfig::default(), max_read_connections: 8 }
+        Self { group_commit: GroupCommitConfig::default(), max_read_connections: 8, existing_only: false }
     }
 }
 
@@ -330,7 +333,9 @@ impl EventStore {
             let writers = options.group_commit.postgres_writers as u32;
             Backend::Postgres(postgres::PgBackend::connect(url, options.max_read_connections, writers).await?)
         } else {
-            Backend::Sqlite(sqlite::SqliteBackend::connect(url, options.max_read_connections).await?)
+            Backend::Sqlite(
+                sqlite::SqliteBackend::connect(url, options.max_read_connections, options.existing_only).await?,
+            )
         };
         backend.migrate().await?;
         Self::start(backend, options.group_commit).await

@@ -52,9 +52,9 @@ pub struct SqliteBackend {
 }
 
 impl SqliteBackend {
-    pub async fn connect(url: &str, max_readers: u32) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, max_readers: u32, existing_only: bool) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
+            .create_if_missing(!existing_only)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)

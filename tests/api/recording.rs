@@ -133,6 +133,11 @@ impl Rig {
         panic!("left running: {leftovers:#?}");
     }
 
+    async fn room_recording_status(&self) -> String {
+        let snapshot = self.get_json(&format!("/event/{EVENT}/snapshot")).await;
+        snapshot["recording"]["status"].as_str().unwrap_or_else(|| panic!("no recording in {snapshot}")).to_owned()
+    }
+
     async fn assert_room_recording(&self, session_id: Option<&str>) {
         let snapshot = self.get_json(&format!("/event/{EVENT}/snapshot")).await;
         match session_id {
@@ -158,9 +163,14 @@ async fn happy_path(db: TestDb) {
     let body: Value = second.json().await.unwrap();
     assert_eq!(body["error"]["code"], "conflict");
 
+    // Issue #22, defect 6: the snapshot shows where the recording is.
+    rig.drive_until("stream created", |s| s.stream_id.is_some()).await;
+    rig.assert_room_recording(Some(&session_id)).await;
+    assert_eq!(rig.room_recording_status().await, "starting");
     let status = rig.drive_to_state("recording").await;
     assert_eq!(status.session_id.as_deref(), Some(session_id.as_str()));
     rig.assert_room_recording(Some(&session_id)).await;
+    assert_eq!(rig.room_recording_status().await, "recording");
     assert_eq!(rig.start().await.status(), 409, "a second start while recording is refused");
 
     rig.stage("alice", "enter").await;
@@ -172,6 +182,8 @@ async fn happy_path(db: TestDb) {
     // The simulator records 1,000 media seconds per wall second.
     tokio::time::sleep(Duration::from_millis(60)).await;
     assert_eq!(rig.stop().await.status(), 202);
+    rig.drive_until("egress stopped", |s| s.steps.iter().any(|step| step.step == "EgressStopped")).await;
+    assert_eq!(rig.room_recording_status().await, "stopping");
 
     let status = rig.drive_to_state("completed").await;
     let steps: Vec<&str> = status.steps.iter().map(|s| s.step.as_str()).collect();
@@ -385,14 +397,33 @@ async fn a_restart_mid_saga_finishes_without_duplicates() {
     second.app.stop().await;
 }
 
-#[tokio::test]
-async fn a_stop_that_never_finds_a_recording_becomes_a_dead_letter_and_can_be_retried() {
-    let rig = fresh(TestDb::sqlite().await, &[]).await;
-    assert_eq!(rig.stop().await.status(), 202);
+/// A start queued before a stop and stuck in its retry backoff: the stop
+/// waits for it, retried with backoff, and becomes a dead letter when it
+/// never comes. The stuck start is put in the queue behind the service's
+/// back (a due time far ahead), as a start whose attempts keep failing is.
+async fn queue_a_stop_behind_a_stuck_start(rig: &Rig) {
+    use eventuall::store::{DbTx, subscription::SqlValue};
+    let mut tx = DbTx::begin(&rig.app.state.store).await.unwrap();
+    tx.execute(
+        "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, \
+         next_attempt_at, created_at, updated_at) values ('00000000-0000-7000-8000-000000000000', $1, 'start', \
+         'mod', 'pending', 3, $2, 0, 0)",
+        &[SqlValue::Text(EVENT.into()), SqlValue::Int(i64::MAX / 2)],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rig.stop().await.status(), 202, "a stop behind a queued start is accepted");
     for _ in 0..40 {
         rig.recording.commands_try_step().await.unwrap();
         rig.clock.advance(60_000);
     }
+}
+
+#[tokio::test]
+async fn a_stop_waiting_for_a_start_that_never_comes_becomes_a_dead_letter_and_can_be_retried() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    queue_a_stop_behind_a_stuck_start(&rig).await;
     let dead = rig.app.get("/cloudcaster/dead-letters", Some(&moderator())).await;
     assert_eq!(dead.status(), 200);
     let dead: Value = dead.json().await.unwrap();
@@ -405,9 +436,74 @@ async fn a_stop_that_never_finds_a_recording_becomes_a_dead_letter_and_can_be_re
     let viewer_retry =
         rig.app.post_json(&format!("/cloudcaster/dead-letters/{id}/retry"), Some(&viewer()), &json!({})).await;
     assert_eq!(viewer_retry.status(), 403);
+    // Issue #22, defect 3: a moderator of another event neither sees nor
+    // retries this event's dead letters.
+    let elsewhere = token("mod", Role::Moderator, Some(&["elsewhere"]));
+    let listed: Value = rig.app.get("/cloudcaster/dead-letters", Some(&elsewhere)).await.json().await.unwrap();
+    assert_eq!(listed["deadLetters"], json!([]), "{listed}");
+    let foreign_retry =
+        rig.app.post_json(&format!("/cloudcaster/dead-letters/{id}/retry"), Some(&elsewhere), &json!({})).await;
+    assert_eq!(foreign_retry.status(), 403);
+    assert_eq!(rig.recording.dead_letters().await.unwrap().len(), 1, "a refused retry changes nothing");
+
     assert_eq!(rig.post(&format!("/cloudcaster/dead-letters/{id}/retry"), json!({})).await.status(), 200);
     assert!(rig.recording.dead_letters().await.unwrap().is_empty());
     assert_eq!(rig.post("/cloudcaster/dead-letters/nope/retry", json!({})).await.status(), 404);
+    rig.app.stop().await;
+}
+
+/// Issue #22, defect 9: a stop with nothing to stop is refused at once
+/// (409) and queues nothing; a stop whose recording ended before it ran is
+/// done as a no-op and does not stop the recording started after it.
+#[tokio::test]
+async fn a_stop_with_nothing_to_stop_is_refused_and_never_stops_the_next_recording() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    let refused = rig.stop().await;
+    assert_eq!(refused.status(), 409);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    assert_eq!(rig.recording.commands_try_step().await.unwrap(), Step::Idle, "nothing was queued");
+
+    // A first recording, stopped and ended.
+    let first = start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    assert_eq!(rig.stop().await.status(), 202);
+    rig.drive_to_state("completed").await;
+    // A second stop of that first session, still in its retry backoff (as
+    // one is when its attempts failed), comes due after the next start.
+    {
+        use eventuall::store::{DbTx, subscription::SqlValue};
+        let mut tx = DbTx::begin(&rig.app.state.store).await.unwrap();
+        tx.execute(
+            "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, \
+             next_attempt_at, created_at, updated_at, target_session_id) \
+             values ('stale-stop', $1, 'stop', 'mod', 'pending', 2, $2, 0, 0, $3)",
+            &[
+                SqlValue::Text(EVENT.into()),
+                SqlValue::Int(eventuall::clock::Clock::now_millis(&*rig.clock) + 60_000),
+                SqlValue::Text(first.clone()),
+            ],
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+    // Nothing queued now; the next start records and no stale stop ends it.
+    let second = start_session(&rig).await;
+    let recording = rig.drive_to_state("recording").await;
+    assert_eq!(recording.session_id.as_deref(), Some(second.as_str()));
+    for _ in 0..20 {
+        rig.recording.commands_try_step().await.unwrap();
+        rig.recording.try_step().await.unwrap();
+        rig.clock.advance(5_000);
+    }
+    assert_eq!(rig.recording.commands_try_step().await.unwrap(), Step::Idle, "the stale stop ran");
+    let still = rig.recording.status(EVENT).await.unwrap();
+    assert_eq!((still.session_id.as_deref(), still.state.as_str()), (Some(second.as_str()), "recording"));
+    assert!(rig.recording.dead_letters().await.unwrap().is_empty());
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.assert_clean().await;
     rig.app.stop().await;
 }
 
@@ -436,11 +532,7 @@ async fn an_egress_stuck_starting_is_failed_as_an_orphan() {
 #[tokio::test]
 async fn the_cli_lists_and_retries_dead_letters() {
     let rig = fresh(TestDb::sqlite().await, &[]).await;
-    rig.stop().await;
-    for _ in 0..40 {
-        rig.recording.commands_try_step().await.unwrap();
-        rig.clock.advance(60_000);
-    }
+    queue_a_stop_behind_a_stuck_start(&rig).await;
     let db = rig.app.stop().await;
     let cli = |args: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_eventuall"))
@@ -810,4 +902,42 @@ async fn on_postgres_one_process_at_a_time_runs_the_saga() {
     drop(b);
     drop(b_app);
     a.app.stop().await.drop_db().await;
+}
+
+/// Issue #22, defect 5: starts sent at once get one 202 and 409 for the
+/// rest, never two 202s of which one is later refused silently. The check
+/// before the insert can pass for several; the database's index of one
+/// pending start per event decides.
+async fn simultaneous_starts(db: TestDb) {
+    let rig = fresh(db, &[]).await;
+    let answers = futures::future::join_all((0..8).map(|_| rig.start())).await;
+    let mut statuses: Vec<u16> = answers.iter().map(|r| r.status().as_u16()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [202, 409, 409, 409, 409, 409, 409, 409]);
+    // The index itself: a second pending start cannot be stored.
+    use eventuall::store::{DbTx, subscription::SqlValue};
+    let mut tx = DbTx::begin(&rig.app.state.store).await.unwrap();
+    let second = tx
+        .execute(
+            "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, \
+             next_attempt_at, created_at, updated_at) values ('second', $1, 'start', 'mod', 'pending', 0, 0, 0, 0)",
+            &[SqlValue::Text(EVENT.into())],
+        )
+        .await;
+    assert!(second.is_err(), "a second pending start was stored");
+    drop(tx);
+    rig.drive_to_state("recording").await;
+    rig.stop().await;
+    rig.drive_to_state("completed").await;
+    rig.app.stop().await.drop_db().await;
+}
+
+#[tokio::test]
+async fn simultaneous_starts_get_one_202_on_sqlite() {
+    simultaneous_starts(TestDb::sqlite().await).await;
+}
+
+#[tokio::test]
+async fn simultaneous_starts_get_one_202_on_postgres() {
+    simultaneous_starts(TestDb::postgres().await).await;
 }

@@ -57,7 +57,7 @@ async fn projection_status_is_for_moderators() {
     assert_eq!(response.status(), 200);
     let statuses: Value = response.json().await.unwrap();
     let names: Vec<&str> = statuses.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vec!["room_presence", "analytics"]);
+    assert_eq!(names, vec!["room_presence", "analytics", "interviews"]);
     for s in statuses.as_array().unwrap() {
         assert_eq!(s["lag"], s["head"].as_i64().unwrap() - s["position"].as_i64().unwrap());
     }

@@ -134,3 +134,20 @@ async fn webhooks_sent_by_the_livekit_simulator_reach_the_room() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// Issue #22, defect 4: present only through LiveKit (no socket, so no
+/// heartbeats), a participant stays online well past the away timeout
+/// (400 ms in tests, sweeps every 100 ms) until LiveKit says they left.
+#[tokio::test]
+async fn a_livekit_only_participant_does_not_go_away_without_heartbeats() {
+    let app = spawn_app().await;
+    deliver(&app, participant_event("participant_joined", "EV_lk1", "onstage", "carol", "Carol"), None).await;
+    let entered = app.post_json("/event/onstage/stage/enter", Some(&moderator()), &json!({"userId": "carol"})).await;
+    assert_eq!(entered.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let s = snapshot(&app, "onstage").await;
+    assert_eq!(presence_of(&s, "carol").unwrap()["status"], "online", "{s}");
+    assert_eq!(s["stage"][0]["userId"], "carol");
+    deliver(&app, participant_event("participant_left", "EV_lk2", "onstage", "carol", "Carol"), None).await;
+    assert_eq!(presence_of(&snapshot(&app, "onstage").await, "carol").unwrap()["status"], "offline");
+}

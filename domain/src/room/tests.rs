@@ -242,3 +242,42 @@ fn the_snapshot_serialises_to_the_public_contract() {
         })
     );
 }
+
+fn livekit_joined(user_id: &str, at: i64) -> RoomEvent {
+    RoomEvent::ConnectionOpened {
+        connection_id: format!("livekit:PA_{user_id}"),
+        client_id: None,
+        user_id: user_id.into(),
+        name: user_id.to_uppercase(),
+        kind: ConnectionKind::LiveKit,
+        at,
+    }
+}
+
+/// Issue #22, defect 4: a participant known only from LiveKit webhooks never
+/// heartbeats; they stay online (on stage) until LiveKit says they left.
+#[test]
+fn a_livekit_participant_never_goes_away_by_the_heartbeat_rule() {
+    let given = vec![livekit_joined("bob", 0), RoomEvent::StageEntered { user_id: "bob".into(), at: 0 }];
+    room().given(given.clone()).when(sweep(AWAY)).then_expect_events(vec![]);
+    room().given(given.clone()).when(sweep(10 * FORGET)).then_expect_events(vec![]);
+    // Nor with a silent browser tab beside it: LiveKit still has them.
+    let mut with_tab = given.clone();
+    with_tab.push(opened("c1", "bob", 0));
+    room().given(with_tab).when(sweep(AWAY)).then_expect_events(vec![]);
+    // No away deadline to wake a sweep for.
+    assert_eq!(state_after(given.clone()).next_deadline(AWAY, FORGET), None);
+    // Once LiveKit reports the leave, the usual rules apply again.
+    let mut left = given;
+    left.push(RoomEvent::ConnectionClosed {
+        connection_id: "livekit:PA_bob".into(),
+        user_id: "bob".into(),
+        reason: CloseReason::LeftLiveKit,
+        at: 1_000,
+    });
+    assert_eq!(state_after(left.clone()).status_of("bob"), PresenceStatus::Offline);
+    room()
+        .given(left)
+        .when(sweep(1_000 + FORGET))
+        .then_expect_events(vec![RoomEvent::UserForgotten { user_id: "bob".into(), at: 1_000 + FORGET }]);
+}
