@@ -96,7 +96,17 @@ pub struct EventRoom {
     /// User id → when they entered the stage.
     pub stage: BTreeMap<String, i64>,
     pub recording: Option<RecordingInfo>,
+    /// LiveKit webhook deliveries applied in the last
+    /// [`LIVEKIT_DELIVERY_MEMORY_MS`] (delivery id → when), so that a
+    /// redelivery, even one racing the first or arriving after a crash,
+    /// changes nothing: the check and the effect are one append.
+    #[serde(default)]
+    pub livekit_deliveries: BTreeMap<String, i64>,
 }
+
+/// How long a room remembers a LiveKit delivery id (LiveKit retries for
+/// minutes; the contract asks for at least 24 h).
+pub const LIVEKIT_DELIVERY_MEMORY_MS: i64 = 48 * 3600 * 1000;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum RoomCommand {
@@ -138,6 +148,13 @@ pub enum RoomCommand {
     },
     SetRecording {
         recording: Option<RecordingInfo>,
+        at: i64,
+    },
+    /// A LiveKit webhook's `command` (a connect or disconnect), applied at
+    /// most once per `delivery_id`.
+    LiveKitDelivery {
+        delivery_id: String,
+        command: Box<RoomCommand>,
         at: i64,
     },
 }
@@ -183,6 +200,12 @@ pub enum RoomEvent {
         recording: Option<RecordingInfo>,
         at: i64,
     },
+    /// A LiveKit webhook delivery was applied (its effects are the events
+    /// before it in the same append).
+    LiveKitDeliveryApplied {
+        delivery_id: String,
+        at: i64,
+    },
 }
 
 impl RoomEvent {
@@ -191,6 +214,7 @@ impl RoomEvent {
     pub fn changes_snapshot(&self, before: &EventRoom) -> bool {
         match self {
             RoomEvent::HeartbeatReceived { user_id, .. } => before.users.get(user_id).is_some_and(|u| u.away),
+            RoomEvent::LiveKitDeliveryApplied { .. } => false,
             _ => true,
         }
     }
@@ -204,7 +228,8 @@ impl RoomEvent {
             | RoomEvent::UserForgotten { at, .. }
             | RoomEvent::StageEntered { at, .. }
             | RoomEvent::StageExited { at, .. }
-            | RoomEvent::RecordingChanged { at, .. } => *at,
+            | RoomEvent::RecordingChanged { at, .. }
+            | RoomEvent::LiveKitDeliveryApplied { at, .. } => *at,
         }
     }
 }
@@ -220,6 +245,7 @@ impl DomainEvent for RoomEvent {
             RoomEvent::StageEntered { .. } => "StageEntered",
             RoomEvent::StageExited { .. } => "StageExited",
             RoomEvent::RecordingChanged { .. } => "RecordingChanged",
+            RoomEvent::LiveKitDeliveryApplied { .. } => "LiveKitDeliveryApplied",
         }
         .to_owned()
     }
@@ -235,6 +261,8 @@ pub enum RoomError {
     UnknownConnection(String),
     #[error("connection {0} is already open")]
     DuplicateConnection(String),
+    #[error("a LiveKit delivery cannot wrap another")]
+    NestedDelivery,
 }
 
 impl EventRoom {
@@ -352,6 +380,17 @@ impl EventRoom {
                     vec![]
                 }
             }
+            RoomCommand::LiveKitDelivery { delivery_id, command, at } => {
+                if self.livekit_deliveries.contains_key(&delivery_id) {
+                    return Ok(vec![]);
+                }
+                if matches!(*command, RoomCommand::LiveKitDelivery { .. }) {
+                    return Err(RoomError::NestedDelivery);
+                }
+                let mut events = self.decide(*command)?;
+                events.push(RoomEvent::LiveKitDeliveryApplied { delivery_id, at });
+                events
+            }
             RoomCommand::SetRecording { recording, at } => {
                 if self.recording == recording {
                     vec![]
@@ -427,6 +466,10 @@ impl Aggregate for EventRoom {
             }
             RoomEvent::RecordingChanged { recording, .. } => {
                 self.recording = recording;
+            }
+            RoomEvent::LiveKitDeliveryApplied { delivery_id, at } => {
+                self.livekit_deliveries.retain(|_, seen| at - *seen < LIVEKIT_DELIVERY_MEMORY_MS);
+                self.livekit_deliveries.insert(delivery_id, at);
             }
         }
     }

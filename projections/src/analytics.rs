@@ -465,7 +465,8 @@ fn apply_room(rows: &mut Rows, event_id: &str, event: &RoomEvent) {
         RoomEvent::HeartbeatReceived { .. }
         | RoomEvent::UserWentAway { .. }
         | RoomEvent::UserForgotten { .. }
-        | RoomEvent::RecordingChanged { .. } => {}
+        | RoomEvent::RecordingChanged { .. }
+        | RoomEvent::LiveKitDeliveryApplied { .. } => {}
     }
 }
 

@@ -61,7 +61,8 @@ pub fn changes(event_id: &str, event: &RoomEvent) -> Vec<RowChange> {
         RoomEvent::HeartbeatReceived { .. }
         | RoomEvent::UserWentAway { .. }
         | RoomEvent::UserForgotten { .. }
-        | RoomEvent::RecordingChanged { .. } => vec![],
+        | RoomEvent::RecordingChanged { .. }
+        | RoomEvent::LiveKitDeliveryApplied { .. } => vec![],
     }
 }
 

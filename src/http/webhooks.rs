@@ -7,9 +7,10 @@
 //! user in the room named like the event, `participant_left` (and
 //! `participant_connection_aborted`) closes that connection only. Other event
 //! types are accepted and ignored: the recording saga polls LiveKit, which is
-//! the source of truth. Deliveries are deduplicated by webhook `id`: the
-//! delivery is recorded after it was applied, and the room commands are
-//! idempotent, so a crash between the two cannot lose or double an event.
+//! the source of truth. Deliveries are deduplicated by webhook `id` in the
+//! room itself (`RoomCommand::LiveKitDelivery`: the check, the effect and
+//! the record are one append). `webhook_deliveries` only lets a redelivery
+//! be answered `duplicate` without waking the room.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -78,6 +79,14 @@ async fn apply(app: &AppState, event: &eventuall_media::livekit::proto::WebhookE
             RoomCommand::Disconnect { connection_id, reason: CloseReason::LeftLiveKit, at }
         }
         _ => return Ok(false),
+    };
+    // The room applies a delivery id at most once, in the same append as
+    // its effect: a redelivery racing this one, or arriving after a crash
+    // before `record_delivery`, changes nothing.
+    let command = if event.id.is_empty() {
+        command
+    } else {
+        RoomCommand::LiveKitDelivery { delivery_id: event.id.clone(), command: Box::new(command), at }
     };
     let metadata = Metadata::by("system:livekit").command(format!("LiveKit {}", event.event));
     app.rooms.command(event_id.as_str(), command, metadata).await.map_err(ApiError::Unavailable)?;

@@ -151,3 +151,24 @@ async fn a_livekit_only_participant_does_not_go_away_without_heartbeats() {
     deliver(&app, participant_event("participant_left", "EV_lk2", "onstage", "carol", "Carol"), None).await;
     assert_eq!(presence_of(&snapshot(&app, "onstage").await, "carol").unwrap()["status"], "offline");
 }
+
+/// Issue #22, defect 7: a crash after the room applied a join but before
+/// the delivery was recorded (here: the record removed behind the service's
+/// back) must not let LiveKit's redelivery, arriving after the leave, bring
+/// the participant back. The room keeps the delivery ids it applied.
+#[tokio::test]
+async fn a_join_redelivered_after_the_leave_changes_nothing_even_without_its_record() {
+    let app = spawn_app().await;
+    deliver(&app, participant_event("participant_joined", "EV_j", "ordering", "dave", "Dave"), None).await;
+    deliver(&app, participant_event("participant_left", "EV_l", "ordering", "dave", "Dave"), None).await;
+    {
+        let mut tx = eventuall::store::DbTx::begin(&app.state.store).await.unwrap();
+        tx.execute("delete from webhook_deliveries", &[]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let again = deliver(&app, participant_event("participant_joined", "EV_j", "ordering", "dave", "Dave"), None).await;
+    assert_eq!(again.status(), 200);
+    let s = snapshot(&app, "ordering").await;
+    assert_eq!(presence_of(&s, "dave").unwrap()["status"], "offline", "{s}");
+    assert_eq!(presence_of(&s, "dave").unwrap()["connections"], 0, "{s}");
+}

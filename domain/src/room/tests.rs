@@ -281,3 +281,50 @@ fn a_livekit_participant_never_goes_away_by_the_heartbeat_rule() {
         .when(sweep(1_000 + FORGET))
         .then_expect_events(vec![RoomEvent::UserForgotten { user_id: "bob".into(), at: 1_000 + FORGET }]);
 }
+
+fn delivered(delivery_id: &str, command: RoomCommand, at: i64) -> RoomCommand {
+    RoomCommand::LiveKitDelivery { delivery_id: delivery_id.into(), command: Box::new(command), at }
+}
+
+fn livekit_connect(user_id: &str, at: i64) -> RoomCommand {
+    RoomCommand::Connect {
+        connection_id: format!("livekit:PA_{user_id}"),
+        client_id: None,
+        user_id: user_id.into(),
+        name: user_id.to_uppercase(),
+        kind: ConnectionKind::LiveKit,
+        at,
+    }
+}
+
+/// Issue #22, defect 7: a delivery's effect and its record are one append,
+/// so a join redelivered after the leave (the first answer was lost in a
+/// crash) does not bring the participant back; the memory of delivery ids
+/// is bounded by time.
+#[test]
+fn a_livekit_delivery_is_applied_once_even_after_the_leave_that_followed_it() {
+    let joined =
+        vec![livekit_joined("bob", 0), RoomEvent::LiveKitDeliveryApplied { delivery_id: "EV_1".into(), at: 0 }];
+    room().given(vec![]).when(delivered("EV_1", livekit_connect("bob", 0), 0)).then_expect_events(joined.clone());
+    let mut left = joined.clone();
+    left.push(RoomEvent::ConnectionClosed {
+        connection_id: "livekit:PA_bob".into(),
+        user_id: "bob".into(),
+        reason: CloseReason::LeftLiveKit,
+        at: 10,
+    });
+    left.push(RoomEvent::LiveKitDeliveryApplied { delivery_id: "EV_2".into(), at: 10 });
+    room().given(left.clone()).when(delivered("EV_1", livekit_connect("bob", 20), 20)).then_expect_events(vec![]);
+    assert_eq!(state_after(left.clone()).livekit_deliveries.len(), 2);
+    // Forgotten once older than the memory: an id seen 48 h ago is dropped
+    // when the next delivery is recorded.
+    let mut later = left;
+    later.push(RoomEvent::LiveKitDeliveryApplied { delivery_id: "EV_3".into(), at: LIVEKIT_DELIVERY_MEMORY_MS });
+    let state = state_after(later);
+    assert_eq!(state.livekit_deliveries.keys().collect::<Vec<_>>(), ["EV_2", "EV_3"]);
+    // Deliveries do not nest.
+    room()
+        .given(vec![])
+        .when(delivered("EV_4", delivered("EV_5", livekit_connect("bob", 0), 0), 0))
+        .then_expect_error(RoomError::NestedDelivery);
+}
