@@ -25,6 +25,14 @@ struct Args {
     config: ServeConfig,
 }
 
+/// The service's own defaults (the seed's numbers): only the listener, the
+/// database, the secret and `extra` are given.
+pub fn config_with_defaults(database_url: &str, extra: &[&str]) -> ServeConfig {
+    let mut args = vec!["test", "--listen", "127.0.0.1:0", "--database-url", database_url, "--jwt-secret", SECRET];
+    args.extend_from_slice(extra);
+    Args::try_parse_from(args).expect("test config parses").config
+}
+
 /// Fast presence timings so away / sweep behaviour shows in milliseconds.
 pub fn config_with(database_url: &str, extra: &[&str]) -> ServeConfig {
     let mut args = vec![

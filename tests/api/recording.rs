@@ -362,17 +362,74 @@ async fn an_errored_clip_does_not_fail_the_recording() {
     rig.app.stop().await;
 }
 
+/// Steps both workers without moving the clock.
+impl Rig {
+    async fn step_in_place(&self, rounds: usize) {
+        for _ in 0..rounds {
+            self.recording.commands_try_step().await.expect("command step");
+            self.recording.try_step().await.expect("saga step");
+        }
+    }
+
+    fn now(&self) -> i64 {
+        eventuall::clock::Clock::now_millis(&*self.clock)
+    }
+}
+
+/// Issue #22, defect 8: the cap stops a recording at exactly 12 h after it
+/// started, not a millisecond before.
 #[tokio::test]
 async fn the_twelve_hour_cap_stops_the_recording() {
     let rig = fresh(TestDb::sqlite().await, &[]).await;
     start_session(&rig).await;
-    rig.drive_to_state("recording").await;
+    let started = rig.drive_to_state("recording").await.started_at.expect("started");
     tokio::time::sleep(Duration::from_millis(20)).await;
     // Health checks fire along the way and find everything alive.
-    rig.fire_timers_after(12 * 60 * 60 * 1000).await;
+    rig.fire_timers_after(started + eventuall_domain::recording::MAX_RECORDING_MS - 1 - rig.now()).await;
+    rig.step_in_place(5).await;
+    let status = rig.recording.status(EVENT).await.unwrap();
+    assert_eq!(status.state, "recording", "still recording 1 ms before 12 h");
+    assert!(!status.steps.iter().any(|s| s.step == "StopRequested"));
+    rig.fire_timers_after(1).await;
     let status = rig.drive_to_state("completed").await;
     assert!(status.steps.iter().any(|s| s.step == "StopRequested"));
     rig.assert_clean().await;
+    rig.app.stop().await;
+}
+
+/// Issue #22, defect 8: the health check runs every 30 s while recording,
+/// re-armed after each run, and finds an egress that died between two
+/// checks at the second, not before.
+#[tokio::test]
+async fn the_health_check_runs_every_thirty_seconds_and_is_re_armed() {
+    let rig = fresh(TestDb::sqlite().await, &[]).await;
+    // The egress fails 2 s (real time) after going active: after the first
+    // check below, before the second.
+    rig.sims.faults().egress(EgressFault::FailMidStream { after: Duration::from_secs(2) }, Times::Once);
+    let session_id = start_session(&rig).await;
+    rig.drive_to_state("recording").await;
+    let owner = format!("{}{session_id}", eventuall::recording::TIMER_PREFIX);
+    let health_due = || async { rig.timers.get(&owner, "health").await.unwrap().expect("health timer").due_at };
+    let first = health_due().await;
+    assert_eq!(first - rig.now(), 30_000, "armed 30 s after the recording started");
+    // 1 ms early: not run, still armed for the same time.
+    rig.fire_timers_after(first - 1 - rig.now()).await;
+    assert_eq!(health_due().await, first);
+    // On time: run, found alive, re-armed 30 s later.
+    rig.fire_timers_after(1).await;
+    let second = health_due().await;
+    assert_eq!(second - first, 30_000, "re-armed for the next check");
+    // The egress dies now; the next check finds it, not one before its time.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !rig.sims.handle.livekit.egresses().iter().any(|e| !e.error.is_empty()) {
+        assert!(tokio::time::Instant::now() < deadline, "the egress never failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rig.fire_timers_after(second - 1 - rig.now()).await;
+    rig.step_in_place(3).await;
+    assert_eq!(rig.recording.status(EVENT).await.unwrap().state, "recording", "no check before 30 s");
+    rig.fire_timers_after(1).await;
+    fails_cleanly(&rig, "egress ended").await;
     rig.app.stop().await;
 }
 

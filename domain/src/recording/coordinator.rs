@@ -11,7 +11,7 @@ pub const MAX_RECORDING_MS: i64 = 12 * 60 * 60 * 1000;
 
 /// Extra time past [`MAX_RECORDING_MS`] before a lock counts as abandoned:
 /// the session's own 12 h timer must get the chance to stop and clean up.
-const EXPIRY_GRACE_MS: i64 = 30 * 60 * 1000;
+pub const EXPIRY_GRACE_MS: i64 = 30 * 60 * 1000;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coordinator {

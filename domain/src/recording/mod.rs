@@ -12,7 +12,9 @@
 mod coordinator;
 mod session;
 
-pub use coordinator::{Coordinator, CoordinatorCommand, CoordinatorError, CoordinatorEvent, Lock, MAX_RECORDING_MS};
+pub use coordinator::{
+    Coordinator, CoordinatorCommand, CoordinatorError, CoordinatorEvent, EXPIRY_GRACE_MS, Lock, MAX_RECORDING_MS,
+};
 pub use session::{
     ClipPlan, ClipState, ClipStatus, Phase, RecordingSession, SessionCommand, SessionError, SessionEvent,
 };

@@ -51,6 +51,23 @@ fn a_lock_older_than_twelve_hours_expires() {
         .then_expect_events(vec![CoordinatorEvent::LockExpired { session_id: "s1".into(), at }, acquired("s2", at)]);
 }
 
+/// Issue #22, defect 8: the lock outlives the 12 h maximum by exactly the
+/// 30 min grace: held at 12 h 30 min, expired one millisecond later.
+#[test]
+fn the_lock_expires_one_millisecond_after_twelve_hours_and_the_grace() {
+    assert_eq!((MAX_RECORDING_MS, EXPIRY_GRACE_MS), (12 * H, 30 * 60 * 1000));
+    let bound = MAX_RECORDING_MS + EXPIRY_GRACE_MS;
+    let acquire = |at| CoordinatorCommand::Acquire { session_id: "s2".into(), at };
+    coordinator()
+        .given(vec![acquired("s1", 0)])
+        .when(acquire(bound))
+        .then_expect_error(CoordinatorError::AlreadyRecording { session_id: "s1".into() });
+    coordinator().given(vec![acquired("s1", 0)]).when(acquire(bound + 1)).then_expect_events(vec![
+        CoordinatorEvent::LockExpired { session_id: "s1".into(), at: bound + 1 },
+        acquired("s2", bound + 1),
+    ]);
+}
+
 #[test]
 fn release_frees_the_room_and_is_idempotent() {
     let release = || CoordinatorCommand::Release { session_id: "s1".into(), reason: "done".into(), at: 9 };
