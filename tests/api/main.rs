@@ -2,6 +2,7 @@
 //! random port with a fresh database, driven by real HTTP and WebSocket
 //! clients.
 
+mod auth_matrix;
 mod bounds;
 mod helpers;
 mod interviews;
