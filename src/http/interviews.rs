@@ -315,6 +315,7 @@ async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
 mod tests {
     use super::*;
     use crate::outlet::Outbound;
+    use proptest::prelude::*;
 
     fn code_of(frame: Outbound) -> String {
         match frame {
@@ -322,6 +323,28 @@ mod tests {
                 serde_json::from_str::<serde_json::Value>(&text).unwrap()["code"].as_str().unwrap().to_owned()
             }
             other => panic!("not a text frame: {other:?}"),
+        }
+    }
+
+    proptest! {
+        /// Any text, and any JSON object with any `type` and `content`, is
+        /// classified without a panic; a refusal is an error frame with one
+        /// of the contract's codes.
+        #[test]
+        fn any_text_frame_is_classified_or_refused_with_a_known_code(
+            text in prop_oneof![
+                ".{0,200}",
+                ("(GET_ALL_MESSAGES|USER_MESSAGE|USER_TYPING|USER_RECORDING|[A-Z_]{0,12})", prop::option::of(".{0,40}"))
+                    .prop_map(|(kind, content)| serde_json::json!({"type": kind, "content": content}).to_string()),
+            ]
+        ) {
+            if let Err(frame) = classify(&text) {
+                let code = code_of(frame);
+                prop_assert!(
+                    ["invalid_json", "invalid_request", "unknown_message_type"].contains(&code.as_str()),
+                    "{}", code
+                );
+            }
         }
     }
 

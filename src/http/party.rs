@@ -257,3 +257,35 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any text frame is a heartbeat or an error frame with one of the
+        /// contract's codes, never a panic.
+        #[test]
+        fn any_text_frame_is_a_heartbeat_or_a_coded_error(
+            text in prop_oneof![
+                ".{0,200}",
+                "(heartbeat|[a-z]{0,10})".prop_map(|kind| serde_json::json!({"type": kind}).to_string()),
+                any::<i64>().prop_map(|n| serde_json::json!({"type": n}).to_string()),
+            ]
+        ) {
+            match classify(&text) {
+                Ok(ClientMessage::Heartbeat) => prop_assert!(text.contains("heartbeat")),
+                Err(Outbound::Text(frame)) => {
+                    let frame: serde_json::Value = serde_json::from_str(&frame).unwrap();
+                    let code = frame["code"].as_str().unwrap_or_default().to_owned();
+                    prop_assert!(
+                        ["invalid_json", "invalid_request", "unknown_message_type"].contains(&code.as_str()),
+                        "{}", code
+                    );
+                }
+                Err(other) => prop_assert!(false, "not a text frame: {:?}", other),
+            }
+        }
+    }
+}
