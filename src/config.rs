@@ -55,6 +55,12 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTUALL_MAX_FRAME_BYTES", default_value_t = 64 * 1024)]
     pub max_frame_bytes: usize,
 
+    /// Frames one socket may send per second (bursts of twice that); over
+    /// it a JSON socket gets a `rate_limited` error frame and the frame is
+    /// dropped, a y-websocket closes with 1008.
+    #[arg(long, env = "EVENTUALL_MAX_FRAMES_PER_SECOND", default_value_t = 50)]
+    pub max_frames_per_second: u32,
+
     /// Largest accepted HTTP request body.
     #[arg(long, env = "EVENTUALL_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,

@@ -102,6 +102,10 @@ impl Application {
             clock,
             limits: Arc::new(Limits {
                 max_frame_bytes: config.max_frame_bytes,
+                frame_rate: crate::http::ws::FrameRate {
+                    per_second: f64::from(config.max_frames_per_second.max(1)),
+                    burst: 2.0 * f64::from(config.max_frames_per_second.max(1)),
+                },
                 max_body_bytes: config.max_body_bytes,
                 cors_origins: config.cors_origins.clone(),
             }),

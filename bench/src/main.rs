@@ -11,6 +11,10 @@
 //! - `rooms`: event rooms over WebSockets against the running service:
 //!   heartbeat load with durability check, join latency, fanout, memory
 //!   (see [`rooms`]).
+//! - `interviews`: interview rooms with streamed AI replies from an
+//!   in-bench OpenAI-compatible provider: chunk → tab latency, replies
+//!   completed, server CPU per chunk, RSS per live interview (see
+//!   [`interviews`]).
 //! - `replay`: fills a log with millions of small room events (many streams,
 //!   batched appends) and times `replay verify` and `replay rebuild` of each
 //!   projection, on SQLite and on PostgreSQL.
@@ -18,6 +22,7 @@
 //! Every loop is bounded by a count and a time limit. Results are printed as
 //! Markdown rows for `docs/BENCHMARKS.md`.
 
+mod interviews;
 mod rooms;
 
 use std::sync::Arc;
@@ -104,6 +109,11 @@ enum Command {
     /// The service for `rooms`, driven over stdin (run by `rooms` itself).
     #[command(hide = true)]
     RoomsServer(Box<rooms::ServerArgs>),
+    /// Interview rooms: streamed AI replies to 200 concurrent interviews.
+    Interviews(Box<interviews::InterviewsArgs>),
+    /// The service for `interviews`, driven over stdin (run by `interviews`).
+    #[command(hide = true)]
+    InterviewsServer(Box<interviews::ServerArgs>),
 }
 
 #[tokio::main]
@@ -119,6 +129,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
         Command::Rooms(args) => rooms::run(*args).await,
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
+        Command::Interviews(args) => interviews::run(*args).await,
+        Command::InterviewsServer(args) => interviews::serve_child(*args).await,
         Command::Replay { events, streams, databases, sqlite_file, keep_postgres } => {
             let keep = if keep_postgres { replay::Keep::Postgres } else { replay::Keep::Nothing };
             replay::bench(events, streams, &databases, sqlite_file, keep).await

@@ -42,14 +42,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Shared by the bench and its server child; never a production secret.
-const SECRET: &str = "eventuall-bench-secret";
+pub(crate) const SECRET: &str = "eventuall-bench-secret";
 const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
 /// Longest wait for any single socket step (connect, first frame, close):
 /// a step slower than this is a failure, not a sample.
-const STEP_LIMIT: Duration = Duration::from_secs(10);
+pub(crate) const STEP_LIMIT: Duration = Duration::from_secs(10);
 /// Sockets opened at once while filling rooms: enough to fill 2,000 seats in
 /// seconds, few enough not to overflow the listen backlog.
-const CONNECT_CONCURRENCY: usize = 64;
+pub(crate) const CONNECT_CONCURRENCY: usize = 64;
 
 #[derive(Args)]
 pub struct RoomsArgs {
@@ -129,7 +129,18 @@ pub struct ServerArgs {
 }
 
 pub async fn serve_child(args: ServerArgs) -> anyhow::Result<()> {
-    let app = Application::build(args.config).await?;
+    serve_driven(args.config, |state| state.rooms.live_rooms()).await
+}
+
+/// Builds the service as `eventuall serve` does and drives it over stdin:
+/// `stats` answers `stats {VmRSS} {live(state)}`, `stop` (or stdin closing)
+/// stops it gracefully. `live` counts the actors the caller measures (rooms
+/// for `rooms-server`, interviews for `interviews-server`).
+pub(crate) async fn serve_driven(
+    config: ServeConfig,
+    live: impl Fn(&eventuall::http::AppState) -> usize,
+) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
     let state = app.state().clone();
     let shutdown = app.shutdown_handle();
     println!("listening {}", app.local_addr());
@@ -138,7 +149,7 @@ pub async fn serve_child(args: ServerArgs) -> anyhow::Result<()> {
     // Ends on `stop` or when the parent goes away (stdin closes).
     while let Some(line) = lines.next_line().await? {
         match line.trim() {
-            "stats" => println!("stats {} {}", rss_bytes("self")?, state.rooms.live_rooms()),
+            "stats" => println!("stats {} {}", rss_bytes("self")?, live(&state)),
             "stop" => break,
             other => eprintln!("rooms-server: unknown command {other:?}"),
         }
@@ -149,27 +160,36 @@ pub async fn serve_child(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A running `rooms-server` child.
-struct Server {
+/// A running `rooms-server` (or `interviews-server`) child.
+pub(crate) struct Server {
     child: tokio::process::Child,
     stdin: tokio::process::ChildStdin,
     lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     pid: u32,
-    database_url: String,
+    pub(crate) database_url: String,
     /// The temporary directory of a SQLite database, or the PostgreSQL
     /// server to drop the fresh database from.
     _dir: Option<tempfile::TempDir>,
     pg_server: Option<String>,
 }
 
-struct Stats {
-    rss: u64,
-    live_rooms: usize,
+pub(crate) struct Stats {
+    pub(crate) rss: u64,
+    /// Live rooms of a `rooms-server`, live interviews of an
+    /// `interviews-server`.
+    pub(crate) live_rooms: usize,
 }
 
 impl Server {
     async fn start(database: Option<&str>, evict_after: &str) -> anyhow::Result<Self> {
+        Self::spawn("rooms-server", database, &["--evict-after", evict_after]).await
+    }
+
+    /// Starts this binary as the hidden `subcommand` on 127.0.0.1:0 with a
+    /// fresh database (PostgreSQL on `database`, else SQLite in a temporary
+    /// directory) and `extra` flags; returns once it listens.
+    pub(crate) async fn spawn(subcommand: &str, database: Option<&str>, extra: &[&str]) -> anyhow::Result<Self> {
         let (database_url, dir, pg_server) = match database {
             Some(server) => (crate::fresh_postgres(server).await?, None, Some(server.to_owned())),
             None => {
@@ -178,13 +198,14 @@ impl Server {
             }
         };
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["rooms-server", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(["--database-url", &database_url, "--evict-after", evict_after])
+            .args([subcommand, "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .args(["--database-url", &database_url])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("starting the rooms-server child")?;
+            .with_context(|| format!("starting the {subcommand} child"))?;
         let pid = child.id().context("child pid")?;
         let stdin = child.stdin.take().context("child stdin")?;
         let mut lines = BufReader::new(child.stdout.take().context("child stdout")?).lines();
@@ -196,7 +217,7 @@ impl Server {
         Ok(Self { child, stdin, lines, addr, pid, database_url, _dir: dir, pg_server })
     }
 
-    async fn stats(&mut self) -> anyhow::Result<Stats> {
+    pub(crate) async fn stats(&mut self) -> anyhow::Result<Stats> {
         self.stdin.write_all(b"stats\n").await?;
         let line = tokio::time::timeout(STEP_LIMIT, self.lines.next_line()).await??.context("server gone")?;
         let mut parts = line.strip_prefix("stats ").context("unexpected stats line")?.split(' ');
@@ -206,19 +227,19 @@ impl Server {
     }
 
     /// User + system CPU time of the server process so far.
-    fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         cpu_time(&self.pid.to_string())
     }
 
     /// Graceful stop (pending appends are flushed); keeps the database.
-    async fn stop(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
         self.stdin.write_all(b"stop\n").await?;
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         anyhow::ensure!(status.success(), "server exited with {status}");
         Ok(())
     }
 
-    async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         if let Some(server) = &self.pg_server {
             crate::drop_postgres(server, &self.database_url).await;
         }
@@ -235,7 +256,7 @@ fn rss_bytes(pid: &str) -> anyhow::Result<u64> {
 
 /// utime + stime of `/proc/{pid}/stat` (all threads), assuming USER_HZ =
 /// 100, which Linux reports on every architecture we run on.
-fn cpu_time(pid: &str) -> Duration {
+pub(crate) fn cpu_time(pid: &str) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return Duration::ZERO };
     // The command name may hold spaces; fields are counted after its ')'.
     let Some((_, rest)) = stat.rsplit_once(')') else { return Duration::ZERO };
@@ -245,7 +266,7 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-fn fd_limits() -> (String, String) {
+pub(crate) fn fd_limits() -> (String, String) {
     let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
     let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or("");
     let mut values = line.split_whitespace().skip(3);
@@ -254,9 +275,9 @@ fn fd_limits() -> (String, String) {
 
 // --------------------------------------------------------------- clients --
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-fn token(user: &str) -> String {
+pub(crate) fn token(user: &str) -> String {
     token_as(user, Role::Participant)
 }
 
@@ -274,6 +295,17 @@ fn token_as(user: &str, role: Role) -> String {
 /// One HTTP/1.1 POST on a fresh connection; answers the status code. Plain
 /// TCP keeps an HTTP client crate out of the bench for one call.
 async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
+    Ok(http_post_body(addr, path, token, body).await?.0)
+}
+
+/// [`http_post`] answering the status code and the response body (the
+/// service answers JSON with a `Content-Length`, never chunked).
+pub(crate) async fn http_post_body(
+    addr: SocketAddr,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::AsyncReadExt;
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
@@ -289,7 +321,11 @@ async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> any
     };
     let response = tokio::time::timeout(STEP_LIMIT, exchange).await.context("HTTP request timed out")??;
     let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
-    head.split(' ').nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("bad response {head:?}"))
+    let code =
+        head.split(' ').nth(1).and_then(|code| code.parse().ok()).with_context(|| format!("bad response {head:?}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let body = text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((code, body))
 }
 
 /// Opens a socket to `event` as `user`; returns it once its first frame (a
@@ -320,7 +356,7 @@ async fn join(addr: SocketAddr, event: &str, user: &str) -> anyhow::Result<(Sock
 }
 
 /// Closes `socket` cleanly: a close frame, then reads until the server's.
-async fn leave(mut socket: Socket) {
+pub(crate) async fn leave(mut socket: Socket) {
     let _ = socket.send(Message::Close(None)).await;
     let _ = tokio::time::timeout(STEP_LIMIT, async { while let Some(Ok(_)) = socket.next().await {} }).await;
 }
@@ -354,7 +390,7 @@ async fn drain_until(mut socket: Socket, mut stop: watch::Receiver<bool>) -> Opt
     }
 }
 
-fn percentile(samples: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(samples: &[Duration], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     if sorted.is_empty() {
@@ -364,24 +400,24 @@ fn percentile(samples: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
-fn mib(bytes: u64) -> f64 {
+pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
 /// CPU used by the server and by this (client) process over a window, as a
 /// share of the machine.
-struct CpuWindow {
+pub(crate) struct CpuWindow {
     started: Instant,
     server: Duration,
     clients: Duration,
 }
 
 impl CpuWindow {
-    fn start(server: &Server) -> Self {
+    pub(crate) fn start(server: &Server) -> Self {
         Self { started: Instant::now(), server: server.cpu(), clients: cpu_time("self") }
     }
 
-    fn report(&self, server: &Server) -> String {
+    pub(crate) fn report(&self, server: &Server) -> String {
         let wall = self.started.elapsed().as_secs_f64();
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
         let s = (server.cpu() - self.server).as_secs_f64();

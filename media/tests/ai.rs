@@ -311,6 +311,6 @@ async fn a_slow_json_completion_times_out_as_a_request() {
         c.request_timeout = Duration::from_millis(200);
         c.max_retries = 0;
     });
-    let error = tight.complete_json(request("Rust")).await.err().expect("too slow");
+    let error = tight.complete_json(request("Rust")).await.expect_err("too slow");
     assert_eq!(error, AiError::Timeout { phase: "request" });
 }

@@ -260,7 +260,7 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
         return;
     }
     let limits =
-        FrameLimits { max_text: app.limits.max_frame_bytes, max_binary: app.interviews.settings().max_audio_bytes };
+        FrameLimits::json(app.limits.max_frame_bytes, app.interviews.settings().max_audio_bytes, app.limits.frame_rate);
     let mut frames = InterviewFrames { app: app.clone(), interview_id: interview_id.clone(), connection_id };
     ws::serve(socket, outlet, queue, limits, &mut frames).await;
     let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
@@ -306,7 +306,7 @@ async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
     let (outlet, queue) = Outlet::new();
     let connect = DirectoryMsg::Connect { connection_id: connection_id.clone(), outlet: outlet.clone() };
     app.interviews.to_directory(&user_id, connect).await;
-    let limits = FrameLimits { max_text: app.limits.max_frame_bytes, max_binary: app.limits.max_frame_bytes };
+    let limits = FrameLimits::json(app.limits.max_frame_bytes, app.limits.max_frame_bytes, app.limits.frame_rate);
     ws::serve(socket, outlet, queue, limits, &mut UserFrames).await;
     app.interviews.to_directory(&user_id, DirectoryMsg::Disconnect { connection_id }).await;
 }

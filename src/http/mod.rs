@@ -52,6 +52,8 @@ pub struct AppState {
 #[derive(Clone, Debug)]
 pub struct Limits {
     pub max_frame_bytes: usize,
+    /// Frames one socket may send (`http/ws.rs`).
+    pub frame_rate: ws::FrameRate,
     pub max_body_bytes: usize,
     pub cors_origins: Vec<String>,
 }

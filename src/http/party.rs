@@ -7,10 +7,12 @@
 //! subprotocol is echoed. The token (`?token=`) is checked before the
 //! upgrade, so a refused client gets a plain 401/403.
 //!
-//! Each socket has a reader (this task) and a writer task fed by a bounded
-//! queue; the room actor pushes snapshots into that queue and drops the
-//! connection if it is full. Protocol pings keep intermediaries from closing
-//! idle sockets and detect dead peers.
+//! Each socket has a reader (the loop of `http/ws.rs`, shared by every
+//! socket: size and rate limits, silence) and a writer task fed by a
+//! bounded queue; the room actor pushes snapshots into that queue and drops
+//! the connection if it is full. Protocol pings keep intermediaries from
+//! closing idle sockets and detect dead peers. `admit` (token and upgrade
+//! checks) and the writer live here and serve the queue socket too.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,15 +24,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use eventuall_domain::EventId;
 use eventuall_domain::room::CloseReason;
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::event_id;
+use super::ws::{self, FrameLimits, Frames, error_frame};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::outlet::{Outbound, Outlet};
@@ -121,11 +124,6 @@ enum ClientMessage {
     Heartbeat,
 }
 
-/// The `error` frame of the contract.
-pub fn error_frame(code: &str, message: &str) -> Outbound {
-    Outbound::Text(json!({"type": "error", "code": code, "message": message}).to_string().into())
-}
-
 /// What a text frame on an event room socket asks for.
 fn classify(text: &str) -> Result<ClientMessage, Outbound> {
     let value: serde_json::Value =
@@ -144,11 +142,10 @@ async fn serve_event_socket(
     event_id: EventId,
     caller: Caller,
     client_id: Option<String>,
-    socket: WebSocket,
+    mut socket: WebSocket,
 ) {
     let connection_id = new_connection_id();
     let (outbound, queue) = Outlet::new();
-    let dropped = outbound.dropped();
     let (reply, joined) = oneshot::channel();
     let room = event_id.as_str().to_owned();
     app.rooms
@@ -164,49 +161,38 @@ async fn serve_event_socket(
             },
         )
         .await;
-    let (mut sink, mut stream) = socket.split();
     if !matches!(joined.await, Ok(Ok(()))) {
-        let _ = sink.send(close_message(1011, "room unavailable")).await;
+        ws::close_now(&mut socket, 1011, "room unavailable").await;
         return;
     }
-    let writer = tokio::spawn(write_frames(sink, queue, dropped.clone()));
-    let max_frame = app.limits.max_frame_bytes;
-    loop {
-        let frame = tokio::select! {
-            next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
-                Ok(Some(Ok(frame))) => frame,
-                // Silence, a closed stream, or a protocol error (e.g. a frame
-                // over the codec cap) all end the connection.
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
-            },
-            _ = dropped.cancelled() => break,
-        };
-        match frame {
-            Message::Text(text) if text.len() > max_frame => {
-                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
-                break;
+    let limits = FrameLimits::json(app.limits.max_frame_bytes, app.limits.max_frame_bytes, app.limits.frame_rate);
+    let mut frames = RoomFrames { app: app.clone(), room: room.clone(), connection_id: connection_id.clone() };
+    ws::serve(socket, outbound, queue, limits, &mut frames).await;
+    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason: CloseReason::Closed }).await;
+}
+
+/// What an event room socket's frames mean: heartbeats, or errors.
+struct RoomFrames {
+    app: AppState,
+    room: String,
+    connection_id: String,
+}
+
+impl Frames for RoomFrames {
+    async fn text(&mut self, text: Utf8Bytes, outlet: &Outlet) {
+        match classify(&text) {
+            Ok(ClientMessage::Heartbeat) => {
+                let heartbeat = RoomMsg::Heartbeat { connection_id: self.connection_id.clone() };
+                self.app.rooms.send(&self.room, heartbeat).await;
             }
-            Message::Text(text) => match classify(&text) {
-                Ok(ClientMessage::Heartbeat) => {
-                    app.rooms.send(&room, RoomMsg::Heartbeat { connection_id: connection_id.clone() }).await;
-                }
-                Err(error) => {
-                    let _ = outbound.try_send(error);
-                }
-            },
-            Message::Binary(_) => {
-                let _ = outbound.try_send(error_frame("unsupported_frame", "event rooms speak JSON text frames"));
+            Err(error) => {
+                let _ = outlet.try_send(error);
             }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => {}
         }
     }
-    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason: CloseReason::Closed }).await;
-    drop(outbound);
-    // Let the writer flush a close frame; it ends when the room lets go of
-    // the queue too.
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
-        tracing::debug!("socket writer did not finish in time");
+
+    async fn binary(&mut self, _: Bytes, outlet: &Outlet) {
+        let _ = outlet.try_send(error_frame("unsupported_frame", "event rooms speak JSON text frames"));
     }
 }
 

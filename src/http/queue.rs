@@ -11,22 +11,23 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
 use eventuall_domain::EventId;
 use eventuall_domain::queue::{Actor, QueueCommand, QueueError, QueueList, Role};
-use futures::StreamExt;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::extract::{ApiJson, Authenticated, event_id};
-use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, admit, write_frames};
+use super::party::admit;
+use super::ws::{self, FrameLimits, Frames};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::outlet::{Outbound, Outlet};
+use crate::outlet::Outlet;
 use crate::queues::{QueueFailure, QueueMsg};
 use crate::rooms::actor::new_connection_id;
 
@@ -171,7 +172,6 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
     let connection_id = new_connection_id();
     let queue = event_id.as_str().to_owned();
     let (outbound, frames) = Outlet::new();
-    let dropped = outbound.dropped();
     let (reply, joined) = oneshot::channel();
     let actor = Actor { user_id: caller.user_id().to_owned(), role: role_of(&caller) };
     app.queues
@@ -180,38 +180,29 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
             QueueMsg::Connect { connection_id: connection_id.clone(), actor, outbound: outbound.clone(), reply },
         )
         .await;
-    let (sink, mut stream) = socket.split();
     if joined.await.is_err() {
         return;
     }
-    let writer = tokio::spawn(write_frames(sink, frames, dropped.clone()));
-    loop {
-        let frame = tokio::select! {
-            next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
-            },
-            _ = dropped.cancelled() => break,
-        };
-        match frame {
-            Message::Binary(bytes) if bytes.len() > MAX_BINARY_FRAME => {
-                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
-                break;
-            }
-            Message::Binary(bytes) => {
-                app.queues.send(&queue, QueueMsg::Frame { connection_id: connection_id.clone(), frame: bytes }).await;
-            }
-            Message::Text(text) if text.len() > app.limits.max_frame_bytes => {
-                outbound.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
-                break;
-            }
-            // y-partyserver's `__YPS:` custom messages and other text: no
-            // handler is registered for them; ignored like unknown types.
-            Message::Text(_) | Message::Ping(_) | Message::Pong(_) => {}
-            Message::Close(_) => break,
-        }
-    }
+    let limits = FrameLimits::binary_protocol(app.limits.max_frame_bytes, MAX_BINARY_FRAME, app.limits.frame_rate);
+    let mut handler = QueueFrames { app: app.clone(), queue: queue.clone(), connection_id: connection_id.clone() };
+    ws::serve(socket, outbound, frames, limits, &mut handler).await;
     app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;
-    drop(outbound);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+/// What a queue socket's frames mean: y-sync messages for the queue actor.
+struct QueueFrames {
+    app: AppState,
+    queue: String,
+    connection_id: String,
+}
+
+impl Frames for QueueFrames {
+    /// y-partyserver's `__YPS:` custom messages and other text: no handler
+    /// is registered for them; ignored like unknown types.
+    async fn text(&mut self, _: Utf8Bytes, _: &Outlet) {}
+
+    async fn binary(&mut self, frame: Bytes, _: &Outlet) {
+        let msg = QueueMsg::Frame { connection_id: self.connection_id.clone(), frame };
+        self.app.queues.send(&self.queue, msg).await;
+    }
 }

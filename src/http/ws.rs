@@ -1,9 +1,12 @@
-//! The reader loop of a party socket, written once for the interview and
-//! user-interviews sockets: frame size limits (text over the limit closes
-//! with 1009, binary over it gets a `payload_too_large` error frame and the
-//! socket stays open), silence detection, the writer task that drains the
-//! connection's [`Outlet`] queue (`party::write_frames`: pings, close
-//! codes, the "too slow" switch), and a clean end.
+//! The reader loop of every socket (event room, queue, interview,
+//! user-interviews), written once: frame size limits (text over the limit
+//! closes with 1009; binary over it gets a `payload_too_large` error frame
+//! or a 1009 close, as the socket's protocol can say it), a per-connection
+//! frame rate (a token bucket: over it, a `rate_limited` error frame at
+//! most once a second and the frame dropped, or a 1008 close where the
+//! protocol has no error frame), silence detection, the writer task that
+//! drains the connection's [`Outlet`] queue (`party::write_frames`: pings,
+//! close codes, the "too slow" switch), and a clean end.
 //!
 //! It is generic over the socket (any `Stream` of messages that is also a
 //! `Sink`), so it runs as well over an in-memory pair in tests as over
@@ -14,6 +17,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
@@ -22,11 +27,101 @@ use tokio::sync::mpsc;
 use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, close_message, write_frames};
 use crate::outlet::{Outbound, Outlet};
 
+/// WebSocket close code for a policy violation (too many frames on a
+/// protocol with no error frame).
+pub const CLOSE_POLICY: u16 = 1008;
+
 /// The frame limits of one kind of socket.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameLimits {
     pub max_text: usize,
     pub max_binary: usize,
+    /// What a binary frame over `max_binary` gets.
+    pub oversize_binary: Violation,
+    /// Frames one connection may send.
+    pub rate: FrameRate,
+    /// What a frame over the rate gets.
+    pub over_rate: Violation,
+}
+
+impl FrameLimits {
+    /// A socket of JSON frames with `error` frames (event room, interview,
+    /// user-interviews): violations are answered and the socket stays open.
+    pub fn json(max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
+        Self { max_text, max_binary, oversize_binary: Violation::ErrorFrame, rate, over_rate: Violation::ErrorFrame }
+    }
+
+    /// A socket whose protocol has no error frame (y-websocket): a
+    /// violation closes it, and the client reconnects and resyncs rather
+    /// than lose an update silently.
+    pub fn binary_protocol(max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
+        Self { max_text, max_binary, oversize_binary: Violation::Close, rate, over_rate: Violation::Close }
+    }
+}
+
+/// How a socket answers a frame it refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Violation {
+    ErrorFrame,
+    Close,
+}
+
+/// A connection's frame budget: `burst` frames at once, refilled at
+/// `per_second`. Heartbeats come every few seconds and y-websocket sends an
+/// awareness update per cursor move, so the default (50/s, bursts of 100)
+/// only stops floods.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FrameRate {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for FrameRate {
+    fn default() -> Self {
+        Self { per_second: 50.0, burst: 100.0 }
+    }
+}
+
+/// The token bucket of one connection.
+#[derive(Debug)]
+pub struct Bucket {
+    rate: FrameRate,
+    tokens: f64,
+    refilled_at: Instant,
+    /// When the last `rate_limited` frame went out (one per second at most,
+    /// so refusing a flood does not become a flood of answers).
+    warned_at: Option<Instant>,
+}
+
+/// What the bucket says about a frame arriving now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admit,
+    /// Refused; `answer` says whether to send the `rate_limited` frame.
+    Refuse {
+        answer: bool,
+    },
+}
+
+impl Bucket {
+    pub fn new(rate: FrameRate, now: Instant) -> Self {
+        Self { rate, tokens: rate.burst, refilled_at: now, warned_at: None }
+    }
+
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        let elapsed = now.saturating_duration_since(self.refilled_at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate.per_second).min(self.rate.burst);
+        self.refilled_at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Admission::Admit;
+        }
+        let answer = self.warned_at.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+        if answer {
+            self.warned_at = Some(now);
+        }
+        Admission::Refuse { answer }
+    }
 }
 
 /// What a socket does with the frames it receives.
@@ -58,6 +153,7 @@ pub async fn serve<S, E, H>(
     let (sink, mut stream) = socket.split();
     let dropped = outlet.dropped();
     let writer = tokio::spawn(write_frames(sink, queue, dropped.clone()));
+    let mut bucket = Bucket::new(limits.rate, Instant::now());
     loop {
         let frame = tokio::select! {
             next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
@@ -66,16 +162,38 @@ pub async fn serve<S, E, H>(
             },
             _ = dropped.cancelled() => break,
         };
+        if matches!(frame, Message::Text(_) | Message::Binary(_))
+            && let Admission::Refuse { answer } = bucket.admit(Instant::now())
+        {
+            match limits.over_rate {
+                Violation::Close => {
+                    outlet.send(Outbound::Close(CLOSE_POLICY, "too many frames")).await;
+                    break;
+                }
+                Violation::ErrorFrame if answer => {
+                    let message = format!("at most {} frames per second", limits.rate.per_second);
+                    let _ = outlet.try_send(error_frame("rate_limited", &message));
+                }
+                Violation::ErrorFrame => {}
+            }
+            continue;
+        }
         match frame {
             Message::Text(text) if text.len() > limits.max_text => {
                 outlet.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
                 break;
             }
             Message::Text(text) => handler.text(text, &outlet).await,
-            Message::Binary(bytes) if bytes.len() > limits.max_binary => {
-                let message = format!("binary frames may have at most {} bytes", limits.max_binary);
-                let _ = outlet.try_send(error_frame("payload_too_large", &message));
-            }
+            Message::Binary(bytes) if bytes.len() > limits.max_binary => match limits.oversize_binary {
+                Violation::ErrorFrame => {
+                    let message = format!("binary frames may have at most {} bytes", limits.max_binary);
+                    let _ = outlet.try_send(error_frame("payload_too_large", &message));
+                }
+                Violation::Close => {
+                    outlet.send(Outbound::Close(CLOSE_TOO_BIG, "message too big")).await;
+                    break;
+                }
+            },
             Message::Binary(bytes) => handler.binary(bytes, &outlet).await,
             Message::Close(_) => break,
             Message::Ping(_) | Message::Pong(_) => {}
@@ -160,7 +278,7 @@ mod tests {
         let (client, incoming) = fmpsc::unbounded();
         let (outgoing, mut written) = fmpsc::unbounded();
         let socket = PairSocket { incoming, outgoing };
-        let limits = FrameLimits { max_text: 4, max_binary: 3 };
+        let limits = FrameLimits::json(4, 3, FrameRate::default());
         client.unbounded_send(Ok(Message::Text("abcd".into()))).unwrap();
         client.unbounded_send(Ok(Message::Binary(Bytes::from_static(b"abc")))).unwrap();
         client.unbounded_send(Ok(Message::Binary(Bytes::from_static(b"abcd")))).unwrap();
@@ -181,5 +299,66 @@ mod tests {
             "a text frame over the limit closes with 1009: {:?}",
             frames[2]
         );
+    }
+
+    /// The bucket on both sides of its bounds, on a clock the test moves:
+    /// a full burst passes, the next frame is refused; one frame's worth of
+    /// refill (1 s at 1/s) less a millisecond is not enough, exactly it is.
+    #[test]
+    fn the_frame_budget_refuses_past_the_burst_and_refills_at_the_rate() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut bucket = Bucket::new(FrameRate { per_second: 1.0, burst: 3.0 }, start);
+        for _ in 0..3 {
+            assert_eq!(bucket.admit(at(0)), Admission::Admit);
+        }
+        assert_eq!(bucket.admit(at(0)), Admission::Refuse { answer: true });
+        assert_eq!(bucket.admit(at(999)), Admission::Refuse { answer: false }, "answered once a second");
+        assert_eq!(bucket.admit(at(1_000)), Admission::Admit, "refilled one frame after 1 s");
+        assert_eq!(bucket.admit(at(1_000)), Admission::Refuse { answer: true }, "a second later it answers again");
+        // A long quiet refills the burst, never more.
+        for _ in 0..3 {
+            assert_eq!(bucket.admit(at(60_000)), Admission::Admit);
+        }
+        assert!(matches!(bucket.admit(at(60_000)), Admission::Refuse { .. }));
+    }
+
+    async fn run(limits: FrameLimits, frames: Vec<Message>) -> (Echo, Vec<Message>) {
+        let (client, incoming) = fmpsc::unbounded();
+        let (outgoing, mut written) = fmpsc::unbounded();
+        for frame in frames {
+            client.unbounded_send(Ok(frame)).unwrap();
+        }
+        drop(client);
+        let (outlet, queue) = Outlet::new();
+        let mut echo = Echo::default();
+        serve(PairSocket { incoming, outgoing }, outlet, queue, limits, &mut echo).await;
+        let mut out = Vec::new();
+        while let Ok(frame) = written.try_recv() {
+            out.push(frame);
+        }
+        (echo, out)
+    }
+
+    #[tokio::test]
+    async fn a_flood_gets_one_rate_limited_frame_and_the_rest_is_dropped() {
+        let rate = FrameRate { per_second: 1.0, burst: 2.0 };
+        let flood = (0..10).map(|i| Message::Text(format!("m{i}").into())).collect();
+        let (_, out) = run(FrameLimits::json(64, 64, rate), flood).await;
+        let texts: Vec<String> = out.iter().filter_map(text_of).collect();
+        assert_eq!(texts[..2], ["m0".to_owned(), "m1".to_owned()], "the burst is handled");
+        let errors: Vec<serde_json::Value> =
+            texts[2..].iter().map(|t| serde_json::from_str(t).expect("an error frame")).collect();
+        assert_eq!(errors.len(), 1, "one answer for the whole flood: {texts:?}");
+        assert_eq!(errors[0]["code"], "rate_limited");
+    }
+
+    #[tokio::test]
+    async fn a_flood_on_a_protocol_without_error_frames_closes_with_1008() {
+        let rate = FrameRate { per_second: 1.0, burst: 2.0 };
+        let flood = (0..5).map(|_| Message::Binary(Bytes::from_static(b"x"))).collect();
+        let (echo, out) = run(FrameLimits::binary_protocol(64, 64, rate), flood).await;
+        assert_eq!(echo.binaries, 2);
+        assert!(matches!(out.last(), Some(Message::Close(Some(close))) if close.code == CLOSE_POLICY), "{out:?}");
     }
 }

@@ -519,7 +519,7 @@ impl Interview {
             InterviewCommand::StartAiCall { call, at } => {
                 self.require_idle()?;
                 Self::check_start(&call)?;
-                if call.kind == AiCallKind::Hint && !self.hint_due.is_some_and(|due| due <= at) {
+                if call.kind == AiCallKind::Hint && self.hint_due.is_none_or(|due| due > at) {
                     return Err(InterviewError::HintNotDue);
                 }
                 vec![InterviewEvent::AiCallStarted { call, at }]

@@ -289,14 +289,15 @@ impl AiSim {
             .with_state(self.clone())
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> Result<(), Response> {
-        let Some(key) = &self.config.api_key else { return Ok(()) };
+    /// The 401 answer to a request without the configured key, if any.
+    fn refusal(&self, headers: &HeaderMap) -> Option<Response> {
+        let key = self.config.api_key.as_ref()?;
         let presented =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if presented == Some(key.as_str()) {
-            Ok(())
+            None
         } else {
-            Err(error(
+            Some(error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 "invalid_api_key",
@@ -434,7 +435,7 @@ fn word_count(messages: &[(String, String)]) -> u64 {
 }
 
 async fn chat(State(sim): State<AiSim>, headers: HeaderMap, request: Request) -> Response {
-    if let Err(refused) = sim.authorized(&headers) {
+    if let Some(refused) = sim.refusal(&headers) {
         return refused;
     }
     let body = match axum::Json::<Value>::from_request(request, &()).await {
@@ -603,7 +604,7 @@ impl StreamPlan {
 }
 
 async fn transcription(State(sim): State<AiSim>, headers: HeaderMap, request: Request) -> Response {
-    if let Err(refused) = sim.authorized(&headers) {
+    if let Some(refused) = sim.refusal(&headers) {
         return refused;
     }
     let mut form = match Multipart::from_request(request, &()).await {
@@ -678,7 +679,7 @@ async fn transcription(State(sim): State<AiSim>, headers: HeaderMap, request: Re
 }
 
 async fn models(State(sim): State<AiSim>, headers: HeaderMap) -> Response {
-    if let Err(refused) = sim.authorized(&headers) {
+    if let Some(refused) = sim.refusal(&headers) {
         return refused;
     }
     let model = |id: &str| json!({"id": id, "object": "model", "created": 1_700_000_000, "owned_by": "eventuall-sim"});
