@@ -401,3 +401,49 @@ async fn the_bearer_scheme_is_case_insensitive() {
         assert_eq!(response.status(), 200, "{scheme}");
     }
 }
+
+/// Issue #22, hostile clients: a socket flooding heartbeats (500 at once,
+/// over the 2 × 5/s burst configured here) gets a `rate_limited` error
+/// frame, has at most its burst plus the refill stored, and stays open; a
+/// socket in another room meanwhile is served as usual.
+#[tokio::test]
+async fn a_flooding_socket_is_rate_limited_without_slowing_other_rooms() {
+    let app = spawn_app_on(TestDb::sqlite().await, &["--max-frames-per-second", "5"]).await;
+    let (mut flooder, _) = app.join("flooded", &token("mallory", Role::Participant, None)).await;
+    let (mut neighbour, _) = app.join("calm", &token("alice", Role::Participant, None)).await;
+    let started = tokio::time::Instant::now();
+    for _ in 0..500 {
+        flooder.feed(Message::Text(r#"{"type":"heartbeat"}"#.into())).await.unwrap();
+    }
+    flooder.flush().await.unwrap();
+    let error = loop {
+        let frame = next_json(&mut flooder).await;
+        if frame["type"] == "error" {
+            break frame;
+        }
+    };
+    assert_eq!(error["code"], "rate_limited", "{error}");
+    // The neighbour's room answers a moderator's change at once.
+    let entered = app.post_json("/event/calm/stage/enter", Some(&moderator()), &json!({"userId": "alice"})).await;
+    assert_eq!(entered.status(), 200);
+    snapshot_where(&mut neighbour, |s| s["stage"][0]["userId"] == "alice").await;
+    // Stored: the burst of 10 and what 5/s refilled meanwhile, not 500.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let stream = StreamId::parse("room-flooded").unwrap();
+    let events = app.state.store.read_stream(&stream, 1, 1000).await.unwrap();
+    let beats = events.iter().filter(|e| e.event_type == "HeartbeatReceived").count();
+    assert!(beats >= 10 && (beats as f64) <= 10.0 + 5.0 * elapsed + 1.0, "{beats} heartbeats in {elapsed:.2} s");
+    // Still open: a heartbeat after the refill is stored.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    send_text(&mut flooder, r#"{"type":"heartbeat"}"#).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = app.state.store.read_stream(&stream, 1, 1000).await.unwrap();
+        if events.iter().filter(|e| e.event_type == "HeartbeatReceived").count() > beats {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the socket was not served after the flood");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
