@@ -18,14 +18,20 @@
 //!   LiveKit) and its durable command queue.
 //! - [`analytics`]: per-event analytics read from the analytics projection.
 //! - [`projections`]: the runner that keeps read models (presence,
-//!   analytics) up to date from the log.
+//!   analytics, interviews) up to date from the log.
+//! - [`rooms`], [`queues`]: the event room and collaborative queue actors.
+//! - [`http`]: the axum routes and sockets; `http::ws` is the reader loop
+//!   every socket shares (size and rate limits, silence), `http::party`
+//!   the admission and writer.
+//! - [`auth`]: JWT checks; [`outlet`]: a connection's outbound queue.
 //! - [`replay`]: audits and replays of the log (`eventuall replay …`):
 //!   verify, rebuild, time travel, history, export, status.
 //!
 //! The domain (aggregates, commands, events) lives in the `eventuall-domain`
 //! crate and knows nothing of IO; read models live in
-//! `eventuall-projections`; Mux and LiveKit clients and simulators in
-//! `eventuall-media`.
+//! `eventuall-projections`; Mux, LiveKit and AI clients and simulators in
+//! `eventuall-media`. What the service promises, and the tests behind it:
+//! `docs/RELIABILITY.md`.
 
 pub mod actor;
 pub mod analytics;
