@@ -24,6 +24,7 @@
 //!   every socket shares (size and rate limits, silence), `http::party`
 //!   the admission and writer.
 //! - [`auth`]: JWT checks; [`outlet`]: a connection's outbound queue.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`).
 //! - [`replay`]: audits and replays of the log (`eventuall replay …`):
 //!   verify, rebuild, time travel, history, export, status.
 //!
@@ -41,6 +42,7 @@ pub mod config;
 pub mod host;
 pub mod http;
 pub mod interviews;
+pub mod metrics;
 pub mod outlet;
 pub mod projections;
 pub mod queues;

@@ -100,6 +100,8 @@ impl Application {
             recording,
             auth: Authenticator::new(&secret),
             clock,
+            timers: timers.clone(),
+            metrics: crate::metrics::install(),
             limits: Arc::new(Limits {
                 max_frame_bytes: config.max_frame_bytes,
                 frame_rate: crate::http::ws::FrameRate {

@@ -112,6 +112,15 @@ impl Timers {
         })
     }
 
+    /// How many timers are due at `now` (fired ones are deleted).
+    pub async fn due_count(&self, now: i64) -> Result<i64, StoreError> {
+        let sql = "select count(*) from timers where due_at <= $1";
+        Ok(match self.store.backend() {
+            Backend::Sqlite(b) => sqlx::query_scalar(sql).bind(now).fetch_one(b.pool()).await?,
+            Backend::Postgres(b) => sqlx::query_scalar(sql).bind(now).fetch_one(b.pool()).await?,
+        })
+    }
+
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         let sql = "select min(due_at) from timers";
         Ok(match self.store.backend() {

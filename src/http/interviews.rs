@@ -57,6 +57,7 @@ impl IntoResponse for InterviewError {
                 ApiError::Unavailable("the interview service is unavailable".into()).into_response()
             }
             Failure::RateLimited(quota) => {
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "ai").increment(1);
                 let retry_after_ms = (quota.reset_at - crate::store::now_millis()).max(0);
                 let retry_after = ((retry_after_ms + 999) / 1000).max(1).to_string();
                 let body = json!({"error": {
@@ -259,8 +260,12 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
         ws::close_now(&mut socket, 1011, "interview unavailable").await;
         return;
     }
-    let limits =
-        FrameLimits::json(app.limits.max_frame_bytes, app.interviews.settings().max_audio_bytes, app.limits.frame_rate);
+    let limits = FrameLimits::json(
+        ws::SocketKind::Interview,
+        app.limits.max_frame_bytes,
+        app.interviews.settings().max_audio_bytes,
+        app.limits.frame_rate,
+    );
     let mut frames = InterviewFrames { app: app.clone(), interview_id: interview_id.clone(), connection_id };
     ws::serve(socket, outlet, queue, limits, &mut frames).await;
     let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
@@ -306,7 +311,12 @@ async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
     let (outlet, queue) = Outlet::new();
     let connect = DirectoryMsg::Connect { connection_id: connection_id.clone(), outlet: outlet.clone() };
     app.interviews.to_directory(&user_id, connect).await;
-    let limits = FrameLimits::json(app.limits.max_frame_bytes, app.limits.max_frame_bytes, app.limits.frame_rate);
+    let limits = FrameLimits::json(
+        ws::SocketKind::UserInterviews,
+        app.limits.max_frame_bytes,
+        app.limits.max_frame_bytes,
+        app.limits.frame_rate,
+    );
     ws::serve(socket, outlet, queue, limits, &mut UserFrames).await;
     app.interviews.to_directory(&user_id, DirectoryMsg::Disconnect { connection_id }).await;
 }

@@ -2,7 +2,8 @@
 //!
 //! Routes are grouped by resource, one module each; [`router`] merges them
 //! and adds the cross-cutting layers: CORS for the webapp origins, a body
-//! size limit, request tracing, and JSON 404s for unknown paths.
+//! size limit, request tracing and metrics, JSON 404s for unknown paths,
+//! and `GET /metrics` (Prometheus).
 
 pub mod admin;
 pub mod error;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
@@ -46,6 +48,18 @@ pub struct AppState {
     pub auth: Authenticator,
     pub clock: SharedClock,
     pub limits: Arc<Limits>,
+    /// Durable timers (read by `/metrics`: how many are due).
+    pub timers: Arc<crate::timers::Timers>,
+    /// The Prometheus recorder's handle (`GET /metrics`).
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    /// Timers due now and not yet fired (a backlog means the timer loop
+    /// is behind).
+    pub async fn timers_due(&self) -> Result<i64, crate::store::StoreError> {
+        self.timers.due_count(self.clock.now_millis()).await
+    }
 }
 
 /// Input limits (configuration).
@@ -63,6 +77,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = DefaultBodyLimit::max(state.limits.max_body_bytes);
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
         .merge(rooms::router())
         .merge(party::router())
         .merge(queue::router())
@@ -73,8 +88,34 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)
+        .layer(axum::middleware::from_fn(track_request))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// `GET /metrics`: the Prometheus text format. Unauthenticated, as
+/// scrapers expect: it holds counts and latencies, no ids or payloads.
+async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let body = crate::metrics::render(&state, &state.metrics).await;
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// Counts every request by route template (never the raw path: ids would
+/// make one series per room), method and status, and times it.
+async fn track_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route.clone(), "method" => method.clone())
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    response
 }
 
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<&'static str> {

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::event_id;
-use super::ws::{self, FrameLimits, Frames, error_frame};
+use super::ws::{self, FrameLimits, Frames, SocketKind, error_frame};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
 use crate::outlet::{Outbound, Outlet};
@@ -165,7 +165,12 @@ async fn serve_event_socket(
         ws::close_now(&mut socket, 1011, "room unavailable").await;
         return;
     }
-    let limits = FrameLimits::json(app.limits.max_frame_bytes, app.limits.max_frame_bytes, app.limits.frame_rate);
+    let limits = FrameLimits::json(
+        SocketKind::EventRoom,
+        app.limits.max_frame_bytes,
+        app.limits.max_frame_bytes,
+        app.limits.frame_rate,
+    );
     let mut frames = RoomFrames { app: app.clone(), room: room.clone(), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, queue, limits, &mut frames).await;
     app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason: CloseReason::Closed }).await;

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 
 use super::extract::{ApiJson, Authenticated, event_id};
 use super::party::admit;
-use super::ws::{self, FrameLimits, Frames};
+use super::ws::{self, FrameLimits, Frames, SocketKind};
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
 use crate::outlet::Outlet;
@@ -183,7 +183,12 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
     if joined.await.is_err() {
         return;
     }
-    let limits = FrameLimits::binary_protocol(app.limits.max_frame_bytes, MAX_BINARY_FRAME, app.limits.frame_rate);
+    let limits = FrameLimits::binary_protocol(
+        SocketKind::Queue,
+        app.limits.max_frame_bytes,
+        MAX_BINARY_FRAME,
+        app.limits.frame_rate,
+    );
     let mut handler = QueueFrames { app: app.clone(), queue: queue.clone(), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, frames, limits, &mut handler).await;
     app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;

@@ -31,9 +31,30 @@ use crate::outlet::{Outbound, Outlet};
 /// protocol with no error frame).
 pub const CLOSE_POLICY: u16 = 1008;
 
+/// Which socket of the contract (a metrics label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SocketKind {
+    EventRoom,
+    Queue,
+    Interview,
+    UserInterviews,
+}
+
+impl SocketKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventRoom => "event_room",
+            Self::Queue => "queue",
+            Self::Interview => "interview",
+            Self::UserInterviews => "user_interviews",
+        }
+    }
+}
+
 /// The frame limits of one kind of socket.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameLimits {
+    pub kind: SocketKind,
     pub max_text: usize,
     pub max_binary: usize,
     /// What a binary frame over `max_binary` gets.
@@ -47,15 +68,16 @@ pub struct FrameLimits {
 impl FrameLimits {
     /// A socket of JSON frames with `error` frames (event room, interview,
     /// user-interviews): violations are answered and the socket stays open.
-    pub fn json(max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
-        Self { max_text, max_binary, oversize_binary: Violation::ErrorFrame, rate, over_rate: Violation::ErrorFrame }
+    pub fn json(kind: SocketKind, max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
+        let refuse = Violation::ErrorFrame;
+        Self { kind, max_text, max_binary, oversize_binary: refuse, rate, over_rate: refuse }
     }
 
     /// A socket whose protocol has no error frame (y-websocket): a
     /// violation closes it, and the client reconnects and resyncs rather
     /// than lose an update silently.
-    pub fn binary_protocol(max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
-        Self { max_text, max_binary, oversize_binary: Violation::Close, rate, over_rate: Violation::Close }
+    pub fn binary_protocol(kind: SocketKind, max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
+        Self { kind, max_text, max_binary, oversize_binary: Violation::Close, rate, over_rate: Violation::Close }
     }
 }
 
@@ -154,6 +176,10 @@ pub async fn serve<S, E, H>(
     let dropped = outlet.dropped();
     let writer = tokio::spawn(write_frames(sink, queue, dropped.clone()));
     let mut bucket = Bucket::new(limits.rate, Instant::now());
+    let kind = limits.kind.as_str();
+    metrics::counter!(crate::metrics::SOCKETS_OPENED, "kind" => kind).increment(1);
+    let open = metrics::gauge!(crate::metrics::SOCKETS_OPEN, "kind" => kind);
+    open.increment(1.0);
     loop {
         let frame = tokio::select! {
             next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
@@ -165,6 +191,7 @@ pub async fn serve<S, E, H>(
         if matches!(frame, Message::Text(_) | Message::Binary(_))
             && let Admission::Refuse { answer } = bucket.admit(Instant::now())
         {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "frames").increment(1);
             match limits.over_rate {
                 Violation::Close => {
                     outlet.send(Outbound::Close(CLOSE_POLICY, "too many frames")).await;
@@ -199,6 +226,7 @@ pub async fn serve<S, E, H>(
             Message::Ping(_) | Message::Pong(_) => {}
         }
     }
+    open.decrement(1.0);
     drop(outlet);
     // The writer flushes a close frame; it ends once the actor lets go of
     // the queue too.
@@ -278,7 +306,7 @@ mod tests {
         let (client, incoming) = fmpsc::unbounded();
         let (outgoing, mut written) = fmpsc::unbounded();
         let socket = PairSocket { incoming, outgoing };
-        let limits = FrameLimits::json(4, 3, FrameRate::default());
+        let limits = FrameLimits::json(SocketKind::EventRoom, 4, 3, FrameRate::default());
         client.unbounded_send(Ok(Message::Text("abcd".into()))).unwrap();
         client.unbounded_send(Ok(Message::Binary(Bytes::from_static(b"abc")))).unwrap();
         client.unbounded_send(Ok(Message::Binary(Bytes::from_static(b"abcd")))).unwrap();
@@ -344,7 +372,7 @@ mod tests {
     async fn a_flood_gets_one_rate_limited_frame_and_the_rest_is_dropped() {
         let rate = FrameRate { per_second: 1.0, burst: 2.0 };
         let flood = (0..10).map(|i| Message::Text(format!("m{i}").into())).collect();
-        let (_, out) = run(FrameLimits::json(64, 64, rate), flood).await;
+        let (_, out) = run(FrameLimits::json(SocketKind::EventRoom, 64, 64, rate), flood).await;
         let texts: Vec<String> = out.iter().filter_map(text_of).collect();
         assert_eq!(texts[..2], ["m0".to_owned(), "m1".to_owned()], "the burst is handled");
         let errors: Vec<serde_json::Value> =
@@ -357,7 +385,7 @@ mod tests {
     async fn a_flood_on_a_protocol_without_error_frames_closes_with_1008() {
         let rate = FrameRate { per_second: 1.0, burst: 2.0 };
         let flood = (0..5).map(|_| Message::Binary(Bytes::from_static(b"x"))).collect();
-        let (echo, out) = run(FrameLimits::binary_protocol(64, 64, rate), flood).await;
+        let (echo, out) = run(FrameLimits::binary_protocol(SocketKind::Queue, 64, 64, rate), flood).await;
         assert_eq!(echo.binaries, 2);
         assert!(matches!(out.last(), Some(Message::Close(Some(close))) if close.code == CLOSE_POLICY), "{out:?}");
     }

@@ -43,7 +43,19 @@ fn failed(error: &AiError, partial: String) -> Outcome {
 /// Starts `work` as call `call_id` of `interview_id`.
 pub fn spawn(interviews: Interviews, interview_id: String, call_id: String, work: Work) {
     tokio::spawn(async move {
+        let kind = match &work {
+            Work::Chat(_) => "chat",
+            Work::Skills(_) => "skills",
+            Work::Transcribe(_) => "transcription",
+        };
+        let started = std::time::Instant::now();
         let outcome = run(&interviews, &interview_id, &call_id, work).await;
+        let result = match &outcome {
+            Outcome::Failed { outcome, .. } => *outcome,
+            _ => "completed",
+        };
+        metrics::histogram!(crate::metrics::AI_DURATION, "kind" => kind).record(started.elapsed().as_secs_f64());
+        metrics::counter!(crate::metrics::AI_CALLS, "kind" => kind, "outcome" => result).increment(1);
         interviews.to_interview(&interview_id, InterviewMsg::AiDone { call_id, outcome }).await;
     });
 }

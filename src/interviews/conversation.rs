@@ -321,7 +321,10 @@ impl ConversationActor {
 
     fn refuse(&mut self, connection_id: &str, failure: &Failure) {
         let frame = match failure {
-            Failure::RateLimited(quota) => frames::rate_limit(quota),
+            Failure::RateLimited(quota) => {
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "ai").increment(1);
+                frames::rate_limit(quota)
+            }
             Failure::Busy(_) => frames::error("conflict", &failure.to_string()),
             Failure::Invalid(message) => frames::error("invalid_request", message),
             Failure::NotFound => frames::error("not_found", &failure.to_string()),

@@ -90,6 +90,11 @@ impl Queues {
         self.inner.registry.get().expect("registry is set in new")
     }
 
+    /// Queues currently in memory.
+    pub fn live_queues(&self) -> usize {
+        self.registry().live()
+    }
+
     pub fn now(&self) -> i64 {
         self.inner.clock.now_millis()
     }

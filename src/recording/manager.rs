@@ -93,6 +93,14 @@ impl Recording {
         let mut progressed = false;
         for (session_id, attempts) in due {
             let outcome = self.advance(&session_id, attempts).await;
+            let label = match &outcome {
+                Ok(Advance::Progressed) => "progressed",
+                Ok(Advance::Waiting) => "waiting",
+                Ok(Advance::Finished) => "finished",
+                Err(StepError::Fatal(_)) => "failed",
+                Err(StepError::Transient(_) | StepError::Internal(_)) => "retried",
+            };
+            metrics::counter!(crate::metrics::SAGA_STEPS, "outcome" => label).increment(1);
             let now = self.now();
             match outcome {
                 Ok(Advance::Progressed) => {

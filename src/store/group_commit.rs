@@ -346,6 +346,7 @@ async fn write_batch(
     appends: &Appends,
     heads: &StdMutex<HeadCache>,
 ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+    let started = std::time::Instant::now();
     let (streams, ids) = batch_keys(appends);
     let (known, missing) = cache(heads).lookup(&streams);
     let fast = match backend {
@@ -365,6 +366,11 @@ async fn write_batch(
     };
     match written {
         Ok(WrittenBatch { plan, positions }) => {
+            let events = positions.len();
+            metrics::histogram!(crate::metrics::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+            metrics::histogram!(crate::metrics::BATCH_EVENTS).record(events as f64);
+            metrics::counter!(crate::metrics::BATCHES).increment(1);
+            metrics::counter!(crate::metrics::EVENTS_APPENDED).increment(events as u64);
             cache(heads).remember(&plan.new_heads);
             Ok(plan.answers(&positions))
         }

@@ -152,8 +152,10 @@ fn sync_loop(wal_path: &std::path::Path, requests: &(Mutex<Requests>, Condvar), 
         // Opened per sync, by path: `fsync` acts on the file, whichever
         // descriptor names it, and a fresh open cannot hold on to a WAL file
         // that SQLite has since replaced.
+        let started = std::time::Instant::now();
         match std::fs::File::open(wal_path).and_then(|wal| wal.sync_data()) {
             Ok(()) => {
+                metrics::histogram!(crate::metrics::WAL_SYNC_DURATION).record(started.elapsed().as_secs_f64());
                 through = target;
                 report.send_modify(|s| s.through = through);
             }

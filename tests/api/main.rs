@@ -6,6 +6,7 @@ mod auth_matrix;
 mod bounds;
 mod helpers;
 mod interviews;
+mod metrics;
 mod projections;
 mod queue;
 mod recording;

@@ -55,6 +55,12 @@ test("a partysocket client gets a snapshot showing itself online as its first fr
 test("three tabs of one user are one presence entry with three connections", async () => {
   const watcher = join("tabs", "watcher");
   const tabs = [join("tabs", "bob"), join("tabs", "bob"), join("tabs", "bob")];
+  // Tabs heartbeat as the webapp does, so a slow machine cannot turn bob
+  // away (600 ms here) before the connection counts are checked.
+  const beating = setInterval(() => {
+    for (const tab of tabs) if (tab.socket.readyState === 1) tab.socket.send(JSON.stringify({ type: "heartbeat" }));
+  }, 100);
+  beating.unref();
   await watcher.until((s) => presenceOf(s, "bob")?.connections === 3, "3 connections");
   tabs[0].socket.close();
   tabs[1].socket.close();
@@ -62,6 +68,7 @@ test("three tabs of one user are one presence entry with three connections", asy
   assert.equal(presenceOf(one, "bob").status, "online");
   tabs[2].socket.close();
   const gone = await watcher.until((s) => presenceOf(s, "bob")?.status === "offline", "offline");
+  clearInterval(beating);
   assert.equal(presenceOf(gone, "bob").connections, 0);
   watcher.socket.close();
 });
