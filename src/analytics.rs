@@ -7,11 +7,10 @@
 //! stays still open count from the moment they close.
 
 use serde::Serialize;
-use sqlx::AssertSqlSafe;
 
 use crate::projections::ANALYTICS;
 use crate::store::subscription::load_checkpoint;
-use crate::store::{Backend, EventStore, StoreError};
+use crate::store::{EventStore, StoreError};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -149,15 +148,9 @@ pub struct QueueWaitRow {
 
 async fn fetch<T>(store: &EventStore, sql: &str, event_id: &str) -> Result<Vec<T>, StoreError>
 where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-        + Send
-        + Unpin,
+    T: crate::store::subscription::FromAnyRow,
 {
-    Ok(match store.backend() {
-        Backend::Sqlite(b) => sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_all(b.pool()).await?,
-        Backend::Postgres(b) => sqlx::query_as(AssertSqlSafe(sql)).bind(event_id).fetch_all(b.pool()).await?,
-    })
+    store.query_as(sql, &[event_id.into()]).await
 }
 
 /// Everything known about `event_id`; `None` if it never had a connection,

@@ -4,7 +4,9 @@
 //!
 //! - [`store`]: the event log on sqlx (SQLite and PostgreSQL): appends with
 //!   expected versions, group commit, global positions, catch-up
-//!   subscriptions, snapshots, hash chains, and cqrs-es on top.
+//!   subscriptions, snapshots, hash chains, and cqrs-es on top. It alone
+//!   names a database: everything else runs SQL through its executor and
+//!   decodes events through its registry (ADR 0015).
 //! - [`actor`]: one task per live aggregate (the Durable Object), retired
 //!   when idle and rebuilt from snapshot + tail.
 //! - [`host`]: an aggregate hosted by its actor (load, decide, append,

@@ -38,8 +38,8 @@ use eventuall_projections::presence;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::replay::registry::Registry;
-use crate::store::subscription::{SqlValue, load_checkpoint};
+use crate::store::registry::Registry;
+use crate::store::subscription::{SqlRef, SqlValue, load_checkpoint};
 use crate::store::{CatchUp, DbTx, EventStore, RecordedEvent, StoreError};
 
 /// Subscriber name (checkpoint key) of the room presence projection.
@@ -215,37 +215,6 @@ async fn apply_presence(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables)
 /// database's bind limit.
 const ROWS_PER_STATEMENT: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// A bind of a multi-row statement, typed: [`SqlValue::Null`] binds as an
-/// integer, which PostgreSQL refuses for a text column of a `values` list.
-enum Bind<'a> {
-    Text(&'a str),
-    OptText(Option<&'a str>),
-    Int(i64),
-    OptInt(Option<i64>),
-}
-
-async fn execute_typed(tx: &mut DbTx, sql: &str, binds: &[Bind<'_>]) -> Result<(), StoreError> {
-    macro_rules! run {
-        ($tx:expr) => {{
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for bind in binds {
-                query = match bind {
-                    Bind::Text(v) => query.bind(*v),
-                    Bind::OptText(v) => query.bind(*v),
-                    Bind::Int(v) => query.bind(*v),
-                    Bind::OptInt(v) => query.bind(*v),
-                };
-            }
-            query.execute(&mut **$tx).await?;
-        }};
-    }
-    match tx {
-        DbTx::Sqlite(t) => run!(t),
-        DbTx::Postgres(t) => run!(t),
-    }
-    Ok(())
-}
-
 /// `($1, $2), ($3, $4)` for `rows` rows of `columns` binds.
 fn values_list(rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
@@ -270,15 +239,15 @@ async fn execute_rows<'r, T>(
     rows: &'r [T],
     columns: usize,
     statement: impl Fn(&str) -> String,
-    binds: impl Fn(&'r T) -> Vec<Bind<'r>>,
+    binds: impl Fn(&'r T) -> Vec<SqlRef<'r>>,
 ) -> Result<(), StoreError> {
     let mut rest = rows;
     while !rest.is_empty() {
         let size = ROWS_PER_STATEMENT.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
         let (chunk, tail) = rest.split_at(size);
         let sql = statement(&values_list(size, columns));
-        let all: Vec<Bind<'r>> = chunk.iter().flat_map(&binds).collect();
-        execute_typed(tx, &sql, &all).await?;
+        let all: Vec<SqlRef<'r>> = chunk.iter().flat_map(&binds).collect();
+        tx.execute_typed(&sql, &all).await?;
         rest = tail;
     }
     Ok(())
@@ -303,10 +272,10 @@ async fn write_presence(tx: &mut DbTx, writes: &presence::Writes, tables: Tables
         },
         |c| {
             vec![
-                Bind::Text(&c.event_id),
-                Bind::Text(&c.connection_id),
-                Bind::Int(c.disconnected_at),
-                Bind::Text(&c.reason),
+                SqlRef::Text(&c.event_id),
+                SqlRef::Text(&c.connection_id),
+                SqlRef::Int(c.disconnected_at),
+                SqlRef::Text(&c.reason),
             ]
         },
     )
@@ -323,13 +292,13 @@ async fn write_presence(tx: &mut DbTx, writes: &presence::Writes, tables: Tables
         },
         |r| {
             vec![
-                Bind::Text(&r.event_id),
-                Bind::Text(&r.connection_id),
-                Bind::Text(&r.user_id),
-                Bind::Text(&r.kind),
-                Bind::Int(r.connected_at),
-                Bind::OptInt(r.disconnected_at),
-                Bind::OptText(r.close_reason.as_deref()),
+                SqlRef::Text(&r.event_id),
+                SqlRef::Text(&r.connection_id),
+                SqlRef::Text(&r.user_id),
+                SqlRef::Text(&r.kind),
+                SqlRef::Int(r.connected_at),
+                SqlRef::OptInt(r.disconnected_at),
+                SqlRef::OptText(r.close_reason.as_deref()),
             ]
         },
     )
@@ -345,7 +314,7 @@ async fn write_presence(tx: &mut DbTx, writes: &presence::Writes, tables: Tables
                  where {stages}.event_id = v.event_id and {stages}.user_id = v.user_id and {stages}.exited_at is null"
             )
         },
-        |c| vec![Bind::Text(&c.event_id), Bind::Text(&c.user_id), Bind::Int(c.exited_at)],
+        |c| vec![SqlRef::Text(&c.event_id), SqlRef::Text(&c.user_id), SqlRef::Int(c.exited_at)],
     )
     .await?;
     execute_rows(
@@ -357,7 +326,14 @@ async fn write_presence(tx: &mut DbTx, writes: &presence::Writes, tables: Tables
                 "insert into {stages} (event_id, user_id, entered_at, exited_at) values {values} on conflict do nothing"
             )
         },
-        |r| vec![Bind::Text(&r.event_id), Bind::Text(&r.user_id), Bind::Int(r.entered_at), Bind::OptInt(r.exited_at)],
+        |r| {
+            vec![
+                SqlRef::Text(&r.event_id),
+                SqlRef::Text(&r.user_id),
+                SqlRef::Int(r.entered_at),
+                SqlRef::OptInt(r.exited_at),
+            ]
+        },
     )
     .await
 }
@@ -678,19 +654,19 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
     );
     for r in rows.recordings.values() {
         let binds = [
-            Bind::Text(&r.event_id),
-            Bind::Text(&r.session_id),
-            Bind::Text(&r.requested_by),
-            Bind::Int(r.requested_at),
-            Bind::OptInt(r.recording_started_at),
-            Bind::OptInt(r.recording_stopped_at),
-            Bind::OptInt(r.duration_ms),
-            Bind::OptInt(r.asset_duration_ms),
-            Bind::OptInt(r.ended_at),
-            Bind::Text(r.outcome.as_str()),
-            Bind::OptText(r.failure_reason.as_deref()),
+            SqlRef::Text(&r.event_id),
+            SqlRef::Text(&r.session_id),
+            SqlRef::Text(&r.requested_by),
+            SqlRef::Int(r.requested_at),
+            SqlRef::OptInt(r.recording_started_at),
+            SqlRef::OptInt(r.recording_stopped_at),
+            SqlRef::OptInt(r.duration_ms),
+            SqlRef::OptInt(r.asset_duration_ms),
+            SqlRef::OptInt(r.ended_at),
+            SqlRef::Text(r.outcome.as_str()),
+            SqlRef::OptText(r.failure_reason.as_deref()),
         ];
-        execute_typed(tx, &recording_sql, &binds).await?;
+        tx.execute_typed(&recording_sql, &binds).await?;
     }
     let clip_sql = format!(
         "insert into {} (event_id, clip_id, session_id, user_id, start_ms, end_ms, requested_at, finished_at, \
@@ -700,18 +676,18 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
     );
     for c in rows.clips.values() {
         let binds = [
-            Bind::Text(&c.event_id),
-            Bind::Text(&c.clip_id),
-            Bind::Text(&c.session_id),
-            Bind::Text(&c.user_id),
-            Bind::Int(c.start_ms),
-            Bind::Int(c.end_ms),
-            Bind::Int(c.requested_at),
-            Bind::OptInt(c.finished_at),
-            Bind::Text(c.status.as_str()),
-            Bind::OptText(c.error.as_deref()),
+            SqlRef::Text(&c.event_id),
+            SqlRef::Text(&c.clip_id),
+            SqlRef::Text(&c.session_id),
+            SqlRef::Text(&c.user_id),
+            SqlRef::Int(c.start_ms),
+            SqlRef::Int(c.end_ms),
+            SqlRef::Int(c.requested_at),
+            SqlRef::OptInt(c.finished_at),
+            SqlRef::Text(c.status.as_str()),
+            SqlRef::OptText(c.error.as_deref()),
         ];
-        execute_typed(tx, &clip_sql, &binds).await?;
+        tx.execute_typed(&clip_sql, &binds).await?;
     }
     Ok(())
 }

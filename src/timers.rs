@@ -13,11 +13,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::Row;
 use tokio::sync::{Notify, watch};
 
 use crate::clock::SharedClock;
-use crate::store::{Backend, EventStore, StoreError};
+use crate::store::{EventStore, StoreError};
 
 /// Longest sleep between looks at the table: picks up timers armed by other
 /// processes (other nodes on PostgreSQL).
@@ -50,104 +49,48 @@ impl Timers {
     pub async fn arm(&self, owner: &str, name: &str, due_at: i64, payload: &str) -> Result<(), StoreError> {
         let sql = "insert into timers (owner, name, due_at, payload) values ($1, $2, $3, $4) \
                    on conflict (owner, name) do update set due_at = excluded.due_at, payload = excluded.payload";
-        match self.store.backend() {
-            Backend::Sqlite(b) => {
-                sqlx::query(sql).bind(owner).bind(name).bind(due_at).bind(payload).execute(b.pool()).await?;
-            }
-            Backend::Postgres(b) => {
-                sqlx::query(sql).bind(owner).bind(name).bind(due_at).bind(payload).execute(b.pool()).await?;
-            }
-        }
+        self.store.execute(sql, &[owner.into(), name.into(), due_at.into(), payload.into()]).await?;
         self.wake.notify_one();
         Ok(())
     }
 
     pub async fn cancel(&self, owner: &str, name: &str) -> Result<(), StoreError> {
         let sql = "delete from timers where owner = $1 and name = $2";
-        match self.store.backend() {
-            Backend::Sqlite(b) => sqlx::query(sql).bind(owner).bind(name).execute(b.pool()).await?.rows_affected(),
-            Backend::Postgres(b) => sqlx::query(sql).bind(owner).bind(name).execute(b.pool()).await?.rows_affected(),
-        };
+        self.store.execute(sql, &[owner.into(), name.into()]).await?;
         Ok(())
     }
 
     /// The armed timer `(owner, name)`, if any.
     pub async fn get(&self, owner: &str, name: &str) -> Result<Option<Timer>, StoreError> {
         let sql = "select owner, name, due_at, payload from timers where owner = $1 and name = $2";
-        let timers = match self.store.backend() {
-            Backend::Sqlite(b) => {
-                sqlx::query(sql).bind(owner).bind(name).fetch_all(b.pool()).await?.iter().map(row_to_timer).collect()
-            }
-            Backend::Postgres(b) => sqlx::query(sql)
-                .bind(owner)
-                .bind(name)
-                .fetch_all(b.pool())
-                .await?
-                .iter()
-                .map(row_to_timer)
-                .collect::<Vec<_>>(),
-        };
-        Ok(timers.into_iter().next())
+        let rows: Vec<TimerRow> = self.store.query_as(sql, &[owner.into(), name.into()]).await?;
+        Ok(rows.into_iter().next().map(Timer::from))
     }
 
     async fn due(&self, now: i64) -> Result<Vec<Timer>, StoreError> {
         let sql = "select owner, name, due_at, payload from timers where due_at <= $1 order by due_at limit $2";
-        Ok(match self.store.backend() {
-            Backend::Sqlite(b) => sqlx::query(sql)
-                .bind(now)
-                .bind(FIRE_BATCH)
-                .fetch_all(b.pool())
-                .await?
-                .iter()
-                .map(row_to_timer)
-                .collect(),
-            Backend::Postgres(b) => sqlx::query(sql)
-                .bind(now)
-                .bind(FIRE_BATCH)
-                .fetch_all(b.pool())
-                .await?
-                .iter()
-                .map(row_to_timer)
-                .collect(),
-        })
+        let rows: Vec<TimerRow> = self.store.query_as(sql, &[now.into(), FIRE_BATCH.into()]).await?;
+        Ok(rows.into_iter().map(Timer::from).collect())
     }
 
     /// How many timers are due at `now` (fired ones are deleted).
     pub async fn due_count(&self, now: i64) -> Result<i64, StoreError> {
-        let sql = "select count(*) from timers where due_at <= $1";
-        Ok(match self.store.backend() {
-            Backend::Sqlite(b) => sqlx::query_scalar(sql).bind(now).fetch_one(b.pool()).await?,
-            Backend::Postgres(b) => sqlx::query_scalar(sql).bind(now).fetch_one(b.pool()).await?,
-        })
+        let rows: Vec<(i64,)> =
+            self.store.query_as("select count(*) from timers where due_at <= $1", &[now.into()]).await?;
+        Ok(rows.first().map_or(0, |row| row.0))
     }
 
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        let sql = "select min(due_at) from timers";
-        Ok(match self.store.backend() {
-            Backend::Sqlite(b) => sqlx::query_scalar(sql).fetch_one(b.pool()).await?,
-            Backend::Postgres(b) => sqlx::query_scalar(sql).fetch_one(b.pool()).await?,
-        })
+        let rows: Vec<(Option<i64>,)> = self.store.query_as("select min(due_at) from timers", &[]).await?;
+        Ok(rows.first().and_then(|row| row.0))
     }
 
     /// Deletes a fired timer unless it was re-armed (its due time moved).
     async fn complete(&self, timer: &Timer) -> Result<(), StoreError> {
         let sql = "delete from timers where owner = $1 and name = $2 and due_at = $3";
-        match self.store.backend() {
-            Backend::Sqlite(b) => sqlx::query(sql)
-                .bind(&timer.owner)
-                .bind(&timer.name)
-                .bind(timer.due_at)
-                .execute(b.pool())
-                .await?
-                .rows_affected(),
-            Backend::Postgres(b) => sqlx::query(sql)
-                .bind(&timer.owner)
-                .bind(&timer.name)
-                .bind(timer.due_at)
-                .execute(b.pool())
-                .await?
-                .rows_affected(),
-        };
+        self.store
+            .execute(sql, &[timer.owner.as_str().into(), timer.name.as_str().into(), timer.due_at.into()])
+            .await?;
         Ok(())
     }
 
@@ -189,11 +132,10 @@ impl Timers {
     }
 }
 
-fn row_to_timer<R: Row>(row: &R) -> Timer
-where
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    usize: sqlx::ColumnIndex<R>,
-{
-    Timer { owner: row.get(0), name: row.get(1), due_at: row.get(2), payload: row.get(3) }
+type TimerRow = (String, String, i64, String);
+
+impl From<TimerRow> for Timer {
+    fn from((owner, name, due_at, payload): TimerRow) -> Self {
+        Self { owner, name, due_at, payload }
+    }
 }

@@ -42,6 +42,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use clap::Args;
 use eventuall::config::ServeConfig;
@@ -65,7 +66,7 @@ const ANSWER: &str = r#"{"type":"USER_MESSAGE","content":"I would keep an append
 pub struct InterviewsArgs {
     /// Runs, each on a fresh server and database: `INTERVIEWSxPACE`, the
     /// pause between two chunks of a reply (`0ms`: burst).
-    #[arg(long, value_delimiter = ',', default_value = "200x0ms,200x20ms,50x0ms,50x20ms")]
+    #[arg(long, value_delimiter = ',', default_value = "200x0ms,200x20ms,50x0ms,50x20ms,5x0ms,5x20ms")]
     runs: Vec<RunSpec>,
     /// Chunks of each measured reply.
     #[arg(long, default_value_t = 50)]
@@ -145,6 +146,11 @@ impl Provider {
 async fn spawn_provider(provider: Arc<Provider>) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
+    // Each chunk leaves when it is written: without TCP_NODELAY a burst's
+    // second small write waits for the first one's (delayed) ACK.
+    let listener = listener.tap_io(|stream| {
+        let _ = stream.set_nodelay(true);
+    });
     let app = Router::new().route("/v1/chat/completions", post(completions)).with_state(provider);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -281,6 +287,9 @@ struct Reply {
     latencies_us: Vec<u64>,
     /// Answer sent → first chunk on the tab, µs.
     first_chunk_us: Option<u64>,
+    /// Answer sent → the provider sent the first chunk, µs: what the server
+    /// does before the AI answers (quota, appends, timer, the HTTP call).
+    to_provider_us: Option<u64>,
     chunks: usize,
     completed: bool,
     failed: bool,
@@ -316,6 +325,7 @@ async fn reply(socket: &mut Socket, chunks: usize, deadline: tokio::time::Instan
                 let seen = stamps(value["content"].as_str().unwrap_or_default());
                 if r.chunks == 0 && !seen.is_empty() {
                     r.first_chunk_us = Some(at.saturating_sub(sent));
+                    r.to_provider_us = Some(seen[0].saturating_sub(sent));
                 }
                 r.latencies_us.extend(seen.iter().skip(r.chunks).map(|t| at.saturating_sub(*t)));
                 r.chunks = r.chunks.max(seen.len());
@@ -531,21 +541,23 @@ pub async fn run(args: InterviewsArgs) -> anyhow::Result<()> {
     println!("\n### Streamed replies ({chunks} chunks each, {} per interview)\n", args.replies.max(1));
     println!(
         "| interviews | pacing | chunks on tabs | chunk → tab p50 ms | p99 ms | max ms | answer → first chunk p50 ms | p99 ms \
-         | replies started / completed | failed, refused, cut | wall s | server CPU per chunk |"
+         | of which before the AI call p50 ms | p99 ms | replies started / completed | failed, refused, cut | wall s | server CPU per chunk |"
     );
-    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in &results {
         let mut latencies: Vec<u64> = r.replies.iter().flat_map(|x| x.latencies_us.iter().copied()).collect();
         latencies.sort_unstable();
         let mut first: Vec<u64> = r.replies.iter().filter_map(|x| x.first_chunk_us).collect();
         first.sort_unstable();
+        let mut to_provider: Vec<u64> = r.replies.iter().filter_map(|x| x.to_provider_us).collect();
+        to_provider.sort_unstable();
         let completed = r.replies.iter().filter(|x| x.completed && x.chunks == chunks).count();
         let failed = r.replies.iter().filter(|x| x.failed).count();
         let refused = r.replies.iter().filter(|x| x.refused.is_some()).count();
         let cut = r.replies.iter().filter(|x| x.cut).count();
         let on_tabs: usize = r.replies.iter().map(|x| x.chunks).sum();
         println!(
-            "| {} | {} | {on_tabs} of {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {} / {completed} (of {} answers) | {failed}, {refused}, {cut} | {:.2} | {:.0} µs |",
+            "| {} | {} | {on_tabs} of {} | {:.2} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {completed} (of {} answers) | {failed}, {refused}, {cut} | {:.2} | {:.0} µs |",
             r.spec.interviews,
             pace_name(r.spec.pace),
             r.answers * chunks,
@@ -554,6 +566,8 @@ pub async fn run(args: InterviewsArgs) -> anyhow::Result<()> {
             quantile_ms(&latencies, 1.0),
             quantile_ms(&first, 0.50),
             quantile_ms(&first, 0.99),
+            quantile_ms(&to_provider, 0.50),
+            quantile_ms(&to_provider, 0.99),
             r.streams_started,
             r.answers,
             r.wall.as_secs_f64(),

@@ -20,7 +20,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::Mutex;
 
-use crate::store::{Backend, EventStore};
+use crate::store::EventStore;
 
 /// The advisory lock key of the recording worker (`"evtrec"` in ASCII): any
 /// constant no other part of the service uses.
@@ -47,11 +47,9 @@ enum State {
 
 impl Lease {
     pub(super) fn for_store(store: &EventStore, retry_every: Duration) -> Self {
-        let state = match store.backend() {
-            Backend::Sqlite(_) => State::NotNeeded,
-            Backend::Postgres(b) => {
-                State::Postgres { options: (*b.pool().connect_options()).clone(), held: None, next_try: None }
-            }
+        let state = match store.postgres_connect_options() {
+            None => State::NotNeeded,
+            Some(options) => State::Postgres { options, held: None, next_try: None },
         };
         Self { state: Mutex::new(state), retry_every }
     }

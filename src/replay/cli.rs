@@ -10,12 +10,12 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::raw::Filter;
-use super::registry::Registry;
 use super::state::At;
 use super::{Output, Progress, ReplayError, history, rebuild, state, verify};
 use crate::projections::{self, Projection};
 use crate::server::redact;
+use crate::store::raw::Filter;
+use crate::store::registry::Registry;
 use crate::store::{EventStore, StoreOptions, StreamId};
 
 #[derive(Args, Debug)]

@@ -12,7 +12,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::raw::{BATCH, Batches, Filter, RawEvent};
+use crate::store::raw::{BATCH, Batches, Filter, RawEvent};
 use crate::store::{EventStore, StreamId};
 
 /// Longest payload summary in a history line.

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::raw::{BATCH, Batches, Filter, RawBatch};
 use super::{Progress, ReplayError};
 use crate::projections::{Projection, SHADOW_SUFFIX, Tables, locked_checkpoint};
+use crate::store::raw::{BATCH, Batches, Filter, RawBatch};
 use crate::store::subscription::save_checkpoint;
 use crate::store::{DbTx, EventStore, RecordedEvent, StoreError, StreamId};
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ReplayError;
-use super::registry::Registry;
+use crate::store::registry::Registry;
 use crate::store::{EventStore, RecordedEvent, StreamId};
 
 /// Events read per page while replaying.

@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::Progress;
-use super::raw::{BATCH, Batches, Filter, RawBatch, RawRef};
-use super::registry::Registry;
-use crate::store::{Backend, EventStore, Metadata, StoreError, StreamId, hash};
+use crate::store::raw::{BATCH, Batches, Filter, RawBatch, RawRef};
+use crate::store::registry::Registry;
+use crate::store::{EventStore, Metadata, StoreError, StreamId, hash};
 
 /// Problems kept in a report; later ones are only counted.
 pub const MAX_PROBLEMS: usize = 10_000;
@@ -453,16 +453,8 @@ async fn check_snapshots(
 ) -> Result<Vec<Problem>, StoreError> {
     let snapshots_sql = "select stream_id, version from snapshots order by stream_id";
     let moved_sql = "select distinct stream_id from events where global_position > $1";
-    let (snapshots, moved): (Vec<(String, i64)>, Vec<(String,)>) = match store.backend() {
-        Backend::Sqlite(b) => (
-            sqlx::query_as(snapshots_sql).fetch_all(b.pool()).await?,
-            sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
-        ),
-        Backend::Postgres(b) => (
-            sqlx::query_as(snapshots_sql).fetch_all(b.pool()).await?,
-            sqlx::query_as(moved_sql).bind(head).fetch_all(b.pool()).await?,
-        ),
-    };
+    let snapshots: Vec<(String, i64)> = store.query_as(snapshots_sql, &[]).await?;
+    let moved: Vec<(String,)> = store.query_as(moved_sql, &[head.into()]).await?;
     let moved: std::collections::HashSet<String> = moved.into_iter().map(|(s,)| s).collect();
     let mut problems = Vec::new();
     for (stream_id, version) in snapshots {

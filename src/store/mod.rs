@@ -31,6 +31,8 @@ pub mod cqrs;
 pub mod group_commit;
 pub mod hash;
 pub mod postgres;
+pub mod raw;
+pub mod registry;
 pub mod sqlite;
 mod sqlite_writer;
 pub mod subscription;
@@ -212,8 +214,19 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// The event as its category's current type: upcast first when it was
+    /// stored under an older `event_version` ([`registry::Registry`]), as
+    /// replay and the projections read it, so live actors and audits never
+    /// disagree about an old event.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, StoreError> {
-        serde_json::from_str(&self.payload).map_err(|source| StoreError::Decode {
+        let payload = registry::Registry::standard()
+            .upcast(self.stream_id.category(), &self.event_type, &self.event_version, &self.payload)
+            .map_err(|error| StoreError::Upcast {
+                stream_id: self.stream_id.to_string(),
+                stream_version: self.stream_version,
+                reason: error.to_string(),
+            })?;
+        serde_json::from_str(&payload).map_err(|source| StoreError::Decode {
             stream_id: self.stream_id.to_string(),
             stream_version: self.stream_version,
             source,
@@ -265,6 +278,10 @@ pub enum StoreError {
     Encode(serde_json::Error),
     #[error("event {stream_id}@{stream_version} could not be decoded: {source}")]
     Decode { stream_id: String, stream_version: u64, source: serde_json::Error },
+    /// An event stored under an older version that no upcaster brings up
+    /// to date.
+    #[error("event {stream_id}@{stream_version} could not be upcast: {reason}")]
+    Upcast { stream_id: String, stream_version: u64, reason: String },
     #[error("the store is shutting down")]
     Closed,
     /// The append was committed but could not be made durable (syncing the
@@ -281,7 +298,7 @@ pub enum StoreError {
     #[error("not supported: {0}")]
     Unsupported(&'static str),
     /// A whole-log scan in storage order met a position not past the one
-    /// before it: the caller scans again in log order (`replay::scan`).
+    /// before it: the caller scans again in log order (`store::raw::scan`).
     #[error("a scan in storage order met position {0} out of log order")]
     ScanOutOfOrder(i64),
     #[error("migration failed: {0}")]

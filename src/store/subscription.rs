@@ -65,6 +65,33 @@ impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
     }
 }
 
+/// A row type both databases can decode (tuples of `i64`, `String`,
+/// `Option<…>`, `f64`, …): what [`EventStore::query_as`] and
+/// [`DbTx::fetch_all_as`] return, so callers name no database.
+pub trait FromAnyRow:
+    for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin
+{
+}
+
+impl<T> FromAnyRow for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin
+{
+}
+
+/// A borrowed, typed bind for multi-row statements: a null is bound with
+/// its column's type, which PostgreSQL needs in a `values` list (an
+/// untyped null binds as an integer and is refused for a text column).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SqlRef<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    Int(i64),
+    OptInt(Option<i64>),
+}
+
 macro_rules! bind_all {
     ($query:expr, $args:expr) => {{
         let mut query = $query;
@@ -100,6 +127,29 @@ impl DbTx {
             Self::Postgres(tx) => {
                 bind_all!(sqlx::query(AssertSqlSafe(sql)), args).execute(&mut **tx).await?.rows_affected()
             }
+        })
+    }
+
+    /// Runs a statement with borrowed, typed binds (the projections'
+    /// multi-row writes: nothing is copied per bind).
+    pub async fn execute_typed(&mut self, sql: &str, binds: &[SqlRef<'_>]) -> Result<u64, StoreError> {
+        macro_rules! run {
+            ($tx:expr) => {{
+                let mut query = sqlx::query(AssertSqlSafe(sql));
+                for bind in binds {
+                    query = match bind {
+                        SqlRef::Text(v) => query.bind(*v),
+                        SqlRef::OptText(v) => query.bind(*v),
+                        SqlRef::Int(v) => query.bind(*v),
+                        SqlRef::OptInt(v) => query.bind(*v),
+                    };
+                }
+                query.execute(&mut **$tx).await?.rows_affected()
+            }};
+        }
+        Ok(match self {
+            Self::Sqlite(tx) => run!(tx),
+            Self::Postgres(tx) => run!(tx),
         })
     }
 
@@ -164,6 +214,31 @@ impl DbTx {
 }
 
 impl EventStore {
+    /// How to open a session of its own on the store's PostgreSQL (advisory
+    /// locks held by a connection); `None` on SQLite, one process by
+    /// construction.
+    pub fn postgres_connect_options(&self) -> Option<sqlx::postgres::PgConnectOptions> {
+        match self.backend() {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(b) => Some((*b.pool().connect_options()).clone()),
+        }
+    }
+
+    /// Runs one statement on the pool of either database, in its own
+    /// transaction: the service's small tables (timers, the recording
+    /// command queue), written once with `$n` placeholders. Returns the
+    /// number of rows changed.
+    pub async fn execute(&self, sql: &str, args: &[SqlValue]) -> Result<u64, StoreError> {
+        Ok(match self.backend() {
+            Backend::Sqlite(b) => {
+                bind_all!(sqlx::query(AssertSqlSafe(sql)), args).execute(b.pool()).await?.rows_affected()
+            }
+            Backend::Postgres(b) => {
+                bind_all!(sqlx::query(AssertSqlSafe(sql)), args).execute(b.pool()).await?.rows_affected()
+            }
+        })
+    }
+
     /// Runs a read-only query on the readers' pool of either database and
     /// maps each row with `FromRow`: read models' queries, written once with
     /// `$n` placeholders.

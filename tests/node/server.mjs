@@ -13,8 +13,10 @@ export const SECRET = "node-test-secret";
 /**
  * Starts `eventuall serve` on a free port with a fresh SQLite file, or on the
  * database directory `dir` of an earlier server (to test restarts).
+ * `onLog`, when given, receives the server's log (stderr, colours stripped)
+ * line by line for as long as it runs.
  */
-export async function startServer(extraEnv = {}, { dir } = {}) {
+export async function startServer(extraEnv = {}, { dir, onLog } = {}) {
   dir ??= mkdtempSync(join(tmpdir(), "eventuall-node-"));
   const child = spawn(BIN, ["serve"], {
     env: {
@@ -29,6 +31,14 @@ export async function startServer(extraEnv = {}, { dir } = {}) {
     },
     stdio: ["ignore", "ignore", "pipe"],
   });
+  if (onLog) {
+    let partial = "";
+    child.stderr.on("data", (chunk) => {
+      const lines = (partial + chunk.toString().replace(/\x1b\[[0-9;]*m/g, "")).split("\n");
+      partial = lines.pop();
+      for (const line of lines) onLog(line);
+    });
+  }
   const host = await new Promise((resolve, reject) => {
     let log = "";
     const timer = setTimeout(() => reject(new Error(`server did not start:\n${log}`)), 30000);

@@ -25,6 +25,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { rmSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -259,11 +260,18 @@ function newModel() {
 
 // --------------------------------------------------------------------- load
 
-/** Opens the mixed load on `server`; `kill()` ends it. */
+/** Opens the mixed load on `server`; `end()` closes it after the kill. */
 function startLoad(server, model, cycle, variant) {
   const state = { stopping: false };
   const c = model.counters;
-  const tasks = [];
+  const failures = [];
+  const tasks = {
+    list: [],
+    // A failed check inside a loop is kept and thrown by end().
+    push(promise) {
+      this.list.push(promise.catch((e) => failures.push(e)));
+    },
+  };
   const sockets = [];
   const providers = [];
   const timers = new Set();
@@ -525,7 +533,7 @@ function startLoad(server, model, cycle, variant) {
     async end() {
       state.stopping = true;
       for (const t of timers) clearTimeout(t);
-      await Promise.race([Promise.allSettled(tasks), sleep(10000)]);
+      const settled = await Promise.race([Promise.all(tasks.list).then(() => true), sleep(10000).then(() => false)]);
       for (const t of timers) clearTimeout(t);
       for (const s of sockets) s.close();
       for (const { doc, provider } of providers) {
@@ -533,10 +541,8 @@ function startLoad(server, model, cycle, variant) {
         provider.awareness.destroy();
         doc.destroy();
       }
-      // Settle task failures (assertions inside loops) after cleanup.
-      const results = await Promise.allSettled(tasks);
-      const failed = results.find((r) => r.status === "rejected");
-      if (failed) throw failed.reason;
+      if (failures.length) throw failures[0];
+      assert.ok(settled, `cycle ${cycle}: the load's loops did not end within 10 s of the kill`);
     },
   };
 }
@@ -637,7 +643,7 @@ async function checkLog(url, model, cycle) {
     assert.deepEqual(
       stored,
       expected,
-      `cycle ${cycle}: stage events of ${key}: the log has ${stored.length}, the clients were answered ${expected.length} (first difference at ${stored.findIndex((t, i) => t !== expected[i])})`,
+      `cycle ${cycle}: stage events of ${key}: the log has ${stored.length}, the clients were answered ${expected.length} (first difference at index ${Array.from({ length: Math.max(stored.length, expected.length) }, (_, i) => i).find((i) => stored[i] !== expected[i])}; answered: ${JSON.stringify((model.stageSeq.get(key) ?? []).map((o) => [o.cycle, o.type, o.acked ? "answered" : "in flight"]))})`,
     );
     const ops = model.stageSeq.get(key) ?? [];
     ops.forEach((op, i) => (op.version = stage.get(key)[i].version));
@@ -806,18 +812,42 @@ async function soak(t, variant, databaseUrl) {
   const model = newModel();
   model.pendingStage = [];
   const env = serverEnv(databaseUrl);
-  let server = await startServer(env);
-  const url = databaseUrl ?? `sqlite://${join(server.dir, "events.db")}`;
+  // Warnings and errors the server and the CLI log, by phase: reported, and
+  // errors (other than during a kill) fail the soak once everything else has
+  // been checked.
+  const logged = [];
+  let phase = "cycle 1 load";
+  const onLog = (line) => {
+    if (/\b(ERROR|WARN)\b|panicked/.test(line)) logged.push({ phase, line });
+  };
+  const collect = (what, stderr) => {
+    for (const line of stderr.split("\n")) if (/\b(ERROR|WARN)\b|panicked/.test(line)) logged.push({ phase: what, line });
+  };
+  let server = await startServer(env, { onLog });
+  // server.mjs's stop() waits for an exit that already happened when called
+  // twice after a kill: stop each server once, and clean up a dead one here.
+  const dir = server.dir;
+  let alive = true;
+  const stop = async (options) => {
+    alive = false;
+    await server.stop({ keep: true, ...options });
+  };
+  const restart = async () => {
+    server = await startServer(env, { dir, onLog });
+    alive = true;
+  };
+  const url = databaseUrl ?? `sqlite://${join(dir, "events.db")}`;
   let last;
   try {
     for (let cycle = 1; cycle <= CYCLES; cycle++) {
       // 1. Load through real clients for 1–3 s, then kill -9 mid-load.
+      phase = `cycle ${cycle} load`;
       if (model.analyticsBefore) {
         assert.deepEqual(await analytics(server), model.analyticsBefore, `cycle ${cycle}: analytics after the offline rebuild differ from the live projections`);
       }
       const load = startLoad(server, model, cycle, variant);
       await sleep(rand(1000, 3000));
-      await server.stop({ keep: true, signal: "SIGKILL" });
+      await stop({ signal: "SIGKILL" });
       await load.end();
 
       // 2–3. The stored log, read by the binary.
@@ -825,21 +855,25 @@ async function soak(t, variant, databaseUrl) {
 
       // 4. Restart: snapshots and queues agree; commands resume; projections
       // catch up; an offline rebuild reaches the head.
-      server = await startServer(env, { dir: server.dir });
+      phase = `cycle ${cycle} restart`;
+      await restart();
       await checkRestarted(server, model, last, cycle);
       await checkRecording(server, url, model, cycle);
       await projectionsCaughtUp(server, `cycle ${cycle}: projections catch up after the restart`);
       model.analyticsBefore = await analytics(server);
-      await server.stop({ keep: true });
+      await stop();
       const rebuilt = await replay(url, ["rebuild", "--json"]);
       assert.equal(rebuilt.code, 0, `cycle ${cycle}: replay rebuild exited ${rebuilt.code}: ${rebuilt.stderr}`);
+      collect(`cycle ${cycle} replay rebuild`, rebuilt.stderr);
       const status = await replay(url, ["status", "--json"]);
       assert.equal(status.code, 0, `cycle ${cycle}: replay status exited ${status.code}: ${status.stderr}`);
       for (const p of JSON.parse(status.stdout)) {
         assert.equal(p.lag, 0, `cycle ${cycle}: projection ${p.name} lags ${p.lag} after rebuild (${status.stdout})`);
       }
-      server = await startServer(env, { dir: server.dir });
+      phase = `cycle ${cycle + 1} load`;
+      await restart();
     }
+    phase = "final";
 
     // The rebuilt projections serve the same figures as the live ones did.
     assert.deepEqual(await analytics(server), model.analyticsBefore, "analytics after the last offline rebuild differ from the live projections");
@@ -862,7 +896,7 @@ async function soak(t, variant, databaseUrl) {
       const open = [...all].filter(([, type]) => !TERMINAL.has(type));
       return { ok: open.length === 0, open, total: all.size, outcomes: [...all.values()] };
     }, "every recording session ends", 30000);
-    await server.stop({ keep: true });
+    await stop();
     const final = await replay(url, ["verify", "--json"]);
     assert.equal(final.code, 0, `final replay verify exited ${final.code}: ${final.stdout}`);
 
@@ -895,14 +929,34 @@ async function soak(t, variant, databaseUrl) {
       heartbeats: { sent: c.heartbeatsSent, stored: last.heartbeatsStored },
       recording: { startsAcked: model.recStarts.length, stopsAcked: model.recStops.length, conflicts: model.recConflicts, unanswered: model.recUnknown, sessions: sessions.total, outcomes: countBy(sessions.outcomes) },
       non2xx: c.non2xx,
+      logs: groupLogs(logged),
     };
     t.diagnostic(JSON.stringify(summary));
     console.log(`SOAK ${JSON.stringify(summary)}`);
     assert.deepEqual(c.non2xx, [], "every answer before the kill was a success");
+    const errors = logged.filter((l) => /\bERROR\b|panicked/.test(l.line));
+    assert.deepEqual(
+      groupLogs(errors),
+      {},
+      `the server and the CLI logged errors (first: ${errors[0]?.phase}: ${errors[0]?.line.slice(0, 600)})`,
+    );
     assert.ok(c.stageAcked > 0 && c.queueHttpAcked > 0 && c.queueYAcked > 0 && acked > 0 && c.heartbeatsSent > 0, "the load did something of every kind");
   } finally {
-    await server.stop({ keep: false });
+    if (alive) await stop();
+    rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Log lines by level, target and message (without fields and times). */
+function groupLogs(lines) {
+  const out = {};
+  for (const { phase, line } of lines) {
+    const m = line.match(/\b(ERROR|WARN)\s+([\w:]+): (.*?)(?:\s+\w+=|$)/);
+    const key = m ? `${m[1]} ${m[2]}: ${m[3]}` : line.slice(0, 200);
+    out[key] ??= { count: 0, first: phase, example: line.slice(0, 400) };
+    out[key].count++;
+  }
+  return out;
 }
 
 function countBy(list) {

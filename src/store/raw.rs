@@ -7,12 +7,14 @@
 //! one, so reading and checking overlap; batches are [`RawBatch`]es, one
 //! buffer per batch rather than six allocations per event.
 
+pub mod scan;
+
 use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::scan::Order;
 use crate::store::{Backend, EventStore, StoreError};
+pub use scan::Order;
 
 /// Events per read: large enough to amortise the query, small enough to
 /// keep memory flat.
@@ -288,7 +290,7 @@ impl Batches {
         let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
         if filter == Filter::All {
-            if !super::scan::start(&store, after, until, batch, order, sender.clone()) {
+            if !scan::start(&store, after, until, batch, order, sender.clone()) {
                 tokio::spawn(read_ranges(store, after, until, batch, sender));
             }
         } else {

@@ -1,9 +1,11 @@
 //! Which event type each stream category holds, and how old payloads are
 //! brought up to date (upcasters).
 //!
-//! Every read path that decodes events from the log (`replay verify`,
-//! `replay state`, the projections) goes through [`Registry`], so an event
-//! stored under an older `event_version` is upcast the same way everywhere.
+//! Every read path that decodes events from the log (live actors loading
+//! an aggregate through [`crate::store::RecordedEvent::decode`], `replay
+//! verify`, `replay state`, the projections) goes through [`Registry`], so
+//! an event stored under an older `event_version` is upcast the same way
+//! everywhere.
 //! An aggregate added later plugs in with one line in [`Registry::standard`]:
 //! `.aggregate::<Recording>("1")`, where `"1"` is the `event_version` its
 //! events are written with today. When an event's shape changes, bump that

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::raw::{RawBatch, RawRef};
+use super::{RawBatch, RawRef};
 use crate::store::{Backend, EventStore, StoreError};
 
 /// Sends batches of the scan, in order; an error ends it.
@@ -310,7 +310,7 @@ impl CopyParser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replay::raw::RawEvent;
+    use crate::store::raw::RawEvent;
 
     fn field(out: &mut Vec<u8>, bytes: &[u8]) {
         out.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
