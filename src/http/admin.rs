@@ -1,8 +1,12 @@
-//! Operator routes: `GET /admin/projections` (moderators with a token not
-//! scoped to events: the view spans every event) and
-//! `GET /analytics/events/{eventId}` (any token scoped to the event).
+//! Operator routes: `GET /admin/projections`, `GET /admin/streams/{streamId}/history`
+//! and `/state?at=` (the `replay history` and `replay state --at` views, for
+//! the ops console; moderators with a token not scoped to events: they span
+//! every event), and `GET /analytics/events/{eventId}` (any token scoped to
+//! the event).
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -10,9 +14,20 @@ use super::extract::{Authenticated, event_id};
 use super::{ApiError, ApiResult, AppState};
 use crate::analytics::{EventAnalytics, event_analytics};
 use crate::projections::{ProjectionStatus, status};
+use crate::replay::history::{HistoryEntry, for_each_history};
+use crate::replay::state::{At, StateAt, state_at};
+use crate::store::StreamId;
+use crate::store::registry::Registry;
+
+/// Most history entries one request returns (the newest are kept).
+const HISTORY_LIMIT: usize = 2_000;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/admin/projections", get(projections)).route("/analytics/events/{event_id}", get(analytics))
+    Router::new()
+        .route("/admin/projections", get(projections))
+        .route("/admin/streams/{stream_id}/history", get(history))
+        .route("/admin/streams/{stream_id}/state", get(state))
+        .route("/analytics/events/{event_id}", get(analytics))
 }
 
 /// Every projection's checkpoint, the log head and the lag.
@@ -34,5 +49,65 @@ async fn analytics(
     match event_analytics(&app.store, event_id.as_str()).await? {
         Some(analytics) => Ok(Json(analytics)),
         None => Err(ApiError::NotFound(format!("no analytics for event {}", event_id.as_str()))),
+    }
+}
+
+fn stream_id(raw: &str) -> ApiResult<StreamId> {
+    StreamId::parse(raw).map_err(|e| ApiError::InvalidRequest(e.to_string()))
+}
+
+/// A stream's timeline, oldest first: the last [`HISTORY_LIMIT`] entries,
+/// with `truncated` when there were more.
+async fn history(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    caller.may_administer()?;
+    let stream = stream_id(&raw)?;
+    let mut entries: std::collections::VecDeque<HistoryEntry> = std::collections::VecDeque::new();
+    let total = for_each_history(&app.store, &stream, |entry| {
+        if entries.len() == HISTORY_LIMIT {
+            entries.pop_front();
+        }
+        entries.push_back(entry);
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    if total == 0 {
+        return Err(ApiError::NotFound(format!("stream {stream} has no events")));
+    }
+    Ok(Json(serde_json::json!({
+        "streamId": stream.to_string(),
+        "events": total,
+        "truncated": total as usize > entries.len(),
+        "entries": entries,
+    })))
+}
+
+/// The aggregate as it was at `?at=` (a global position, `…ms`, or an RFC
+/// 3339 time; now when absent).
+async fn state(
+    State(app): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(raw): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Json<StateAt>> {
+    caller.may_administer()?;
+    let stream = stream_id(&raw)?;
+    let at = match query.get("at") {
+        Some(raw) => raw.parse::<At>().map_err(|e| ApiError::InvalidRequest(e.to_string()))?,
+        None => At::Position(i64::MAX),
+    };
+    match state_at(&app.store, Registry::standard(), &stream, at).await {
+        Ok(state) => Ok(Json(state)),
+        Err(crate::replay::ReplayError::EmptyStream(_)) => {
+            Err(ApiError::NotFound(format!("stream {stream} has no events")))
+        }
+        Err(crate::replay::ReplayError::UnknownCategory(category)) => {
+            Err(ApiError::InvalidRequest(format!("no aggregate state is known for category {category:?}")))
+        }
+        Err(other) => Err(ApiError::Internal(other.into())),
     }
 }

@@ -6,6 +6,7 @@
 //! and `GET /metrics` (Prometheus).
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod interviews;
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(recording::router())
         .merge(admin::router())
+        .merge(console::router())
         .merge(interviews::router())
         .fallback(not_found)
         .layer(body_limit)

@@ -155,6 +155,8 @@ fn http_routes(interview: &str) -> Vec<Route> {
         route(Method::GET, "/cloudcaster/dead-letters", None, Moderator),
         route(Method::POST, "/cloudcaster/dead-letters/no-such-command/retry", Some(json!({})), Moderator),
         route(Method::GET, "/admin/projections", None, Administrator),
+        route(Method::GET, format!("/admin/streams/room-{EVENT}/history"), None, Administrator),
+        route(Method::GET, format!("/admin/streams/room-{EVENT}/state"), None, Administrator),
         route(Method::GET, format!("/analytics/events/{EVENT}"), None, EventReader),
         route(Method::GET, "/analytics/ai", None, AnyUser),
         route(Method::GET, "/api/interviews", None, AnyUser),

@@ -4,6 +4,7 @@
 
 mod auth_matrix;
 mod bounds;
+mod console;
 mod helpers;
 mod interviews;
 mod metrics;

@@ -19,8 +19,15 @@
 // kill may or may not be stored, but at most once. Heartbeats have no reply:
 // they are counted as sent, never as acknowledged.
 //
+// Also checked: the server and the CLI log no ERROR (or panic) line at any
+// point; the counts of everything are printed as one `SOAK {…}` JSON line per
+// database.
+//
 // EVENTUALL_SOAK_CYCLES (default 5; CI long profile 50). The PostgreSQL
-// variant needs postgres://postgres@127.0.0.1:5432 and fails without it.
+// variant needs postgres://postgres@127.0.0.1:5432 (EVENTUALL_SOAK_PG to
+// change) and fails without it. Each test sets its own timeout (60 s + 20 s a
+// cycle), but `--test-timeout` also bounds the whole file: the long profile
+// needs about 10 minutes, so run it with --test-timeout=1800000.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";

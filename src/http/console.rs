@@ -1,0 +1,37 @@
+//! `GET /console`: the ops console, one self-contained page served by the
+//! binary (no build step, no separate server, nothing fetched from
+//! elsewhere). The page itself is public; every figure it shows comes from
+//! routes that need a moderator token not scoped to events, which the
+//! operator pastes in (kept in the tab's session storage): service tiles
+//! and the append rate from `/metrics`, projection lag, an event's presence,
+//! stage, queue, recording and clips, dead letters with a retry button, and
+//! a stream's timeline with time travel (`/admin/streams/{id}/history` and
+//! `/state?at=`).
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::AppState;
+
+const PAGE: &str = include_str!("console.html");
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/console", get(console))
+}
+
+async fn console() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            // The page talks to this origin only.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        PAGE,
+    )
+}
