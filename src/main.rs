@@ -98,7 +98,7 @@ async fn run_commands(cli: CommandsCli) -> anyhow::Result<()> {
         EventStore::open(&url, StoreOptions::default()).await.with_context(|| format!("opening {}", redact(&url)))?;
     let result = match cli {
         CommandsCli::DeadLetters(_) => {
-            for row in db::commands_with_status(&store, "dead").await? {
+            for row in db::commands_with_status(&store, db::CommandStatus::Dead).await? {
                 println!("{}", serde_json::to_string(&row)?);
             }
             Ok(())

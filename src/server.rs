@@ -16,7 +16,7 @@ use crate::config::{DEV_JWT_SECRET, RecordingWorker, ServeConfig};
 use crate::http::{AppState, Limits, router};
 use crate::interviews::{InterviewSettings, Interviews};
 use crate::queues::Queues;
-use crate::recording::{Recording, RecordingSettings, TIMER_PREFIX};
+use crate::recording::{Recording, RecordingDeps, RecordingSettings, TIMER_PREFIX};
 use crate::rooms::Rooms;
 use crate::store::{EventStore, StoreOptions};
 use crate::timers::{Dispatch, Timers};
@@ -60,13 +60,16 @@ impl Application {
             tracing::warn!("no LiveKit key configured: webhooks are verified with the development key 'devkey'");
         }
         let media = crate::recording::media::connect(&config.media).await?;
+        let deps = RecordingDeps {
+            store: store.clone(),
+            timers: timers.clone(),
+            clock: clock.clone(),
+            rooms: rooms.clone(),
+            mux: media.mux,
+            egress: media.egress,
+        };
         let recording = Recording::new(
-            store.clone(),
-            timers.clone(),
-            clock.clone(),
-            rooms.clone(),
-            media.mux,
-            media.egress,
+            deps,
             RecordingSettings {
                 composite_url: config
                     .media

@@ -13,6 +13,7 @@
 use eventuall_domain::recording::{CoordinatorCommand, CoordinatorError, SessionCommand};
 use uuid::Uuid;
 
+use super::db::CommandStatus;
 use super::{Recording, Step, db};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +28,10 @@ impl CommandKind {
             Self::Start => "start",
             Self::Stop => "stop",
         }
+    }
+
+    fn parse(kind: &str) -> Option<Self> {
+        [Self::Start, Self::Stop].into_iter().find(|k| k.as_str() == kind)
     }
 }
 
@@ -98,17 +103,18 @@ impl Recording {
         let id = &command.command_id;
         match outcome {
             Outcome::Done => {
-                db::update_command(store, id, "done", command.attempts + 1, now, None, now).await?;
+                db::update_command(store, id, CommandStatus::Done, command.attempts + 1, now, None, now).await?;
             }
             Outcome::Refused(why) => {
                 tracing::info!(command_id = %id, %why, "recording command refused");
-                db::update_command(store, id, "refused", command.attempts + 1, now, Some(&why), now).await?;
+                db::update_command(store, id, CommandStatus::Refused, command.attempts + 1, now, Some(&why), now)
+                    .await?;
             }
             Outcome::Retry(why) => {
                 let attempts = command.attempts + 1;
                 if attempts >= settings.max_attempts {
                     tracing::error!(command_id = %id, attempts, %why, "recording command dead-lettered");
-                    db::update_command(store, id, "dead", attempts, now, Some(&why), now).await?;
+                    db::update_command(store, id, CommandStatus::Dead, attempts, now, Some(&why), now).await?;
                     if command.kind == CommandKind::Start.as_str()
                         && let Err(error) = self.compensate_dead_start(&command, &why).await
                     {
@@ -119,7 +125,7 @@ impl Recording {
                 } else {
                     let due = now + settings.backoff_ms(attempts);
                     tracing::warn!(command_id = %id, attempts, %why, "recording command will be retried");
-                    db::update_command(store, id, "pending", attempts, due, Some(&why), now).await?;
+                    db::update_command(store, id, CommandStatus::Pending, attempts, due, Some(&why), now).await?;
                 }
             }
         }
@@ -129,8 +135,8 @@ impl Recording {
     async fn apply_command(&self, command: &db::CommandRow) -> anyhow::Result<Outcome> {
         let now = self.now();
         let event_id = command.event_id.as_str();
-        match command.kind.as_str() {
-            "start" => {
+        match CommandKind::parse(&command.kind) {
+            Some(CommandKind::Start) => {
                 let session_id = command.command_id.as_str();
                 // A retried dead letter whose session was already failed (or
                 // a start re-run after its session ended) must not lock the
@@ -157,7 +163,7 @@ impl Recording {
                 db::activate_session(&self.inner.store, session_id, event_id, now).await?;
                 Ok(Outcome::Done)
             }
-            "stop" => {
+            Some(CommandKind::Stop) => {
                 let (coordinator, _) = self.coordinator(event_id).await?;
                 let active = coordinator.active.map(|lock| lock.session_id);
                 let session_id = match (active, command.target_session_id.as_deref()) {
@@ -182,7 +188,7 @@ impl Recording {
                 db::set_session_retry(&self.inner.store, &session_id, 0, now, None).await?;
                 Ok(Outcome::Done)
             }
-            other => Ok(Outcome::Refused(format!("unknown command kind {other:?}"))),
+            None => Ok(Outcome::Refused(format!("unknown command kind {:?}", command.kind))),
         }
     }
 
@@ -243,12 +249,12 @@ impl Recording {
     }
 
     pub async fn dead_letters(&self) -> Result<Vec<db::CommandRow>, crate::store::StoreError> {
-        db::commands_with_status(&self.inner.store, "dead").await
+        db::commands_with_status(&self.inner.store, CommandStatus::Dead).await
     }
 
     /// One dead letter, if `command_id` is one.
     pub async fn dead_letter(&self, command_id: &str) -> Result<Option<db::CommandRow>, crate::store::StoreError> {
-        Ok(db::command(&self.inner.store, command_id).await?.filter(|row| row.status == "dead"))
+        Ok(db::command(&self.inner.store, command_id).await?.filter(|row| row.status == CommandStatus::Dead.as_str()))
     }
 
     /// Puts a dead letter back in the queue; false if there is no such one.

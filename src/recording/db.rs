@@ -5,6 +5,30 @@
 use crate::store::subscription::SqlValue;
 use crate::store::{EventStore, StoreError};
 
+/// Where a command is in the queue (the `status` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandStatus {
+    /// Waiting for its (next) attempt.
+    Pending,
+    Done,
+    /// Can never succeed (a start while another session records, a stop
+    /// with nothing left to stop).
+    Refused,
+    /// Out of attempts: a dead letter until retried.
+    Dead,
+}
+
+impl CommandStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Refused => "refused",
+            Self::Dead => "dead",
+        }
+    }
+}
+
 /// A row of `recording_commands`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,9 +101,9 @@ pub async fn next_due_command(store: &EventStore, now: i64) -> Result<Option<Com
     Ok(rows.into_iter().next().map(command_row))
 }
 
-pub async fn commands_with_status(store: &EventStore, status: &str) -> Result<Vec<CommandRow>, StoreError> {
+pub async fn commands_with_status(store: &EventStore, status: CommandStatus) -> Result<Vec<CommandRow>, StoreError> {
     let sql = format!("select {COMMAND_COLUMNS} from recording_commands where status = $1 order by created_at");
-    let rows: Vec<CommandTuple> = store.query_as(&sql, &[status.into()]).await?;
+    let rows: Vec<CommandTuple> = store.query_as(&sql, &[status.as_str().into()]).await?;
     Ok(rows.into_iter().map(command_row).collect())
 }
 
@@ -100,7 +124,7 @@ pub async fn pending_start(store: &EventStore, event_id: &str) -> Result<Option<
 pub async fn update_command(
     store: &EventStore,
     command_id: &str,
-    status: &str,
+    status: CommandStatus,
     attempts: i64,
     next_attempt_at: i64,
     last_error: Option<&str>,
@@ -108,8 +132,14 @@ pub async fn update_command(
 ) -> Result<u64, StoreError> {
     let sql = "update recording_commands set status = $2, attempts = $3, next_attempt_at = $4, last_error = $5, \
                updated_at = $6 where command_id = $1";
-    let args: [SqlValue; 6] =
-        [command_id.into(), status.into(), attempts.into(), next_attempt_at.into(), last_error.into(), now.into()];
+    let args: [SqlValue; 6] = [
+        command_id.into(),
+        status.as_str().into(),
+        attempts.into(),
+        next_attempt_at.into(),
+        last_error.into(),
+        now.into(),
+    ];
     store.execute(sql, &args).await
 }
 

@@ -19,7 +19,7 @@ use eventuall_media::mux::{
     AssetStatus, CreateClip, CreateLiveStream, LiveStreamStatus, MuxError, NewAssetSettings, PlaybackPolicy,
 };
 
-use super::{Recording, Step, TIMER_PREFIX, db};
+use super::{Recording, SagaTimer, Step, db, timer_owner};
 use crate::store::StreamId;
 
 /// Why a step did not complete.
@@ -111,8 +111,8 @@ impl Recording {
                 Ok(Advance::Finished) => {
                     progressed = true;
                     db::deactivate_session(store, &session_id).await?;
-                    for name in ["health", "cap"] {
-                        self.inner.timers.cancel(&format!("{TIMER_PREFIX}{session_id}"), name).await?;
+                    for timer in SagaTimer::ALL {
+                        self.inner.timers.cancel(&timer_owner(&session_id), timer.name()).await?;
                     }
                 }
                 Err(StepError::Fatal(reason)) => {
@@ -260,10 +260,10 @@ impl Recording {
                 }
                 let asset_id = stream.active_asset_id.clone().or_else(|| stream.recent_asset_ids.last().cloned());
                 self.record(session_id, SessionEvent::RecordingStarted { asset_id, at: now }).await?;
-                let owner = format!("{TIMER_PREFIX}{session_id}");
+                let owner = timer_owner(session_id);
                 let health = now + self.inner.settings.health_every.as_millis() as i64;
-                self.inner.timers.arm(&owner, "health", health, "").await?;
-                self.inner.timers.arm(&owner, "cap", now + MAX_RECORDING_MS, "").await?;
+                self.inner.timers.arm(&owner, SagaTimer::Health.name(), health, "").await?;
+                self.inner.timers.arm(&owner, SagaTimer::Cap.name(), now + MAX_RECORDING_MS, "").await?;
                 self.set_room(&session, Some((RecordingStatus::Recording, now)), now).await;
                 Ok(Advance::Progressed)
             }
@@ -271,12 +271,12 @@ impl Recording {
             // A crash between `RecordingStarted` and arming the timers would
             // leave it unwatched, so a missing cap timer is re-armed here.
             Phase::Recording => {
-                let owner = format!("{TIMER_PREFIX}{session_id}");
-                if self.inner.timers.get(&owner, "cap").await?.is_none() {
+                let owner = timer_owner(session_id);
+                if self.inner.timers.get(&owner, SagaTimer::Cap.name()).await?.is_none() {
                     let started = session.started_at.unwrap_or(now);
                     let health = now + self.inner.settings.health_every.as_millis() as i64;
-                    self.inner.timers.arm(&owner, "health", health, "").await?;
-                    self.inner.timers.arm(&owner, "cap", started + MAX_RECORDING_MS, "").await?;
+                    self.inner.timers.arm(&owner, SagaTimer::Health.name(), health, "").await?;
+                    self.inner.timers.arm(&owner, SagaTimer::Cap.name(), started + MAX_RECORDING_MS, "").await?;
                     self.set_room(&session, Some((RecordingStatus::Recording, started)), now).await;
                 }
                 Ok(Advance::Waiting)
@@ -564,19 +564,19 @@ impl Recording {
         Ok(clips)
     }
 
-    pub(super) async fn on_timer(&self, session_id: &str, name: &str) -> anyhow::Result<()> {
+    pub(super) async fn on_timer(&self, session_id: &str, timer: SagaTimer) -> anyhow::Result<()> {
         let _guard = self.inner.step_lock.lock().await;
         let (session, _) = self.session(session_id).await?;
         if session.phase != Phase::Recording {
             return Ok(());
         }
         let now = self.now();
-        match name {
-            "cap" => {
+        match timer {
+            SagaTimer::Cap => {
                 let command = SessionCommand::RequestStop { reason: "12 h maximum reached".into(), at: now };
                 self.execute_session(session_id, command, "RequestStop").await?;
             }
-            "health" => {
+            SagaTimer::Health => {
                 match self.health(&session).await {
                     Ok(()) => {}
                     Err(StepError::Fatal(reason)) => {
@@ -588,9 +588,8 @@ impl Recording {
                     Err(e) => tracing::warn!(session_id, error = ?e, "recording health check inconclusive"),
                 }
                 let due = now + self.inner.settings.health_every.as_millis() as i64;
-                self.inner.timers.arm(&format!("{TIMER_PREFIX}{session_id}"), "health", due, "").await?;
+                self.inner.timers.arm(&timer_owner(session_id), SagaTimer::Health.name(), due, "").await?;
             }
-            _ => tracing::warn!(session_id, name, "unknown recording timer"),
         }
         Ok(())
     }

@@ -136,6 +136,47 @@ async fn stall_point(point: &str) {
 
 /// Timer owners of the saga: `recording-{sessionId}`.
 pub const TIMER_PREFIX: &str = "recording-";
+
+/// The durable timers of one recording session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SagaTimer {
+    /// The health check every `health_every` while recording.
+    Health,
+    /// The 12 h maximum.
+    Cap,
+}
+
+impl SagaTimer {
+    pub const ALL: [SagaTimer; 2] = [SagaTimer::Health, SagaTimer::Cap];
+
+    /// The timer's name in the `timers` table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Cap => "cap",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|timer| timer.name() == name)
+    }
+}
+
+/// The timer owner of `session_id`.
+pub fn timer_owner(session_id: &str) -> String {
+    format!("{TIMER_PREFIX}{session_id}")
+}
+
+/// What the saga works with: the log, its timers and clock, the rooms whose
+/// snapshots show a recording, and the two media services.
+pub struct RecordingDeps {
+    pub store: EventStore,
+    pub timers: Arc<Timers>,
+    pub clock: SharedClock,
+    pub rooms: Rooms,
+    pub mux: MuxClient,
+    pub egress: Egress,
+}
 const SCHEMA_TAG: &str = "v1";
 const ACTOR: &str = "system:recording";
 
@@ -188,15 +229,8 @@ pub struct ClipView {
 }
 
 impl Recording {
-    pub fn new(
-        store: EventStore,
-        timers: Arc<Timers>,
-        clock: SharedClock,
-        rooms: Rooms,
-        mux: MuxClient,
-        egress: Egress,
-        settings: RecordingSettings,
-    ) -> Self {
+    pub fn new(deps: RecordingDeps, settings: RecordingSettings) -> Self {
+        let RecordingDeps { store, timers, clock, rooms, mux, egress } = deps;
         let lease = lease::Lease::for_store(&store, settings.poll_every);
         let inner = Inner {
             lease,
@@ -411,7 +445,11 @@ impl Recording {
     /// Handles a fired timer of the saga (health check, 12 h cap).
     pub async fn fire(&self, timer: Timer) {
         let Some(session_id) = timer.owner.strip_prefix(TIMER_PREFIX) else { return };
-        if let Err(error) = self.on_timer(session_id, &timer.name).await {
+        let Some(which) = SagaTimer::parse(&timer.name) else {
+            tracing::warn!(session_id, name = %timer.name, "unknown recording timer");
+            return;
+        };
+        if let Err(error) = self.on_timer(session_id, which).await {
             tracing::error!(session_id, timer = %timer.name, error = %format!("{error:#}"), "recording timer failed");
         }
         self.poke();
