@@ -185,6 +185,7 @@ impl Application {
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
         let recording_loop = (recording_worker == RecordingWorker::Background)
             .then(|| tokio::spawn(state.recording.clone().run(shutdown.subscribe())));
+        tokio::spawn(recover_interviews(state.clone()));
         let mut stop = shutdown.subscribe();
         let signal = async move {
             tokio::select! {
@@ -234,5 +235,26 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+/// Once the interviews projection has caught up with the log (at most a
+/// minute), wakes the interviews a crash left in an `ai.*` state.
+async fn recover_interviews(state: AppState) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let lag = crate::projections::status(&state.store)
+            .await
+            .ok()
+            .and_then(|all| all.into_iter().find(|s| s.name == "interviews").map(|s| s.lag));
+        if lag == Some(0) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    match state.interviews.recover_interrupted().await {
+        Ok(0) => {}
+        Ok(woken) => tracing::info!(woken, "recovered interviews interrupted by a restart"),
+        Err(error) => tracing::warn!(%error, "could not look for interrupted interviews"),
     }
 }

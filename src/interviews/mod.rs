@@ -236,6 +236,22 @@ impl Interviews {
         self.inner.directories.get().expect("set in new").send(user_id, msg).await;
     }
 
+    /// Wakes every interview the list shows in an `ai.*` state: loading its
+    /// actor closes an AI call that died with an earlier process (the reply
+    /// becomes a failed message, the interview idle), so nobody finds it
+    /// stuck, even before its owner opens it again. Run at start-up, once
+    /// the interviews projection has caught up. Returns how many were woken.
+    pub async fn recover_interrupted(&self) -> Result<usize, crate::store::StoreError> {
+        let sql = "select interview_id from interviews where state <> 'idle' and deleted = 0";
+        let stuck: Vec<(String,)> = self.inner.store.query_as(sql, &[]).await?;
+        for (interview_id,) in &stuck {
+            let (reply, loaded) = oneshot::channel();
+            self.to_interview(interview_id, InterviewMsg::View { reply }).await;
+            let _ = loaded.await;
+        }
+        Ok(stuck.len())
+    }
+
     pub fn live_interviews(&self) -> usize {
         self.inner.conversations.get().expect("set in new").live()
     }

@@ -617,6 +617,16 @@ test("kill -9 in the middle of a reply: idle after the restart, the reply failed
     assert.ok(!page.frames.some((f) => f.id === chunk.id && f.status !== "streaming"), "killed before the reply ended");
 
     restarted = await startServer({ EVENTUALL_AI_SIM_CHUNK_DELAY: "0ms" }, { dir: own.dir });
+    // Before anyone opens it again: the service wakes interviews a crash left
+    // in an ai.* state at start-up, so the list (a read model) shows it idle.
+    let listed;
+    for (let i = 0; i < 100; i++) {
+      const response = await fetch(`${restarted.http}/api/interviews`, { headers: { authorization: `Bearer ${token}` } });
+      listed = (await response.json()).interviews.find((row) => row.id === id);
+      if (listed?.state === "idle") break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(listed?.state, "idle", "recovered at start-up, not only when opened");
     const body = await details(restarted, token, id);
     assert.equal(body.interview.state, "idle", "no interview stays stuck in an ai.* state");
     assert.deepEqual(
