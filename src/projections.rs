@@ -96,7 +96,9 @@ impl Projection {
     /// them over). Room heartbeats and sweeps change no row of either.
     pub fn reads(self, category: &str, event_type: &str) -> bool {
         match (self, category) {
-            (_, "room") => !presence::IGNORED_EVENT_TYPES.contains(&event_type),
+            (Projection::RoomPresence | Projection::Analytics, "room") => {
+                !presence::IGNORED_EVENT_TYPES.contains(&event_type)
+            }
             (Projection::Analytics, "queue" | "recording") => true,
             (Projection::Interviews, "user_interviews" | "interview") => {
                 !interviews::IGNORED_EVENT_TYPES.contains(&event_type)
@@ -869,4 +871,26 @@ async fn write_interview_change(
     };
     tx.execute(&sql, &args).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod reads_tests {
+    use super::Projection;
+
+    /// Each projection reads its own categories only: the interviews
+    /// projection once read every room event too, and logged each one as
+    /// undecodable (found by the kill -9 soak).
+    #[test]
+    fn each_projection_reads_only_its_categories() {
+        for event_type in ["ConnectionOpened", "StageEntered"] {
+            assert!(Projection::RoomPresence.reads("room", event_type));
+            assert!(Projection::Analytics.reads("room", event_type));
+            assert!(!Projection::Interviews.reads("room", event_type));
+        }
+        assert!(!Projection::RoomPresence.reads("room", "LiveKitDeliveryApplied"));
+        assert!(!Projection::Interviews.reads("queue", "ParticipantQueued"));
+        assert!(Projection::Analytics.reads("queue", "ParticipantQueued"));
+        assert!(!Projection::RoomPresence.reads("interview", "UserAnswered"));
+        assert!(!Projection::Analytics.reads("user_interviews", "InterviewCreated"));
+    }
 }

@@ -68,7 +68,8 @@ pub fn changes(event_id: &str, event: &RoomEvent) -> Vec<RowChange> {
 
 /// Room event types that never change these rows: the runner skips them
 /// without decoding (they are most of a room's log: heartbeats).
-pub const IGNORED_EVENT_TYPES: [&str; 4] = ["HeartbeatReceived", "UserWentAway", "UserForgotten", "RecordingChanged"];
+pub const IGNORED_EVENT_TYPES: [&str; 5] =
+    ["HeartbeatReceived", "UserWentAway", "UserForgotten", "RecordingChanged", "LiveKitDeliveryApplied"];
 
 /// A session row to insert unless its `(event_id, connection_id)` exists.
 #[derive(Clone, Debug, PartialEq, Eq)]

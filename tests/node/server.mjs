@@ -59,7 +59,7 @@ export async function startServer(extraEnv = {}, { dir, onLog } = {}) {
     http: `http://${host}`,
     /** Stops the server; keeps its database when `keep` is set. */
     async stop({ keep = false, signal = "SIGTERM" } = {}) {
-      if (child.exitCode === null) {
+      if (child.exitCode === null && child.signalCode === null) {
         child.kill(signal);
         await new Promise((r) => child.once("exit", r));
       }
