@@ -13,7 +13,7 @@ use crate::projections::ANALYTICS;
 use crate::store::subscription::load_checkpoint;
 use crate::store::{Backend, EventStore, StoreError};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventAnalytics {
     pub event_id: String,
@@ -26,7 +26,7 @@ pub struct EventAnalytics {
     pub clips: ClipSummary,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingSummary {
     pub sessions: i64,
@@ -38,7 +38,7 @@ pub struct RecordingSummary {
     pub list: Vec<RecordingSessionRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingSessionRow {
     pub session_id: String,
@@ -54,7 +54,7 @@ pub struct RecordingSessionRow {
     pub failure_reason: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClipSummary {
     pub total: i64,
@@ -65,7 +65,7 @@ pub struct ClipSummary {
     pub list: Vec<ClipInfo>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantClips {
     pub user_id: String,
@@ -76,7 +76,7 @@ pub struct ParticipantClips {
     pub total_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClipInfo {
     pub clip_id: String,
@@ -91,7 +91,7 @@ pub struct ClipInfo {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttendanceSummary {
     pub unique_users: i64,
@@ -105,7 +105,7 @@ pub struct AttendanceSummary {
     pub users: Vec<UserAttendance>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserAttendance {
     pub user_id: String,
@@ -116,7 +116,7 @@ pub struct UserAttendance {
     pub present: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageSummary {
     pub user_id: String,
@@ -125,7 +125,7 @@ pub struct StageSummary {
     pub on_stage_since: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSummary {
     pub promoted: i64,
@@ -137,7 +137,7 @@ pub struct QueueSummary {
     pub waits: Vec<QueueWaitRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueWaitRow {
     pub user_id: String,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod interviews;
+pub mod openapi;
 pub mod party;
 pub mod queue;
 pub mod recording;
@@ -85,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .merge(recording::router())
         .merge(admin::router())
         .merge(interviews::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)
@@ -93,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 /// `GET /metrics`: the Prometheus text format. Unauthenticated, as
 /// scrapers expect: it holds counts and latencies, no ids or payloads.
 async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
@@ -118,6 +122,9 @@ async fn track_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
+/// `ok` when the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain"), openapi::E503))]
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<&'static str> {
     state.store.head_position().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ok")

@@ -23,6 +23,7 @@ use eventuall_media::livekit::WebhookVerifyError;
 use serde_json::{Value, json};
 
 use super::{ApiError, ApiResult, AppState};
+use super::openapi as oa;
 use crate::store::subscription::SqlValue;
 use crate::store::{DbTx, Metadata};
 
@@ -33,6 +34,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks/livekit", post(livekit))
 }
 
+/// LiveKit webhooks: `participant_joined` / `participant_left` are LiveKit connections of
+/// the user in the room named like the event; other events are accepted and ignored.
+#[utoipa::path(post, path = "/webhooks/livekit", tag = "webhooks", security(("livekit" = [])),
+    request_body(content = Object, content_type = "application/webhook+json", description = "LiveKit's WebhookEvent JSON"),
+    responses((status = 200, body = oa::WebhookOutcome), oa::E401, oa::E409, oa::E500, oa::E503))]
 async fn livekit(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
     let authorization =
         headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthorized)?;

@@ -7,6 +7,7 @@ mod bounds;
 mod helpers;
 mod interviews;
 mod metrics;
+mod openapi;
 mod projections;
 mod queue;
 mod recording;
