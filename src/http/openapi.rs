@@ -23,8 +23,8 @@ use utoipa::{IntoParams, IntoResponses, Modify, OpenApi, ToSchema};
 use super::AppState;
 use crate::interviews::QuotaRefusal;
 use crate::interviews::frames::{InterviewJson, MessageJson};
-use crate::recording::db::CommandRow;
 use crate::recording::ClipView;
+use crate::recording::db::CommandRow;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -81,7 +81,7 @@ use crate::recording::ClipView;
         UserInterviewsServerMessage,
         QueueEntry,
     )),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &UniqueOperationIds),
     tags(
         (name = "rooms", description = "Event rooms: presence, stage, snapshots"),
         (name = "queue", description = "The collaborative queue (Yjs)"),
@@ -111,6 +111,56 @@ impl Modify for SecuritySchemes {
             "LiveKit's webhook JWT (raw, `Bearer ` tolerated); its `sha256` claim covers the body",
         );
         components.add_security_scheme("livekit", SecurityScheme::ApiKey(ApiKey::Header(livekit)));
+    }
+}
+
+/// Operation ids are the handlers' names, and two modules may both have a
+/// `remove`, or one handler serve two methods: a repeated id gets its tag
+/// as a prefix, then its method as a suffix (ids must be unique).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        fn operations(
+            openapi: &mut utoipa::openapi::OpenApi,
+        ) -> impl Iterator<Item = (&'static str, &mut utoipa::openapi::path::Operation)> {
+            openapi.paths.paths.values_mut().flat_map(|item| {
+                [
+                    ("get", item.get.as_mut()),
+                    ("put", item.put.as_mut()),
+                    ("post", item.post.as_mut()),
+                    ("delete", item.delete.as_mut()),
+                    ("patch", item.patch.as_mut()),
+                    ("head", item.head.as_mut()),
+                    ("options", item.options.as_mut()),
+                    ("trace", item.trace.as_mut()),
+                ]
+                .into_iter()
+                .filter_map(|(method, op)| op.map(|op| (method, op)))
+            })
+        }
+        fn repeated(openapi: &mut utoipa::openapi::OpenApi) -> std::collections::HashSet<String> {
+            let mut seen = std::collections::HashMap::<String, usize>::new();
+            for (_, op) in operations(openapi) {
+                *seen.entry(op.operation_id.clone().unwrap_or_default()).or_default() += 1;
+            }
+            seen.into_iter().filter(|(_, n)| *n > 1).map(|(id, _)| id).collect()
+        }
+        let twice = repeated(openapi);
+        for (_, op) in operations(openapi) {
+            let id = op.operation_id.clone().unwrap_or_default();
+            if twice.contains(&id) {
+                let tag = op.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
+                op.operation_id = Some(format!("{tag}_{id}"));
+            }
+        }
+        let twice = repeated(openapi);
+        for (method, op) in operations(openapi) {
+            let id = op.operation_id.clone().unwrap_or_default();
+            if twice.contains(&id) {
+                op.operation_id = Some(format!("{id}_{method}"));
+            }
+        }
     }
 }
 
@@ -660,7 +710,11 @@ mod tests {
                 last_seen: 2,
             }],
             stage: vec![StageEntry { user_id: "u".into(), since: 3 }],
-            recording: Some(RecordingInfo { session_id: "s".into(), status: RecordingStatus::Recording, started_at: 4 }),
+            recording: Some(RecordingInfo {
+                session_id: "s".into(),
+                status: RecordingStatus::Recording,
+                started_at: 4,
+            }),
         };
         let domain = eventuall_domain::room::RoomSnapshot {
             event_id: "e".into(),

@@ -22,8 +22,8 @@ use eventuall_domain::room::{CloseReason, ConnectionKind, RoomCommand};
 use eventuall_media::livekit::WebhookVerifyError;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, AppState};
 use super::openapi as oa;
+use super::{ApiError, ApiResult, AppState};
 use crate::store::subscription::SqlValue;
 use crate::store::{DbTx, Metadata};
 

@@ -103,12 +103,15 @@ async fn the_document_covers_every_route_of_the_code() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "{}", doc["openapi"]);
 
     let mut documented = BTreeSet::new();
+    let mut operation_ids = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for (method, operation) in item.as_object().unwrap() {
             if !METHODS.contains(&method.as_str()) {
                 continue;
             }
             documented.insert((method.to_uppercase(), path.clone()));
+            let id = operation["operationId"].as_str().expect("an operationId").to_owned();
+            assert!(operation_ids.insert(id.clone()), "operationId {id} is not unique");
             let responses = operation["responses"].as_object().expect("responses");
             assert!(
                 responses.keys().any(|status| status.starts_with('2') || status == "101"),
