@@ -157,3 +157,22 @@ async fn the_document_covers_every_route_of_the_code() {
         assert!(error_codes.contains(&code), "error code {code} of error.rs is not in ErrorCode");
     }
 }
+
+/// The webhook route reads its raw body itself; over the limit it still
+/// answers the documented JSON 413.
+#[tokio::test]
+async fn an_oversized_webhook_gets_the_json_413() {
+    let app = spawn_app().await;
+    let response = app
+        .http
+        .post(app.url("/webhooks/livekit"))
+        .header("authorization", "not-a-jwt")
+        .header("content-type", "application/webhook+json")
+        .body("x".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
