@@ -2915,6 +2915,15 @@ export interface operations {
                     "application/json": components["schemas"]["WebhookOutcome"];
                 };
             };
+            /** @description `invalid_request` (bad id, body or parameter) or `invalid_json`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description `unauthorized`: missing, malformed, badly signed or expired token. */
             401: {
                 headers: {
@@ -2926,6 +2935,15 @@ export interface operations {
             };
             /** @description `conflict`: the request clashes with the current state. */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `payload_too_large`: the body is over EVENTUALL_MAX_BODY_BYTES. */
+            413: {
                 headers: {
                     [name: string]: unknown;
                 };
