@@ -2,7 +2,9 @@
 # Runs the whole test suite on a fresh machine: starts PostgreSQL if it is
 # down (the PostgreSQL half of the store contract suite is required, never
 # skipped), installs the Node client-test packages, runs the Rust suites with
-# cargo-nextest, then the real-client (npm) suites against the built binary.
+# cargo-nextest, checks the TypeScript client (tsc, and that its generated
+# types are not stale), then the real-client (npm) suites against the built
+# binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,10 +37,29 @@ echo "== Rust suites"
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast
 
-echo "== Real-client suites (Node)"
 # Where cargo put the binaries: CARGO_TARGET_DIR when set (relative to here,
 # as cargo reads it), else ./target.
 TARGET_DIR="$(realpath "${CARGO_TARGET_DIR:-target}")"
+
+echo "== TypeScript client (clients/ts)"
+(
+  cd clients/ts
+  npm ci --no-audit --no-fund
+  npx tsc --noEmit
+  # The Node suite imports the compiled client.
+  npm run --silent build
+)
+# The committed types must be what the code generates now.
+FRESH="$(mktemp -d)"
+EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" scripts/gen-client.sh --out "$FRESH"
+if ! diff -u clients/ts/openapi.json "$FRESH/openapi.json" || ! diff -u clients/ts/src/schema.d.ts "$FRESH/schema.d.ts"; then
+  echo "FATAL: clients/ts is stale: run scripts/gen-client.sh and commit the result" >&2
+  rm -rf "$FRESH"
+  exit 1
+fi
+rm -rf "$FRESH"
+
+echo "== Real-client suites (Node)"
 (
   cd tests/node
   if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

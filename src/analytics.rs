@@ -12,7 +12,7 @@ use crate::projections::ANALYTICS;
 use crate::store::subscription::load_checkpoint;
 use crate::store::{EventStore, StoreError};
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventAnalytics {
     pub event_id: String,
@@ -25,7 +25,7 @@ pub struct EventAnalytics {
     pub clips: ClipSummary,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingSummary {
     pub sessions: i64,
@@ -37,7 +37,7 @@ pub struct RecordingSummary {
     pub list: Vec<RecordingSessionRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingSessionRow {
     pub session_id: String,
@@ -53,7 +53,7 @@ pub struct RecordingSessionRow {
     pub failure_reason: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClipSummary {
     pub total: i64,
@@ -64,7 +64,7 @@ pub struct ClipSummary {
     pub list: Vec<ClipInfo>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ParticipantClips {
     pub user_id: String,
@@ -75,7 +75,7 @@ pub struct ParticipantClips {
     pub total_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClipInfo {
     pub clip_id: String,
@@ -90,7 +90,7 @@ pub struct ClipInfo {
     pub error: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttendanceSummary {
     pub unique_users: i64,
@@ -104,7 +104,7 @@ pub struct AttendanceSummary {
     pub users: Vec<UserAttendance>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserAttendance {
     pub user_id: String,
@@ -115,7 +115,7 @@ pub struct UserAttendance {
     pub present: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StageSummary {
     pub user_id: String,
@@ -124,7 +124,7 @@ pub struct StageSummary {
     pub on_stage_since: Option<i64>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSummary {
     pub promoted: i64,
@@ -136,7 +136,7 @@ pub struct QueueSummary {
     pub waits: Vec<QueueWaitRow>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueWaitRow {
     pub user_id: String,

@@ -24,7 +24,9 @@
 //! - [`rooms`], [`queues`]: the event room and collaborative queue actors.
 //! - [`http`]: the axum routes and sockets; `http::ws` is the reader loop
 //!   every socket shares (size and rate limits, silence), `http::party`
-//!   the admission and writer.
+//!   the admission and writer, `http::openapi` the OpenAPI document
+//!   (`GET /openapi.json`; the TypeScript client in `clients/ts` is
+//!   generated from it).
 //! - [`auth`]: JWT checks; [`outlet`]: a connection's outbound queue.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`).
 //! - [`replay`]: audits and replays of the log (`eventuall replay …`):

@@ -695,7 +695,7 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
 }
 
 /// How far one projection has got.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ProjectionStatus {
     pub name: String,
     /// Position of the last event it handled (its checkpoint).

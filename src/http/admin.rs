@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 
 use super::extract::{Authenticated, event_id};
+use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::analytics::{EventAnalytics, event_analytics};
 use crate::projections::{ProjectionStatus, status};
@@ -30,7 +31,9 @@ pub fn router() -> Router<AppState> {
         .route("/analytics/events/{event_id}", get(analytics))
 }
 
-/// Every projection's checkpoint, the log head and the lag.
+/// Every projection's checkpoint, the log head and the lag (moderators, token not scoped to events).
+#[utoipa::path(get, path = "/admin/projections", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = Vec<ProjectionStatus>), oa::E401, oa::E403, oa::E500, oa::E503))]
 async fn projections(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -39,6 +42,9 @@ async fn projections(
     Ok(Json(status(&app.store).await?))
 }
 
+/// Attendance, stage time, queue waits, recordings and clips of an event (`docs/ANALYTICS.md`).
+#[utoipa::path(get, path = "/analytics/events/{event_id}", tag = "admin", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 200, body = EventAnalytics), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
 async fn analytics(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -20,10 +20,12 @@ use serde_json::json;
 use tokio::sync::oneshot;
 
 use super::extract::{ApiJson, Authenticated};
+use super::openapi as oa;
 use super::party::accept_protocols;
 use super::ws::{self, FrameLimits, Frames, error_frame};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
+use crate::interviews::usage::AiUsage;
 use crate::interviews::{DirectoryMsg, Failure, InterviewMsg, NewInterview};
 use crate::outlet::Outlet;
 use crate::rooms::actor::new_connection_id;
@@ -79,13 +81,17 @@ impl IntoResponse for InterviewError {
 
 type InterviewResult<T> = Result<T, InterviewError>;
 
+/// The caller's interviews, newest first.
+#[utoipa::path(get, path = "/api/interviews", tag = "interviews", security(("bearer" = [])),
+    responses((status = 200, body = oa::InterviewList), oa::E401, oa::E503))]
 async fn list(State(app): State<AppState>, Authenticated(caller): Authenticated) -> InterviewResult<Response> {
     let interviews = app.interviews.list(caller.user_id()).await?;
     Ok(Json(json!({"success": true, "interviews": interviews})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateInterviewRequest)]
 struct CreateRequest {
     title: String,
     #[serde(default)]
@@ -94,6 +100,9 @@ struct CreateRequest {
     skills: Option<Vec<String>>,
 }
 
+/// Creates an interview; with a job description and no skills the AI extracts skills first.
+#[utoipa::path(post, path = "/api/interviews", tag = "interviews", security(("bearer" = [])), request_body = CreateRequest,
+    responses((status = 201, body = oa::InterviewEnvelope), oa::E400, oa::E401, oa::E409, oa::E413, oa::E429, oa::E503))]
 async fn create(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -108,6 +117,9 @@ async fn create(
     Ok((StatusCode::CREATED, Json(json!({"success": true, "interview": interview}))).into_response())
 }
 
+/// An interview and its messages (owner only).
+#[utoipa::path(get, path = "/api/interviews/{id}", tag = "interviews", params(oa::InterviewPath), security(("bearer" = [])),
+    responses((status = 200, body = oa::InterviewDetails), oa::E401, oa::E403, oa::E404, oa::E503))]
 async fn details(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -117,13 +129,18 @@ async fn details(
     Ok(Json(json!({"success": true, "interview": interview, "messages": messages})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = RenameInterviewRequest)]
 struct RenameRequest {
     #[serde(default)]
     title: Option<String>,
 }
 
+/// Renames an interview (owner only); without `title` it answers it unchanged.
+#[utoipa::path(patch, path = "/api/interviews/{id}", tag = "interviews", params(oa::InterviewPath), security(("bearer" = [])),
+    request_body = RenameRequest,
+    responses((status = 200, body = oa::InterviewEnvelope), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn rename(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -137,6 +154,9 @@ async fn rename(
     Ok(Json(json!({"success": true, "interview": interview})).into_response())
 }
 
+/// Deletes an interview (owner only; its streams stay for the audit).
+#[utoipa::path(delete, path = "/api/interviews/{id}", tag = "interviews", params(oa::InterviewPath), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"), oa::E401, oa::E403, oa::E404, oa::E409, oa::E503))]
 async fn remove(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -147,6 +167,8 @@ async fn remove(
 }
 
 /// The caller's AI usage; a moderator may ask for anyone's (`?userId=`).
+#[utoipa::path(get, path = "/analytics/ai", tag = "interviews", params(oa::AiUsageQuery), security(("bearer" = [])),
+    responses((status = 200, body = AiUsage), oa::E401, oa::E403, oa::E500, oa::E503))]
 async fn ai_usage(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -173,6 +195,10 @@ fn expect_upgrade(upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>) 
     upgrade.map_err(|_| ApiError::InvalidRequest("expected a WebSocket upgrade".into()))
 }
 
+/// WebSocket (owner only): server frames are `InterviewServerMessage` (`INTERVIEW_STATE`
+/// first), client frames `InterviewClientMessage`; a binary frame is one recorded audio answer.
+#[utoipa::path(get, path = "/parties/interview/{id}", tag = "interviews", params(oa::InterviewPath, oa::SocketQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), oa::E400, oa::E401, oa::E403, oa::E404, oa::E503))]
 async fn interview_socket(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -272,6 +298,9 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
     app.interviews.to_interview(&interview_id, disconnect).await;
 }
 
+/// WebSocket of one user (that user only): server frames are `UserInterviewsServerMessage`.
+#[utoipa::path(get, path = "/parties/user-interviews/{user_id}", tag = "interviews", params(oa::UserPath, oa::SocketQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), oa::E400, oa::E401, oa::E403))]
 async fn user_socket(
     State(app): State<AppState>,
     Path(user_id): Path<String>,

@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod interviews;
+pub mod openapi;
 pub mod party;
 pub mod queue;
 pub mod recording;
@@ -87,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(console::router())
         .merge(interviews::router())
+        .merge(openapi::router())
         .fallback(not_found)
         .layer(body_limit)
         .layer(cors)
@@ -95,6 +97,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain; version=0.0.4")))]
 /// `GET /metrics`: the Prometheus text format. Unauthenticated, as
 /// scrapers expect: it holds counts and latencies, no ids or payloads.
 async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
@@ -120,6 +124,9 @@ async fn track_request(request: axum::extract::Request, next: axum::middleware::
     response
 }
 
+/// `ok` when the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "ops",
+    responses((status = 200, description = "ok", body = String, content_type = "text/plain"), openapi::E503))]
 async fn healthz(axum::extract::State(state): axum::extract::State<AppState>) -> ApiResult<&'static str> {
     state.store.head_position().await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok("ok")

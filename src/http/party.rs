@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::extract::event_id;
+use super::openapi as oa;
 use super::ws::{self, FrameLimits, Frames, SocketKind, error_frame};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
@@ -102,6 +103,11 @@ pub fn admit(
     Ok((event_id, caller, accept_protocols(upgrade, headers)))
 }
 
+/// WebSocket (partysocket-compatible): server frames are `EventRoomServerMessage`,
+/// client frames `EventRoomClientMessage` (JSON text; a binary frame gets `unsupported_frame`).
+/// Text frames over the frame limit close with 1009.
+#[utoipa::path(get, path = "/parties/event/{event_id}", tag = "rooms", params(oa::EventPath, oa::PartyQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), oa::E400, oa::E401, oa::E403))]
 async fn event_socket(
     State(app): State<AppState>,
     Path(raw): Path<String>,

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::extract::{ApiJson, Authenticated, event_id};
+use super::openapi as oa;
 use super::party::admit;
 use super::ws::{self, FrameLimits, Frames, SocketKind};
 use super::{ApiError, ApiResult, AppState};
@@ -64,6 +65,9 @@ fn json_response(body: String) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
+/// The queue (any valid token for the event).
+#[utoipa::path(get, path = "/event/{event_id}/queue", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E503))]
 async fn view(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -74,24 +78,29 @@ async fn view(
     Ok(json_response(app.queues.view(event_id.as_str()).await.map_err(queue_error)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = QueueAddRequest)]
 struct AddRequest {
     user_id: String,
     /// Display name; the user id when absent.
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = QueueMoveRequest)]
 struct MoveRequest {
     user_id: String,
+    #[schema(value_type = oa::QueueList)]
     list: QueueList,
+    /// Position in `list` (clamped to its length).
     index: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = QueueUserRequest)]
 struct UserRequest {
     user_id: String,
 }
@@ -110,6 +119,10 @@ async fn run(app: &AppState, event_id: &EventId, command: QueueCommand) -> ApiRe
     Ok(json_response(app.queues.command(event_id.as_str(), command).await.map_err(queue_error)?))
 }
 
+/// Adds a user to `pending` (moderators); answers the queue.
+#[utoipa::path(post, path = "/event/{event_id}/queue/add", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
+    request_body = AddRequest,
+    responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn add(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -121,6 +134,10 @@ async fn add(
     run(&app, &event_id, QueueCommand::Add { user_id: body.user_id, name, actor, at: app.clock.now_millis() }).await
 }
 
+/// Moves a user to `list` at `index` (moderators); answers the queue.
+#[utoipa::path(post, path = "/event/{event_id}/queue/move", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
+    request_body = MoveRequest,
+    responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn move_entry(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -133,6 +150,10 @@ async fn move_entry(
         .await
 }
 
+/// Moves a user from `pending` to `live` (moderators); answers the queue.
+#[utoipa::path(post, path = "/event/{event_id}/queue/promote", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
+    request_body = UserRequest,
+    responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn promote(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -143,6 +164,10 @@ async fn promote(
     run(&app, &event_id, QueueCommand::Promote { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
 }
 
+/// Removes a user from the queue (moderators); answers the queue.
+#[utoipa::path(post, path = "/event/{event_id}/queue/remove", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
+    request_body = UserRequest,
+    responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn remove(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -153,6 +178,11 @@ async fn remove(
     run(&app, &event_id, QueueCommand::Remove { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
 }
 
+/// WebSocket speaking the y-websocket protocol (one message per binary frame): a Yjs
+/// document with `Y.Array`s `pending` and `live` of `QueueEntry`. Moderators write;
+/// participants' writes are dropped. Over the frame budget the socket closes with 1008.
+#[utoipa::path(get, path = "/parties/queue/{event_id}", tag = "queue", params(oa::EventPath, oa::SocketQuery),
+    responses((status = 101, description = "Switching to the WebSocket protocol"), oa::E400, oa::E401, oa::E403))]
 async fn queue_socket(
     State(app): State<AppState>,
     Path(raw): Path<String>,

@@ -10,9 +10,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::extract::{Authenticated, event_id};
+use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
-use crate::recording::{CommandKind, EnqueueError};
+use crate::recording::{CommandKind, EnqueueError, StatusView};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,6 +29,9 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
     ApiError::Internal(e.into())
 }
 
+/// Queues a durable start (moderators): 409 while recording or queued.
+#[utoipa::path(post, path = "/cloudcaster/{event_id}/start", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 202, body = oa::CommandQueued), oa::E400, oa::E401, oa::E403, oa::E409, oa::E500))]
 async fn start(
     app: State<AppState>,
     caller: Authenticated,
@@ -36,6 +40,9 @@ async fn start(
     enqueue(app, caller, path, CommandKind::Start).await
 }
 
+/// Queues a durable stop of the current session (moderators): 409 with nothing to stop.
+#[utoipa::path(post, path = "/cloudcaster/{event_id}/stop", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 202, body = oa::CommandQueued), oa::E400, oa::E401, oa::E403, oa::E409, oa::E500))]
 async fn stop(app: State<AppState>, caller: Authenticated, path: Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
     enqueue(app, caller, path, CommandKind::Stop).await
 }
@@ -63,6 +70,9 @@ async fn enqueue(
     }
 }
 
+/// The latest recording session (any valid token for the event).
+#[utoipa::path(get, path = "/cloudcaster/{event_id}/status", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 200, body = StatusView), oa::E400, oa::E401, oa::E403, oa::E500))]
 async fn status(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -74,6 +84,9 @@ async fn status(
     Ok(Json(serde_json::to_value(view).map_err(internal)?))
 }
 
+/// The event's clips (any valid token for the event).
+#[utoipa::path(get, path = "/cloudcaster/{event_id}/clips", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 200, body = oa::ClipList), oa::E400, oa::E401, oa::E403, oa::E500))]
 async fn clips(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -92,6 +105,8 @@ fn moderator(caller: &Caller) -> ApiResult<()> {
 /// The `events` claim applies here too: a token scoped to events sees and
 /// retries only those events' dead letters; an unscoped moderator token
 /// sees them all.
+#[utoipa::path(get, path = "/cloudcaster/dead-letters", tag = "recording", security(("bearer" = [])),
+    responses((status = 200, body = oa::DeadLetterList), oa::E401, oa::E403, oa::E500))]
 async fn dead_letters(State(app): State<AppState>, Authenticated(caller): Authenticated) -> ApiResult<Json<Value>> {
     moderator(&caller)?;
     let mut rows = app.recording.dead_letters().await.map_err(internal)?;
@@ -99,6 +114,9 @@ async fn dead_letters(State(app): State<AppState>, Authenticated(caller): Authen
     Ok(Json(json!({"deadLetters": rows})))
 }
 
+/// Makes a dead letter pending again (moderators).
+#[utoipa::path(post, path = "/cloudcaster/dead-letters/{command_id}/retry", tag = "recording", params(oa::CommandPath), security(("bearer" = [])),
+    responses((status = 200, body = oa::RetryAccepted), oa::E401, oa::E403, oa::E404, oa::E409, oa::E500))]
 async fn retry_dead_letter(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -12,6 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::extract::{ApiJson, Authenticated, event_id};
+use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::SHORT_TOKEN_SECS;
 use crate::store::Metadata;
@@ -30,9 +31,10 @@ enum StageMove {
     Exit,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StageRequest {
+    /// 1 to 256 characters; need not be connected.
     user_id: String,
 }
 
@@ -40,6 +42,9 @@ fn snapshot_response(json: std::sync::Arc<str>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], json.to_string()).into_response()
 }
 
+/// The room snapshot (any valid token for the event).
+#[utoipa::path(get, path = "/event/{event_id}/snapshot", tag = "rooms", params(oa::EventPath), security(("bearer" = [])),
+    responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E503))]
 async fn snapshot(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -51,6 +56,10 @@ async fn snapshot(
     Ok(snapshot_response(json))
 }
 
+/// Puts a user on stage (moderators; idempotent); answers the new snapshot.
+#[utoipa::path(post, path = "/event/{event_id}/stage/enter", tag = "rooms", params(oa::EventPath), security(("bearer" = [])),
+    request_body = StageRequest,
+    responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn enter_stage(
     app: State<AppState>,
     caller: Authenticated,
@@ -60,6 +69,10 @@ async fn enter_stage(
     stage(app, caller, path, body, StageMove::Enter).await
 }
 
+/// Takes a user off stage (moderators; idempotent); answers the new snapshot.
+#[utoipa::path(post, path = "/event/{event_id}/stage/exit", tag = "rooms", params(oa::EventPath), security(("bearer" = [])),
+    request_body = StageRequest,
+    responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn exit_stage(
     app: State<AppState>,
     caller: Authenticated,
@@ -95,6 +108,8 @@ async fn stage(
 /// for a caller presenting a valid longer-lived token; a short token gets
 /// 403 (it would otherwise renew itself forever; see `crate::auth`). Times
 /// are the system clock's, as the validation's are.
+#[utoipa::path(method(get, post), path = "/auth/token", tag = "rooms", security(("bearer" = [])),
+    responses((status = 200, body = oa::ShortToken), oa::E401, oa::E403))]
 async fn short_token(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,

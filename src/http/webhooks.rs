@@ -14,6 +14,7 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,6 +23,7 @@ use eventuall_domain::room::{CloseReason, ConnectionKind, RoomCommand};
 use eventuall_media::livekit::WebhookVerifyError;
 use serde_json::{Value, json};
 
+use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::store::subscription::SqlValue;
 use crate::store::{DbTx, Metadata};
@@ -33,7 +35,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/webhooks/livekit", post(livekit))
 }
 
-async fn livekit(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+/// LiveKit webhooks: `participant_joined` / `participant_left` are LiveKit connections of
+/// the user in the room named like the event; other events are accepted and ignored.
+#[utoipa::path(post, path = "/webhooks/livekit", tag = "webhooks", security(("livekit" = [])),
+    request_body(content = Object, content_type = "application/webhook+json", description = "LiveKit's WebhookEvent JSON"),
+    responses((status = 200, body = oa::WebhookOutcome), oa::E400, oa::E401, oa::E409, oa::E413, oa::E500, oa::E503))]
+async fn livekit(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    // Over the body limit: the API's JSON 413, not axum's text.
+    let body = body.map_err(|rejection| match rejection.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        _ => ApiError::InvalidRequest(rejection.body_text()),
+    })?;
     let authorization =
         headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(ApiError::Unauthorized)?;
     let event = app.livekit_webhooks.verify(&body, authorization).map_err(|error| {

@@ -15,14 +15,16 @@ use super::conversation::View;
 use crate::store::{EventStore, StoreError};
 
 /// `Interview` of the contract.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Interview)]
 pub struct InterviewJson {
     pub id: String,
     pub user_id: String,
     pub title: String,
     pub job_description: String,
     pub skills: Vec<String>,
+    #[schema(value_type = crate::http::openapi::InterviewState)]
     pub state: InterviewState,
     pub created_at: i64,
     pub updated_at: i64,
@@ -50,16 +52,20 @@ impl InterviewJson {
 }
 
 /// `Message` of the contract.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Message)]
 pub struct MessageJson {
     pub id: String,
     pub interview_id: String,
     pub user_id: String,
+    #[schema(value_type = crate::http::openapi::MessageRole)]
     pub role: MessageRole,
+    #[schema(value_type = crate::http::openapi::MessageType)]
     pub message_type: MessageType,
     pub content: String,
     pub created_at: i64,
+    #[schema(value_type = crate::http::openapi::MessageStatus)]
     pub status: MessageStatus,
 }
 

@@ -113,7 +113,7 @@ pub enum Failure {
 }
 
 /// The quota that refused a request (the `RATELIMIT` frame's fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QuotaRefusal {
     pub limit: u32,

@@ -30,8 +30,9 @@ impl CommandStatus {
 }
 
 /// A row of `recording_commands`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeadLetter)]
 pub struct CommandRow {
     pub command_id: String,
     pub event_id: String,

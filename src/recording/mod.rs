@@ -189,8 +189,9 @@ pub fn coordinator_stream(event_id: &str) -> StreamId {
 }
 
 /// `GET /cloudcaster/{eventId}/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RecordingStatusView)]
 pub struct StatusView {
     pub event_id: String,
     pub session_id: Option<String>,
@@ -206,22 +207,25 @@ pub struct StatusView {
     pub steps: Vec<StepView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = RecordingStep)]
 pub struct StepView {
     pub step: String,
     pub at: i64,
 }
 
 /// One entry of `GET /cloudcaster/{eventId}/clips`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Clip)]
 pub struct ClipView {
     pub clip_id: String,
     pub session_id: String,
     pub participant: String,
     pub start: f64,
     pub end: f64,
+    #[schema(value_type = crate::http::openapi::ClipStatus)]
     pub status: ClipStatus,
     pub asset_id: Option<String>,
     pub playback_id: Option<String>,

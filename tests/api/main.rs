@@ -8,6 +8,7 @@ mod console;
 mod helpers;
 mod interviews;
 mod metrics;
+mod openapi;
 mod projections;
 mod queue;
 mod recording;
