@@ -63,8 +63,11 @@ fn stream_id(raw: &str) -> ApiResult<StreamId> {
 }
 
 /// A stream's timeline, oldest first: the last [`HISTORY_LIMIT`] entries,
-/// with `truncated` when there were more.
-async fn history(
+/// with `truncated` when there were more (`eventuall replay history`).
+#[utoipa::path(get, path = "/admin/streams/{stream_id}/history", tag = "admin", params(oa::StreamPath),
+    security(("bearer" = [])),
+    responses((status = 200, body = oa::StreamHistory), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
+pub(super) async fn history(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
     Path(raw): Path<String>,
@@ -93,8 +96,11 @@ async fn history(
 }
 
 /// The aggregate as it was at `?at=` (a global position, `…ms`, or an RFC
-/// 3339 time; now when absent).
-async fn state(
+/// 3339 time; now when absent): `eventuall replay state --at`.
+#[utoipa::path(get, path = "/admin/streams/{stream_id}/state", tag = "admin", params(oa::StreamPath, oa::AtQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = StateAt), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
+pub(super) async fn state(
     State(app): State<AppState>,
     Authenticated(caller): Authenticated,
     Path(raw): Path<String>,

@@ -21,7 +21,10 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/console", get(console))
 }
 
-async fn console() -> impl IntoResponse {
+/// The ops console page (HTML; every figure on it needs an unscoped moderator token).
+#[utoipa::path(get, path = "/console", tag = "admin",
+    responses((status = 200, description = "the console page", content_type = "text/html", body = String)))]
+pub(super) async fn console() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),

@@ -61,7 +61,10 @@ use crate::recording::db::CommandRow;
         super::recording::status,
         super::recording::clips,
         super::admin::projections,
+        super::admin::history,
+        super::admin::state,
         super::admin::analytics,
+        super::console::console,
         super::interviews::list,
         super::interviews::create,
         super::interviews::details,
@@ -278,6 +281,33 @@ pub struct E503(pub ErrorBody);
 pub struct EventPath {
     /// The event id, `[A-Za-z0-9_-]{1,128}` (else 400).
     pub event_id: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StreamPath {
+    /// A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
+    pub stream_id: String,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AtQuery {
+    /// A global position (`1234`), a time in milliseconds (`1764000000000ms`)
+    /// or an RFC 3339 time; the stream's latest state when absent.
+    pub at: Option<String>,
+}
+
+/// `GET /admin/streams/{streamId}/history`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamHistory {
+    pub stream_id: String,
+    /// Events in the stream.
+    pub events: u64,
+    /// More events than `entries` holds (the newest 2,000 are kept).
+    pub truncated: bool,
+    pub entries: Vec<crate::replay::history::HistoryEntry>,
 }
 
 #[derive(IntoParams)]

@@ -19,7 +19,7 @@ use crate::store::{EventStore, StreamId};
 const SUMMARY_CHARS: usize = 100;
 
 /// One line of a stream's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
     /// RFC 3339, milliseconds, UTC.

@@ -60,7 +60,7 @@ impl At {
 }
 
 /// An aggregate's state at a point of its history.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StateAt {
     pub stream_id: String,
@@ -70,6 +70,8 @@ pub struct StateAt {
     pub global_position: Option<i64>,
     /// When that event was stored.
     pub recorded_at: Option<i64>,
+    /// The aggregate as its snapshot shows it (a room snapshot, a queue view, …).
+    #[schema(value_type = Object)]
     pub state: serde_json::Value,
 }
 

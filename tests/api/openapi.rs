@@ -11,6 +11,7 @@ use crate::helpers::spawn_app;
 
 const SOURCES: &[(&str, &str)] = &[
     ("admin.rs", include_str!("../../src/http/admin.rs")),
+    ("console.rs", include_str!("../../src/http/console.rs")),
     ("interviews.rs", include_str!("../../src/http/interviews.rs")),
     ("mod.rs", include_str!("../../src/http/mod.rs")),
     ("openapi.rs", include_str!("../../src/http/openapi.rs")),

@@ -21,6 +21,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/admin/streams/{stream_id}/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A stream's timeline, oldest first: the last [`HISTORY_LIMIT`] entries,
+         *     with `truncated` when there were more (`eventuall replay history`).
+         */
+        get: operations["history"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/admin/streams/{stream_id}/state": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The aggregate as it was at `?at=` (a global position, `…ms`, or an RFC
+         *     3339 time; now when absent): `eventuall replay state --at`.
+         */
+        get: operations["state"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/analytics/ai": {
         parameters: {
             query?: never;
@@ -220,6 +260,23 @@ export interface paths {
         put?: never;
         /** Queues a durable stop of the current session (moderators): 409 with nothing to stop. */
         post: operations["stop"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The ops console page (HTML; every figure on it needs an unscoped moderator token). */
+        get: operations["console"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -692,6 +749,24 @@ export interface components {
             /** @enum {string} */
             type: "error";
         };
+        /** @description One line of a stream's history. */
+        HistoryEntry: {
+            actor?: string | null;
+            causationId?: string | null;
+            command?: string | null;
+            correlationId?: string | null;
+            eventType: string;
+            eventVersion: string;
+            /** Format: int64 */
+            globalPosition: number;
+            /** Format: int64 */
+            recordedAt: number;
+            summary: string;
+            /** @description RFC 3339, milliseconds, UTC. */
+            time: string;
+            /** Format: int64 */
+            version: number;
+        };
         /** @description `Interview` of the contract. */
         Interview: {
             archived: boolean;
@@ -1032,6 +1107,39 @@ export interface components {
             stageMs: number;
             userId: string;
         };
+        /** @description An aggregate's state at a point of its history. */
+        StateAt: {
+            /**
+             * Format: int64
+             * @description Global position of the last event applied.
+             */
+            globalPosition?: number | null;
+            /**
+             * Format: int64
+             * @description When that event was stored.
+             */
+            recordedAt?: number | null;
+            /** @description The aggregate as its snapshot shows it (a room snapshot, a queue view, …). */
+            state: Record<string, never>;
+            streamId: string;
+            /**
+             * Format: int64
+             * @description The version of the last event applied (0: the stream did not exist yet).
+             */
+            version: number;
+        };
+        /** @description `GET /admin/streams/{streamId}/history`. */
+        StreamHistory: {
+            entries: components["schemas"]["HistoryEntry"][];
+            /**
+             * Format: int64
+             * @description Events in the stream.
+             */
+            events: number;
+            streamId: string;
+            /** @description More events than `entries` holds (the newest 2,000 are kept). */
+            truncated: boolean;
+        };
         UserAttendance: {
             /** Format: int64 */
             firstJoinedAt: number;
@@ -1113,6 +1221,164 @@ export interface operations {
             };
             /** @description `forbidden`: the token's `events` scope excludes the event, or its role is too low. */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `internal`: logged on the server; no details are sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: a dependency is down or the service is shutting down; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400). */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamHistory"];
+                };
+            };
+            /** @description `invalid_request` (bad id, body or parameter) or `invalid_json`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: missing, malformed, badly signed or expired token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the token's `events` scope excludes the event, or its role is too low. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `internal`: logged on the server; no details are sent. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unavailable`: a dependency is down or the service is shutting down; try again. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    state: {
+        parameters: {
+            query?: {
+                /**
+                 * @description A global position (`1234`), a time in milliseconds (`1764000000000ms`)
+                 *     or an RFC 3339 time; the stream's latest state when absent.
+                 */
+                at?: string;
+            };
+            header?: never;
+            path: {
+                /** @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400). */
+                stream_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StateAt"];
+                };
+            };
+            /** @description `invalid_request` (bad id, body or parameter) or `invalid_json`. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `unauthorized`: missing, malformed, badly signed or expired token. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `forbidden`: the token's `events` scope excludes the event, or its role is too low. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `not_found`. */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2027,6 +2293,26 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    console: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the console page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
                 };
             };
         };
