@@ -194,6 +194,15 @@ impl Application {
             }
         };
         let store = state.store.clone();
+        // TCP_NODELAY: a small frame (a streamed chunk, a snapshot) that
+        // follows another must not wait for the peer's delayed ACK; without
+        // it the first chunk of a reply arrived ~40 ms late (docs/BENCHMARKS.md,
+        // "Interview rooms").
+        let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
+            if let Err(error) = socket.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router(state)).with_graceful_shutdown(signal).await.context("serving HTTP")?;
         let _ = shutdown.send(true);
         let _ = timer_loop.await;
