@@ -73,8 +73,11 @@ pub async fn render(app: &AppState, handle: &PrometheusHandle) -> String {
     metrics::gauge!(LIVE_ACTORS, "kind" => "queue").set(app.queues.live_queues() as f64);
     metrics::gauge!(LIVE_ACTORS, "kind" => "interview").set(app.interviews.live_interviews() as f64);
     if let Ok(statuses) = crate::projections::status(&app.store).await {
+        // Every status carries the same head, read once by `status`.
+        if let Some(first) = statuses.first() {
+            metrics::gauge!(HEAD_POSITION).set(first.head as f64);
+        }
         for status in statuses {
-            metrics::gauge!(HEAD_POSITION).set(status.head as f64);
             metrics::gauge!(PROJECTION_LAG, "projection" => status.name).set(status.lag as f64);
         }
     }

@@ -222,16 +222,24 @@ async fn interview_socket(
     upgrade.on_upgrade(move |socket| serve_interview(app, id, socket))
 }
 
-/// Messages a client may send on an interview socket.
-#[derive(Deserialize)]
+/// A text frame a client may send on `/parties/interview/{id}` (a binary
+/// frame is one recorded audio answer, ≤ EVENTUALL_MAX_AUDIO_BYTES). The
+/// type the socket reads frames into is also the OpenAPI document's schema.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = InterviewClientMessage)]
 #[serde(tag = "type")]
-enum ClientMessage {
+pub(super) enum ClientMessage {
+    /// Answered by one `INTERVIEW_MESSAGE` per stored message, oldest first,
+    /// on this connection only.
     #[serde(rename = "GET_ALL_MESSAGES")]
     GetAllMessages,
+    /// A typed answer.
     #[serde(rename = "USER_MESSAGE")]
     UserMessage { content: String },
+    /// Resets the hint timer.
     #[serde(rename = "USER_TYPING")]
     UserTyping,
+    /// Resets the hint timer.
     #[serde(rename = "USER_RECORDING")]
     UserRecording,
 }

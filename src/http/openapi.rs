@@ -80,7 +80,7 @@ use crate::recording::db::CommandRow;
         EventRoomServerMessage,
         EventRoomClientMessage,
         InterviewServerMessage,
-        InterviewClientMessage,
+        super::interviews::ClientMessage,
         UserInterviewsServerMessage,
         QueueEntry,
     )),
@@ -624,26 +624,6 @@ pub enum InterviewServerMessage {
     /// the socket stays open.
     #[serde(rename = "error")]
     Error { code: ErrorCode, message: String },
-}
-
-/// A text frame a client sends on `/parties/interview/{id}`. A binary frame
-/// is one recorded audio answer (≤ EVENTUALL_MAX_AUDIO_BYTES).
-#[derive(Serialize, ToSchema)]
-#[serde(tag = "type")]
-pub enum InterviewClientMessage {
-    /// Answered by one `INTERVIEW_MESSAGE` per stored message, oldest first,
-    /// on this connection only.
-    #[serde(rename = "GET_ALL_MESSAGES")]
-    GetAllMessages,
-    /// A typed answer.
-    #[serde(rename = "USER_MESSAGE")]
-    UserMessage { content: String },
-    /// Resets the hint timer.
-    #[serde(rename = "USER_TYPING")]
-    UserTyping,
-    /// Resets the hint timer.
-    #[serde(rename = "USER_RECORDING")]
-    UserRecording,
 }
 
 /// A text frame the server sends on `/parties/user-interviews/{user_id}`

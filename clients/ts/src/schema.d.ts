@@ -784,8 +784,9 @@ export interface components {
             userId: string;
         };
         /**
-         * @description A text frame a client sends on `/parties/interview/{id}`. A binary frame
-         *     is one recorded audio answer (≤ EVENTUALL_MAX_AUDIO_BYTES).
+         * @description A text frame a client may send on `/parties/interview/{id}` (a binary
+         *     frame is one recorded audio answer, ≤ EVENTUALL_MAX_AUDIO_BYTES). The
+         *     type the socket reads frames into is also the OpenAPI document's schema.
          */
         InterviewClientMessage: {
             /** @enum {string} */
