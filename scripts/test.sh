@@ -33,6 +33,14 @@ if ! command -v cargo-nextest >/dev/null; then
   cargo install cargo-nextest --locked
 fi
 
+# The archive's S3 test runs against moto's S3-compatible server (PyPI),
+# started by the test on 127.0.0.1; pinned, in a venv of its own.
+if [ ! -x .venv-moto/bin/moto_server ]; then
+  echo "Installing moto (S3-compatible server for the archive tests)"
+  python3 -m venv .venv-moto
+  .venv-moto/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.1.22'
+fi
+
 echo "== Rust suites"
 cargo build --workspace --bins
 cargo nextest run --workspace --no-fail-fast

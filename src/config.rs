@@ -15,6 +15,18 @@ pub struct DatabaseArgs {
     /// `sqlite://FILE` (created if missing) or `postgres://…`.
     #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db")]
     pub database_url: String,
+    /// Where archived segments live: `file:///…` or `s3://bucket/prefix`
+    /// (AWS_* variables). Default: a folder beside the SQLite file
+    /// (`eventuall.db.archive/`), `./eventuall-archive/` for PostgreSQL.
+    #[arg(long, env = "EVENTUALL_ARCHIVE_URL")]
+    pub archive_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// Store options for this database and archive.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions { archive_url: self.archive_url.clone(), ..Default::default() }
+    }
 }
 
 #[derive(Args, Clone, Debug)]
@@ -70,6 +82,25 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub ai: AiArgs,
+
+    #[command(flatten)]
+    pub archive: ArchivePolicyArgs,
+}
+
+/// When the service moves cold streams to the archive on its own.
+#[derive(Args, Clone, Debug)]
+pub struct ArchivePolicyArgs {
+    /// An interview idle this long is archived (a durable timer per
+    /// interview, re-armed whenever it is used again).
+    #[arg(long, env = "EVENTUALL_ARCHIVE_AFTER", default_value = "30d")]
+    pub archive_after: humantime::Duration,
+    /// An event's room, queue and recording streams are archived this long
+    /// after their last event.
+    #[arg(long, env = "EVENTUALL_ARCHIVE_EVENTS_AFTER", default_value = "30d")]
+    pub archive_events_after: humantime::Duration,
+    /// How often the service looks for cold event streams; `0s` never.
+    #[arg(long, env = "EVENTUALL_ARCHIVE_SWEEP_EVERY", default_value = "1h")]
+    pub archive_sweep_every: humantime::Duration,
 }
 
 /// The AI provider and the interview rooms' limits.

@@ -6,7 +6,11 @@
 //!   expected versions, group commit, global positions, catch-up
 //!   subscriptions, snapshots, hash chains, and cqrs-es on top. It alone
 //!   names a database: everything else runs SQL through its executor and
-//!   decodes events through its registry (ADR 0015).
+//!   decodes events through its registry (ADR 0015). `store::archive` is
+//!   its cold tier: older events in segment files on object storage, read
+//!   back transparently (ADR 0017).
+//! - [`archiving`]: when streams go cold (interviews by a durable timer,
+//!   an event's streams by a sweep) and `eventuall archive …`.
 //! - [`actor`]: one task per live aggregate (the Durable Object), retired
 //!   when idle and rebuilt from snapshot + tail.
 //! - [`host`]: an aggregate hosted by its actor (load, decide, append,
@@ -40,6 +44,7 @@
 
 pub mod actor;
 pub mod analytics;
+pub mod archiving;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use eventuall::config::{DatabaseArgs, ServeConfig};
 use eventuall::server::{Application, redact};
-use eventuall::store::{EventStore, StoreOptions};
+use eventuall::store::EventStore;
 
 #[derive(Parser)]
 #[command(name = "eventuall", version, about = "Event-sourced backend for live events")]
@@ -25,6 +25,9 @@ enum Command {
     /// Audit and replay the event log: verify, rebuild, state, history,
     /// export, status.
     Replay(eventuall::replay::cli::ReplayArgs),
+    /// Move cold streams to object storage (`archive STREAM…`, `archive
+    /// --category C --older-than D`), `archive restore STREAM…`, `archive list`.
+    Archive(eventuall::archiving::cli::ArchiveArgs),
     /// Developer tools (load generators for tests and benchmarks).
     #[command(subcommand, hide = true)]
     Tools(eventuall::tools::Tool),
@@ -53,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Command::Migrate(db) => {
-            let store = EventStore::open(&db.database_url, StoreOptions::default())
+            let store = EventStore::open(&db.database_url, db.store_options())
                 .await
                 .with_context(|| format!("migrating {}", redact(&db.database_url)))?;
             store.shutdown().await;
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Archive(archive) => archive.run().await,
         Command::Tools(tool) => tool.run().await,
     }
 }
@@ -91,11 +95,11 @@ fn init_tracing() {
 
 async fn run_commands(cli: CommandsCli) -> anyhow::Result<()> {
     use eventuall::recording::db;
-    let url = match &cli {
-        CommandsCli::DeadLetters(db) | CommandsCli::Retry { db, .. } => db.database_url.clone(),
+    let db = match &cli {
+        CommandsCli::DeadLetters(db) | CommandsCli::Retry { db, .. } => db.clone(),
     };
-    let store =
-        EventStore::open(&url, StoreOptions::default()).await.with_context(|| format!("opening {}", redact(&url)))?;
+    let url = &db.database_url;
+    let store = EventStore::open(url, db.store_options()).await.with_context(|| format!("opening {}", redact(url)))?;
     let result = match cli {
         CommandsCli::DeadLetters(_) => {
             for row in db::commands_with_status(&store, db::CommandStatus::Dead).await? {

@@ -18,7 +18,7 @@ use crate::interviews::{InterviewSettings, Interviews};
 use crate::queues::Queues;
 use crate::recording::{Recording, RecordingDeps, RecordingSettings, TIMER_PREFIX};
 use crate::rooms::Rooms;
-use crate::store::{EventStore, StoreOptions};
+use crate::store::EventStore;
 use crate::timers::{Dispatch, Timers};
 
 pub struct Application {
@@ -31,6 +31,7 @@ pub struct Application {
     simulators: Option<eventuall_media::sim::Simulators>,
     /// The built-in AI simulator, when no `EVENTUALL_AI_URL` is configured.
     ai_simulator: Option<eventuall_media::sim::AiSimulator>,
+    archive_policy: crate::archiving::ArchivePolicy,
 }
 
 impl Application {
@@ -49,7 +50,7 @@ impl Application {
                 DEV_JWT_SECRET.to_owned()
             }
         };
-        let store = EventStore::open(&config.database.database_url, StoreOptions::default())
+        let store = EventStore::open(&config.database.database_url, config.database.store_options())
             .await
             .with_context(|| format!("opening the event store at {}", redact(&config.database.database_url)))?;
         let timers = Timers::new(store.clone(), clock.clone());
@@ -92,8 +93,10 @@ impl Application {
                 rate_limit: config.ai.ai_rate_limit,
                 max_audio_bytes: config.ai.max_audio_bytes,
                 evict_after: config.evict_after.into(),
+                archive_after: config.archive.archive_after.into(),
             },
         );
+        let archive_policy = crate::archiving::ArchivePolicy::from(&config.archive);
         let state = AppState {
             store,
             rooms,
@@ -125,6 +128,7 @@ impl Application {
             recording_worker: config.media.recording_worker,
             simulators: media.simulators,
             ai_simulator: ai.simulator,
+            archive_policy,
         })
     }
 
@@ -180,12 +184,19 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, state, timers, shutdown, recording_worker, simulators, ai_simulator } = self;
+        let Self { listener, state, timers, shutdown, recording_worker, simulators, ai_simulator, archive_policy } =
+            self;
         let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
         let recording_loop = (recording_worker == RecordingWorker::Background)
             .then(|| tokio::spawn(state.recording.clone().run(shutdown.subscribe())));
         tokio::spawn(recover_interviews(state.clone()));
+        tokio::spawn(crate::archiving::run_sweeps(
+            state.store.clone(),
+            state.clock.clone(),
+            archive_policy,
+            shutdown.subscribe(),
+        ));
         let mut stop = shutdown.subscribe();
         let signal = async move {
             tokio::select! {

@@ -29,6 +29,7 @@ contract!(
     verify_reports_a_payload_that_does_not_decode,
     verify_reports_problems_in_log_order_on_any_number_of_threads,
     a_rebuild_produces_exactly_the_incremental_rows,
+    a_rebuild_after_archiving_every_stream_gives_the_same_tables,
     a_running_projection_follows_a_rebuild,
     analytics_are_exact_for_a_scripted_event,
     recording_analytics_are_exact_for_scripted_sessions,
@@ -505,6 +506,28 @@ async fn busy_log(store: &EventStore) {
         store.append(&queue, ExpectedVersion::Any, vec![queue_event(e)]).await.unwrap();
     }
     scripted_recordings(store, "a").await;
+}
+
+async fn a_rebuild_after_archiving_every_stream_gives_the_same_tables(db: &TestDb) {
+    let store = db.open().await;
+    busy_log(&store).await;
+    for p in Projection::ALL {
+        run_to_end(&store, p).await;
+    }
+    let incremental = all_projection_rows(&store).await;
+    let streams: Vec<(String,)> = store.query_as("select distinct stream_id from events", &[]).await.unwrap();
+    let mut archived = 0;
+    for (stream,) in &streams {
+        archived += store.archive_stream(&StreamId::parse(stream.clone()).unwrap()).await.unwrap().events;
+    }
+    let hot: Vec<(i64,)> = store.query_as("select count(*) from events", &[]).await.unwrap();
+    assert_eq!(hot[0].0 as usize, streams.len(), "only each stream's newest event is hot");
+    assert!(archived > 0);
+    for p in Projection::ALL {
+        rebuild::rebuild(&store, p, &Progress::hidden()).await.unwrap();
+    }
+    assert_eq!(all_projection_rows(&store).await, incremental, "the rebuild read the archived streams");
+    assert!(verified(&store).await.is_sound());
 }
 
 async fn a_rebuild_produces_exactly_the_incremental_rows(db: &TestDb) {

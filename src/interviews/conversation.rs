@@ -31,7 +31,7 @@ use uuid::Uuid;
 use super::calls::{self, Outcome, Work};
 use super::directory::broadcast;
 use super::frames::{self, MessageJson};
-use super::{Failure, HINT_TIMER, Interviews, QuotaRefusal, TIMER_PREFIX, interview_stream, prompts};
+use super::{Failure, InterviewTimer, Interviews, QuotaRefusal, TIMER_PREFIX, interview_stream, prompts};
 use crate::actor::Retirement;
 use crate::host::{Decide, ExecuteError, Hosted};
 use crate::outlet::{Outbound, Outlet};
@@ -187,6 +187,11 @@ pub(super) async fn run(
         actor.handle(msg).await;
     }
     actor.hosted.save_snapshot().await;
+    // Leaving memory is the last use for now: the archive timer counts from
+    // here (one timer write per visit, not one per message).
+    if actor.state().is_open() {
+        actor.interviews.arm_archive(&actor.interview_id).await;
+    }
 }
 
 impl ConversationActor {
@@ -406,8 +411,8 @@ impl ConversationActor {
         let owner = format!("{TIMER_PREFIX}{}", self.interview_id);
         let timers = self.interviews.timers();
         let result = match due {
-            Some(due) => timers.arm(&owner, HINT_TIMER, due, "").await,
-            None => timers.cancel(&owner, HINT_TIMER).await,
+            Some(due) => timers.arm(&owner, InterviewTimer::Hint.name(), due, "").await,
+            None => timers.cancel(&owner, InterviewTimer::Hint.name()).await,
         };
         match result {
             Ok(()) => self.hint_armed = due,
@@ -582,7 +587,7 @@ impl ConversationActor {
         if self.state().state() != InterviewState::Idle {
             let owner = format!("{TIMER_PREFIX}{}", self.interview_id);
             let retry = now + HINT_RETRY.as_millis() as i64;
-            if let Err(error) = self.interviews.timers().arm(&owner, HINT_TIMER, retry, "").await {
+            if let Err(error) = self.interviews.timers().arm(&owner, InterviewTimer::Hint.name(), retry, "").await {
                 tracing::error!(interview = %self.interview_id, %error, "could not re-arm the hint timer");
             }
             self.hint_armed = Some(retry);

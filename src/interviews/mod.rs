@@ -50,8 +50,41 @@ pub use conversation::InterviewMsg;
 pub use directory::DirectoryMsg;
 pub use frames::{InterviewJson, MessageJson};
 
-/// Name of an interview's hint timer (owner `interview-{id}`).
-pub const HINT_TIMER: &str = "hint";
+/// An interview's durable timers (owner `interview-{id}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterviewTimer {
+    /// The AI writes a hint when a question went unanswered.
+    Hint,
+    /// The interview is archived when nobody used it for
+    /// `EVENTUALL_ARCHIVE_AFTER`; armed when its actor leaves memory.
+    Archive,
+}
+
+impl InterviewTimer {
+    pub const fn name(self) -> &'static str {
+        match self {
+            InterviewTimer::Hint => "hint",
+            InterviewTimer::Archive => "archive",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [InterviewTimer::Hint, InterviewTimer::Archive].into_iter().find(|t| t.name() == name)
+    }
+}
+
+/// What an archive timer found when it came due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchiveDue {
+    /// Archived now (the events moved; 0 when an earlier run had moved them).
+    Archived { events: u64 },
+    /// Used since the timer was armed: armed again at `due`.
+    NotYet { due: i64 },
+    /// Its actor is in memory; it arms the timer again when it leaves.
+    InUse,
+    /// No such interview in the list.
+    Unknown,
+}
 /// Timer owners of interviews start with this.
 pub const TIMER_PREFIX: &str = "interview-";
 
@@ -93,6 +126,8 @@ pub struct InterviewSettings {
     /// An interview or directory with no socket and no AI call for this long
     /// leaves memory.
     pub evict_after: Duration,
+    /// An interview unused this long moves to the archive tier.
+    pub archive_after: Duration,
 }
 
 /// Why a request about an interview was not carried out.
@@ -405,9 +440,56 @@ impl Interviews {
     /// Delivers a fired hint timer and waits until the interview handled it.
     pub async fn fire(&self, timer: Timer) {
         let Some(interview_id) = timer.owner.strip_prefix(TIMER_PREFIX) else { return };
-        let (done, handled) = oneshot::channel();
-        self.to_interview(interview_id, InterviewMsg::HintDue { done }).await;
-        let _ = handled.await;
+        match InterviewTimer::parse(&timer.name) {
+            Some(InterviewTimer::Hint) => {
+                let (done, handled) = oneshot::channel();
+                self.to_interview(interview_id, InterviewMsg::HintDue { done }).await;
+                let _ = handled.await;
+            }
+            Some(InterviewTimer::Archive) => match self.archive_if_idle(interview_id).await {
+                Ok(outcome) => tracing::debug!(interview = %interview_id, ?outcome, "archive timer"),
+                // The timer row goes with this firing; the next time the
+                // actor leaves memory arms it again.
+                Err(error) => tracing::warn!(interview = %interview_id, %error, "interview not archived"),
+            },
+            None => tracing::warn!(owner = %timer.owner, name = %timer.name, "unknown interview timer dropped"),
+        }
+    }
+
+    /// Arms the archive timer of `interview_id`: `archive_after` from now.
+    pub(crate) async fn arm_archive(&self, interview_id: &str) {
+        let owner = format!("{TIMER_PREFIX}{interview_id}");
+        let due = self.now() + self.settings().archive_after.as_millis() as i64;
+        if let Err(error) = self.timers().arm(&owner, InterviewTimer::Archive.name(), due, "").await {
+            tracing::error!(interview = %interview_id, %error, "could not arm the archive timer");
+        }
+    }
+
+    /// An archive timer came due: archives the interview's stream when it
+    /// was last used at least `archive_after` ago (the list's `updatedAt`,
+    /// in the service clock's time), and marks it archived in its owner's
+    /// list; otherwise arms the timer again for when it will be.
+    pub async fn archive_if_idle(&self, interview_id: &str) -> Result<ArchiveDue, crate::store::StoreError> {
+        if self.is_live(interview_id) {
+            return Ok(ArchiveDue::InUse);
+        }
+        let rows: Vec<(String, i64)> = self
+            .store()
+            .query_as("select user_id, updated_at from interviews where interview_id = $1", &[interview_id.into()])
+            .await?;
+        let Some((user_id, updated_at)) = rows.into_iter().next() else { return Ok(ArchiveDue::Unknown) };
+        let due = updated_at + self.settings().archive_after.as_millis() as i64;
+        if due > self.now() {
+            let owner = format!("{TIMER_PREFIX}{interview_id}");
+            self.timers().arm(&owner, InterviewTimer::Archive.name(), due, "").await?;
+            return Ok(ArchiveDue::NotYet { due });
+        }
+        let outcome = self.store().archive_stream(&interview_stream(interview_id)).await?;
+        let command = DirectoryCommand::Archive { interview_id: interview_id.to_owned(), at: self.now() };
+        if let Err(failure) = self.directory_command(&user_id, command).await {
+            tracing::warn!(interview = %interview_id, %failure, "archived, but the list does not say so");
+        }
+        Ok(ArchiveDue::Archived { events: outcome.events })
     }
 }
 

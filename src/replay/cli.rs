@@ -23,6 +23,10 @@ pub struct ReplayArgs {
     /// `sqlite://FILE` or `postgres://…` (accepted before or after the command).
     #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db", global = true)]
     pub database_url: String,
+    /// Where archived segments live (see `eventuall serve --help`); archived
+    /// streams are read from there.
+    #[arg(long, env = "EVENTUALL_ARCHIVE_URL", global = true)]
+    pub archive_url: Option<String>,
     /// Machine-readable output (JSON; JSON Lines for history and export).
     #[arg(long, global = true)]
     pub json: bool,
@@ -73,7 +77,8 @@ impl ReplayArgs {
         let url = &self.database_url;
         // An audit of a log that is not there must fail, not verify a new
         // empty file (issue #22, defect 11).
-        let options = StoreOptions { existing_only: true, ..StoreOptions::default() };
+        let options =
+            StoreOptions { existing_only: true, archive_url: self.archive_url.clone(), ..StoreOptions::default() };
         let store = EventStore::open(url, options)
             .await
             .with_context(|| format!("opening the event log at {} (it must exist)", redact(url)))?;

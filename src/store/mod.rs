@@ -27,6 +27,7 @@
 mod shared_sql;
 
 pub mod aggregate;
+pub mod archive;
 pub mod cqrs;
 pub mod group_commit;
 pub mod hash;
@@ -303,6 +304,10 @@ pub enum StoreError {
     ScanOutOfOrder(i64),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The archive tier could not be read or written (a missing or altered
+    /// segment, an unreachable object store, a bad `EVENTUALL_ARCHIVE_URL`).
+    #[error("archive: {0}")]
+    Archive(String),
 }
 
 impl StoreError {
@@ -320,11 +325,19 @@ pub struct StoreOptions {
     /// Refuse to create a SQLite file that is not there (audit tools: a
     /// mistyped path must fail, not verify an empty new log).
     pub existing_only: bool,
+    /// Where archived segments live (`file:///…`, `s3://bucket/prefix`);
+    /// `None`: a folder beside the SQLite file, or `./eventuall-archive`.
+    pub archive_url: Option<String>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { group_commit: GroupCommitConfig::default(), max_read_connections: 8, existing_only: false }
+        Self {
+            group_commit: GroupCommitConfig::default(),
+            max_read_connections: 8,
+            existing_only: false,
+            archive_url: None,
+        }
     }
 }
 
@@ -340,6 +353,7 @@ struct Inner {
     /// The highest position this process has committed; subscribers on this
     /// node wake on changes (other nodes' writes are found by polling).
     head: watch::Receiver<i64>,
+    archive: archive::Archive,
 }
 
 impl EventStore {
@@ -355,14 +369,18 @@ impl EventStore {
             )
         };
         backend.migrate().await?;
-        Self::start(backend, options.group_commit).await
+        let archive_url = options.archive_url.clone().unwrap_or_else(|| archive::default_url(&backend));
+        let archive = archive::Archive::new(&archive_url)?;
+        let store = Self::start(backend, options.group_commit, archive).await?;
+        store.refresh_archive().await?;
+        Ok(store)
     }
 
-    async fn start(backend: Backend, config: GroupCommitConfig) -> Result<Self, StoreError> {
+    async fn start(backend: Backend, config: GroupCommitConfig, archive: archive::Archive) -> Result<Self, StoreError> {
         let initial_head = backend.head_position().await?;
         let (head_tx, head) = watch::channel(initial_head);
         let writer = group_commit::spawn(backend.clone(), config, head_tx).await?;
-        Ok(Self { inner: Arc::new(Inner { backend, writer, head }) })
+        Ok(Self { inner: Arc::new(Inner { backend, writer, head, archive }) })
     }
 
     pub fn backend(&self) -> &Backend {
@@ -411,25 +429,47 @@ impl EventStore {
         self.inner.writer.append(PendingAppend { stream: stream.clone(), expected, events, snapshot }).await
     }
 
-    /// Events of `stream` with version ≥ `from_version`, at most `limit`.
+    /// Events of `stream` with version ≥ `from_version`, at most `limit`,
+    /// archived ones included ([`archive`]).
     pub async fn read_stream(
         &self,
         stream: &StreamId,
         from_version: u64,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => b.read_stream(stream, from_version, limit).await,
-            Backend::Postgres(b) => b.read_stream(stream, from_version, limit).await,
+        let from_version = from_version.max(1);
+        // Archiving keeps a stream's newest event hot and takes a prefix, so
+        // a read needs the archive exactly when its first hot event comes
+        // after `from_version`. An archive or restore committing between the
+        // two reads shows as a gap the segments do not close: read again.
+        for _ in 0..3 {
+            let hot = match &self.inner.backend {
+                Backend::Sqlite(b) => b.read_stream(stream, from_version, limit).await?,
+                Backend::Postgres(b) => b.read_stream(stream, from_version, limit).await?,
+            };
+            if hot.first().is_none_or(|e| e.stream_version == from_version) || limit == 0 {
+                return Ok(hot);
+            }
+            if let Some(events) = self.fill_from_archive(stream, from_version, limit, hot).await? {
+                return Ok(events);
+            }
         }
+        Err(StoreError::Archive(format!(
+            "{stream}: events from version {from_version} are neither hot nor in a segment"
+        )))
     }
 
-    /// Events of every stream with position > `after`, in position order.
+    /// Events of every stream with position > `after`, in position order,
+    /// archived ones included.
     pub async fn read_all(&self, after: i64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => b.read_all(after, limit).await,
-            Backend::Postgres(b) => b.read_all(after, limit).await,
+        let hot = match &self.inner.backend {
+            Backend::Sqlite(b) => b.read_all(after, limit).await?,
+            Backend::Postgres(b) => b.read_all(after, limit).await?,
+        };
+        if after >= self.archive().max_position() {
+            return Ok(hot);
         }
+        self.merge_all_with_archive(after, limit, hot).await
     }
 
     /// The stream's current version (0 when it has no events).
@@ -456,11 +496,17 @@ impl EventStore {
         head
     }
 
-    /// The snapshot of `stream` if one exists with this `schema_tag`.
+    /// The snapshot of `stream` if one exists with this `schema_tag`: the
+    /// hot one, else the one that moved into the stream's newest segment.
     pub async fn load_snapshot(&self, stream: &StreamId, schema_tag: &str) -> Result<Option<Snapshot>, StoreError> {
-        match &self.inner.backend {
-            Backend::Sqlite(b) => b.load_snapshot(stream, schema_tag).await,
-            Backend::Postgres(b) => b.load_snapshot(stream, schema_tag).await,
+        let hot = match &self.inner.backend {
+            Backend::Sqlite(b) => b.load_snapshot(stream, schema_tag).await?,
+            Backend::Postgres(b) => b.load_snapshot(stream, schema_tag).await?,
+        };
+        match hot {
+            Some(snapshot) => Ok(Some(snapshot)),
+            None if self.archive().max_position() > 0 => self.archived_snapshot(stream, schema_tag).await,
+            None => Ok(None),
         }
     }
 

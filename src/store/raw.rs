@@ -13,6 +13,7 @@ use sqlx::AssertSqlSafe;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::store::archive::merge::{ArchivedCursor, merge_batches};
 use crate::store::{Backend, EventStore, StoreError};
 pub use scan::Order;
 
@@ -219,6 +220,15 @@ pub enum Filter {
 const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, event_version, \
      payload::text as payload, metadata::text as metadata, recorded_at, hash";
 
+/// The [`RawEvent`] columns in this backend's dialect (SQLite has no `::`
+/// casts; its columns are text already).
+pub(crate) fn columns(backend: &Backend) -> String {
+    match backend {
+        Backend::Sqlite(_) => COLUMNS.replace("::text", ""),
+        Backend::Postgres(_) => COLUMNS.to_owned(),
+    }
+}
+
 /// Up to `limit` events after position `after` and at most `until`.
 pub async fn read_batch(
     store: &EventStore,
@@ -233,11 +243,7 @@ pub async fn read_batch(
         // `-` is followed by `.` in ASCII: a range scan of one category.
         Filter::Category(category) => (" and stream_id >= $4 and stream_id < $5", Some(category.clone())),
     };
-    // SQLite has no `::` casts; its columns are text already.
-    let columns = match store.backend() {
-        Backend::Sqlite(_) => COLUMNS.replace("::text", ""),
-        Backend::Postgres(_) => COLUMNS.to_owned(),
-    };
+    let columns = columns(store.backend());
     let sql = format!(
         "select {columns} from events where global_position > $1 and global_position <= $2{condition} \
          order by global_position limit $3"
@@ -289,6 +295,35 @@ impl Batches {
     fn start_scan(store: &EventStore, filter: Filter, after: i64, until: i64, batch: usize, order: Order) -> Self {
         let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
+        if after < store.archive().max_position() {
+            // Archived events in range: the hot scan feeds a merge with the
+            // segments (`archive::merge`), which feeds the caller.
+            let (hot_sender, hot) = mpsc::channel(PARALLEL_READS);
+            Self::spawn_hot_scan(&store, filter.clone(), after, until, batch, order, hot_sender);
+            tokio::spawn(async move {
+                match ArchivedCursor::open(&store, &filter, after, until).await {
+                    Ok(cursor) => merge_batches(hot, cursor, until, batch, sender).await,
+                    Err(error) => {
+                        let _ = sender.send(Err(error)).await;
+                    }
+                }
+            });
+            return Self { receiver };
+        }
+        Self::spawn_hot_scan(&store, filter, after, until, batch, order, sender);
+        Self { receiver }
+    }
+
+    fn spawn_hot_scan(
+        store: &EventStore,
+        filter: Filter,
+        after: i64,
+        until: i64,
+        batch: usize,
+        order: Order,
+        sender: Sender,
+    ) {
+        let store = store.clone();
         if filter == Filter::All {
             if !scan::start(&store, after, until, batch, order, sender.clone()) {
                 tokio::spawn(read_ranges(store, after, until, batch, sender));
@@ -296,7 +331,6 @@ impl Batches {
         } else {
             tokio::spawn(read_pages(store, filter, after, until, batch, sender));
         }
-        Self { receiver }
     }
 
     /// The next non-empty batch, or `None` at the end.

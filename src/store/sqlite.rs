@@ -49,6 +49,8 @@ pub struct SqliteBackend {
     /// `None` when the file is not in WAL mode, where the writer commits as
     /// the others do.
     deferred_sync: Option<PathBuf>,
+    /// The database file.
+    file: PathBuf,
 }
 
 impl SqliteBackend {
@@ -75,13 +77,18 @@ impl SqliteBackend {
             autocheckpoint_pages: WRITER_CHECKPOINT_PAGES,
         };
         let writer = Arc::new(SqliteWriter::open(&file, settings)?);
-        Ok(Self { writer, readers, deferred_sync })
+        Ok(Self { writer, readers, deferred_sync, file })
     }
 
     /// The database file whose WAL commits of the writer leave to be synced,
     /// if any.
     pub(crate) fn deferred_sync_file(&self) -> Option<&Path> {
         self.deferred_sync.as_deref()
+    }
+
+    /// The database file.
+    pub fn file(&self) -> &Path {
+        &self.file
     }
 
     /// The pool for queries outside the append path (projections, timers).

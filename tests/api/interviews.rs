@@ -574,4 +574,73 @@ interview_tests!(
     an_audio_answer_is_transcribed_then_answered,
     replay_reads_the_interview_streams,
     a_broken_ai_stream_ends_in_a_failed_message_and_the_interview_goes_on,
+    an_idle_interview_is_archived_by_its_timer_and_reads_back_on_the_next_connect,
 );
+
+const ARCHIVE_AFTER_MS: i64 = 30 * 24 * 3_600_000;
+
+async fn an_idle_interview_is_archived_by_its_timer_and_reads_back_on_the_next_connect(db: TestDb) -> TestDb {
+    let clock = ManualClock::starting_at(1_700_000_000_000);
+    let archive_url = db.archive_url.clone();
+    // No hint within the test's 30 days: only the archive timer fires.
+    let flags =
+        ["--ai-sim-chunk-delay", "0s", "--hint-after", "400d", "--archive-after", "30d", "--archive-url", &archive_url];
+    let app = Application::build_with_clock(config_with(&db.url, &flags), clock.clone()).await.expect("app builds");
+    let timers = app.timers();
+    let dispatch = Application::timer_dispatch(app.state());
+    let rig = ClockRig { app: serve_built(db, app), clock, timers, dispatch };
+    let app = &rig.app;
+    let id = create(app, &alice(), json!({"title": "T", "skills": ["Go"]})).await["id"].as_str().unwrap().to_owned();
+    let (mut socket, _) = first_question(app, &id).await;
+    send(&mut socket, json!({"type": "USER_MESSAGE", "content": "my answer"})).await;
+    frames_until(&mut socket, |f| is_complete(f, "question")).await;
+    frames_until(&mut socket, |f| is_state(f, "idle")).await;
+    drop(socket);
+    let before = details(app, &alice(), &id).await;
+    // The actor leaves memory (evict after 300 ms) and arms the timer.
+    let interviews = app.state.interviews.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while interviews.is_live(&id) {
+        assert!(tokio::time::Instant::now() < deadline, "the interview actor never left memory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stream = eventuall::interviews::interview_stream(&id);
+    let store = app.state.store.clone();
+    let owner = format!("interview-{id}");
+    let armed = loop {
+        if let Some(timer) = rig.timers.get(&owner, "archive").await.unwrap() {
+            break timer;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no archive timer armed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(armed.due_at, eventuall::clock::Clock::now_millis(&*rig.clock) + ARCHIVE_AFTER_MS);
+
+    // A millisecond early: nothing moves.
+    assert_eq!(rig.after(ARCHIVE_AFTER_MS - 1).await, 0);
+    assert!(store.segments_of(&stream).await.unwrap().is_empty(), "not archived before 30 days");
+    // At the bound: archived, and the list says so.
+    assert_eq!(rig.after(1).await, 1);
+    let segments = store.segments_of(&stream).await.unwrap();
+    assert_eq!(segments.len(), 1, "archived at 30 days");
+    let hot: Vec<(i64,)> =
+        store.query_as("select count(*) from events where stream_id = $1", &[stream.as_str().into()]).await.unwrap();
+    assert_eq!(hot[0].0, 1, "only the newest event stays hot");
+    let list: Value = app.get("/api/interviews", Some(&alice())).await.json().await.unwrap();
+    assert_eq!(list["interviews"][0]["archived"], true, "{list}");
+
+    // The next visit reads it back: same messages, the client cannot tell.
+    let mut socket = connect(app, &id, &alice()).await;
+    assert!(is_state(&frame(&mut socket).await, "idle"));
+    send(&mut socket, json!({"type": "GET_ALL_MESSAGES"})).await;
+    let replayed = frames_until(&mut socket, |f| f["type"] == "INTERVIEW_MESSAGE" && f["content"] == "my answer").await;
+    assert!(replayed.iter().any(|f| is_complete(f, "question")), "the first question came back");
+    let after = details(app, &alice(), &id).await;
+    assert_eq!(after["messages"], before["messages"], "every message as before archiving");
+    // And it goes on: a new answer is appended to the hot tail.
+    send(&mut socket, json!({"type": "USER_MESSAGE", "content": "after the archive"})).await;
+    frames_until(&mut socket, |f| is_complete(f, "question")).await;
+    let grown = details(app, &alice(), &id).await;
+    assert_eq!(grown["messages"].as_array().unwrap().len(), before["messages"].as_array().unwrap().len() + 2);
+    rig.app.stop().await
+}

@@ -35,19 +35,25 @@ pub fn postgres_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
-/// A database that exists for one test.
+/// A database that exists for one test, with an archive folder of its own.
 pub struct TestDb {
     pub url: String,
-    /// Keeps the SQLite directory alive; `None` for PostgreSQL.
-    _dir: Option<tempfile::TempDir>,
+    /// `file://…` of the test's archive folder.
+    pub archive_url: String,
+    /// Holds the SQLite file and the archive folder.
+    dir: tempfile::TempDir,
     postgres_name: Option<String>,
+}
+
+fn archive_url(dir: &tempfile::TempDir) -> String {
+    format!("file://{}", dir.path().join("archive").display())
 }
 
 impl TestDb {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("events.db").display());
-        Self { url, _dir: Some(dir), postgres_name: None }
+        Self { url, archive_url: archive_url(&dir), dir, postgres_name: None }
     }
 
     pub async fn postgres() -> Self {
@@ -62,11 +68,23 @@ impl TestDb {
             .await
             .expect("create database");
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url has a database");
-        Self { url: format!("{base}/{name}"), _dir: None, postgres_name: Some(name) }
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self { url: format!("{base}/{name}"), archive_url: archive_url(&dir), dir, postgres_name: Some(name) }
     }
 
     pub async fn open(&self) -> EventStore {
-        EventStore::open(&self.url, StoreOptions::default()).await.expect("store opens")
+        self.open_with_archive(&self.archive_url).await
+    }
+
+    /// The store with its archive at `archive_url` (an S3 bucket, say).
+    pub async fn open_with_archive(&self, archive_url: &str) -> EventStore {
+        let options = StoreOptions { archive_url: Some(archive_url.to_owned()), ..StoreOptions::default() };
+        EventStore::open(&self.url, options).await.expect("store opens")
+    }
+
+    /// The test's scratch folder (it holds the SQLite file and the archive).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Drops a PostgreSQL test database (call at the end of a test).
