@@ -97,7 +97,7 @@ test("a room's stream timeline lists the stage changes made through the HTTP API
     await page.goto(`${server.http}/console`);
     await logIn(page, moderator);
     await page.locator("#stream").fill(STREAM);
-    await page.getByRole("button", { name: "Show" }).nth(1).click();
+    await page.locator("#load-stream").click();
     const rows = await until(() => tableRows(page, "#history"), (r) => r.length === 3, { what: "three history rows" });
     // columns: time, v, pos, event, actor, summary
     assert.deepEqual(rows.map((r) => r.slice(1)), [
@@ -112,7 +112,7 @@ test("a room's stream timeline lists the stage changes made through the HTTP API
     assert.match(await text(page, "#at-label"), /^version 3 at /);
     // The Event panel reads the same room.
     await page.locator("#event").fill(EVENT);
-    await page.getByRole("button", { name: "Show" }).first().click();
+    await page.locator("#load-event").click();
     const event = await until(() => text(page, "#event-out"), (t) => t.includes("recordingInRoom"), { what: "the event panel" });
     assert.match(event, /"pending": \[\]/);
   } finally {
@@ -126,8 +126,7 @@ test("time travel (state?at=) shows the room as it was at an earlier entry", asy
     await page.goto(`${server.http}/console`);
     await logIn(page, moderator);
     await page.locator("#stream").fill(STREAM);
-    await page.locator("#stream").press("Tab");
-    await page.getByRole("button", { name: "Show" }).nth(1).click();
+    await page.locator("#load-stream").click();
     await until(() => text(page, "#state"), (t) => t.includes('"version": 3'), { what: "state at v3" });
 
     // Click the first entry: only alice was on stage then.
@@ -162,15 +161,22 @@ test("a bad or too weak token is shown to the operator, and the page stays whole
     }
     // The stream and event panels say why they show nothing.
     await page.locator("#stream").fill(STREAM);
-    await page.getByRole("button", { name: "Show" }).nth(1).click();
+    await page.locator("#load-stream").click();
     assert.match(await until(() => text(page, "#state"), (t) => t.startsWith("401"), { what: "401 in the state panel" }), /^401: /);
     await page.locator("#event").fill(EVENT);
-    await page.getByRole("button", { name: "Show" }).first().click();
+    await page.locator("#load-event").click();
     assert.match(await until(() => text(page, "#event-out .error"), (t) => t.startsWith("401"), { what: "401 in the event panel" }), /^401: /);
 
-    // A valid participant token is refused with 403, also shown.
+    // A moderator's token fills the tables; a participant's token then is
+    // refused with 403, and the rows read under the old token are gone.
+    await logIn(page, moderator);
+    await until(() => tableRows(page, "#projections"), (r) => r.length >= 3, { what: "rows for the moderator" });
+    assert.deepEqual(await until(() => tableRows(page, "#dead"), (r) => r.length === 1, { what: "the dead letters" }), [["none"]]);
     await logIn(page, sign({ sub: "someone", role: "participant" }));
     assert.match(await until(() => text(page, "#whoami"), (t) => t.startsWith("403"), { what: "the 403" }), /^403: \S/);
+    assert.deepEqual(await tableRows(page, "#projections"), [], "no stale projection rows under a refused token");
+    const dead = await until(() => tableRows(page, "#dead"), (r) => r[0]?.[0]?.startsWith("403"), { what: "the 403 in dead letters" });
+    assert.equal(dead.length, 1);
   } finally {
     await context.close();
   }
