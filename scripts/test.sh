@@ -3,8 +3,9 @@
 # down (the PostgreSQL half of the store contract suite is required, never
 # skipped), installs the Node client-test packages, runs the Rust suites with
 # cargo-nextest, checks the TypeScript client (tsc, and that its generated
-# types are not stale), then the real-client (npm) suites against the built
-# binary.
+# types are not stale), installs Debian's chromium when it is missing (the
+# ops console's browser tests), then the real-client (npm) suites against the
+# built binary, and last a bounded schemathesis run against /openapi.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -67,6 +68,16 @@ if ! diff -u clients/ts/openapi.json "$FRESH/openapi.json" || ! diff -u clients/
 fi
 rm -rf "$FRESH"
 
+# The console's browser tests drive Debian's chromium (playwright-core never
+# downloads a browser of its own).
+if ! command -v chromium >/dev/null; then
+  echo "== Installing chromium (the ops console's browser tests)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium
+fi
+
 echo "== Real-client suites (Node)"
 (
   cd tests/node
@@ -76,3 +87,6 @@ echo "== Real-client suites (Node)"
   EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" EVENTUALL_SIM_BIN="$TARGET_DIR/debug/eventuall-sim" \
     node --test --test-concurrency=1 --test-timeout=180000 ./*.test.mjs
 )
+
+echo "== OpenAPI fuzz (schemathesis)"
+EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" scripts/openapi-fuzz.sh

@@ -6,7 +6,7 @@
 //! and the append rate from `/metrics`, projection lag, an event's presence,
 //! stage, queue, recording and clips, dead letters with a retry button, and
 //! a stream's timeline with time travel (`/admin/streams/{id}/history` and
-//! `/state?at=`).
+//! `/state?at=`). Panels, screenshots and the browser tests: `docs/CONSOLE.md`.
 
 use axum::Router;
 use axum::http::header;

@@ -280,6 +280,7 @@ pub struct E503(pub ErrorBody);
 #[into_params(parameter_in = Path)]
 pub struct EventPath {
     /// The event id, `[A-Za-z0-9_-]{1,128}` (else 400).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,128}$")]
     pub event_id: String,
 }
 
@@ -287,6 +288,8 @@ pub struct EventPath {
 #[into_params(parameter_in = Path)]
 pub struct StreamPath {
     /// A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
+    /// Printable ASCII, at most 200 characters, a non-empty category before the first `-`.
+    #[param(pattern = "^[!-,.-~]+-[!-~]+$", max_length = 200)]
     pub stream_id: String,
 }
 

@@ -1254,7 +1254,10 @@ export interface operations {
             query?: never;
             header?: never;
             path: {
-                /** @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400). */
+                /**
+                 * @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
+                 *     Printable ASCII, at most 200 characters, a non-empty category before the first `-`.
+                 */
                 stream_id: string;
             };
             cookie?: never;
@@ -1336,7 +1339,10 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400). */
+                /**
+                 * @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
+                 *     Printable ASCII, at most 200 characters, a non-empty category before the first `-`.
+                 */
                 stream_id: string;
             };
             cookie?: never;
