@@ -15,6 +15,9 @@
 //!   in-bench OpenAI-compatible provider: chunk → tab latency, replies
 //!   completed, server CPU per chunk, RSS per live interview (see
 //!   [`interviews`]).
+//! - `archive`: archive and restore throughput over 1,000 streams of 1,000
+//!   events, hot-table size before and after, first read of an archived
+//!   stream (see [`archive`]).
 //! - `replay`: fills a log with millions of small room events (many streams,
 //!   batched appends) and times `replay verify` and `replay rebuild` of each
 //!   projection, on SQLite and on PostgreSQL.
@@ -22,6 +25,7 @@
 //! Every loop is bounded by a count and a time limit. Results are printed as
 //! Markdown rows for `docs/BENCHMARKS.md`.
 
+mod archive;
 mod interviews;
 mod rooms;
 
@@ -114,6 +118,9 @@ enum Command {
     /// The service for `interviews`, driven over stdin (run by `interviews`).
     #[command(hide = true)]
     InterviewsServer(Box<interviews::ServerArgs>),
+    /// The archive tier: archive and restore throughput, hot-table size,
+    /// first read of an archived stream.
+    Archive(Box<archive::ArchiveArgs>),
 }
 
 #[tokio::main]
@@ -131,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
         Command::Interviews(args) => interviews::run(*args).await,
         Command::InterviewsServer(args) => interviews::serve_child(*args).await,
+        Command::Archive(args) => archive::run(*args).await,
         Command::Replay { events, streams, databases, sqlite_file, keep_postgres } => {
             let keep = if keep_postgres { replay::Keep::Postgres } else { replay::Keep::Nothing };
             replay::bench(events, streams, &databases, sqlite_file, keep).await
@@ -517,7 +525,7 @@ mod replay {
         }
     }
 
-    async fn fill(store: &EventStore, events: u64, streams: u64) -> anyhow::Result<Duration> {
+    pub(crate) async fn fill(store: &EventStore, events: u64, streams: u64) -> anyhow::Result<Duration> {
         let per_stream = events.div_ceil(streams);
         let started = Instant::now();
         let mut tasks = Vec::new();
