@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 
-use super::extract::{Authenticated, event_id};
+use super::extract::{Authenticated, EventReader};
 use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::analytics::{EventAnalytics, event_analytics};
@@ -47,11 +47,8 @@ async fn projections(
     responses((status = 200, body = EventAnalytics), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
 async fn analytics(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventReader { event_id, .. }: EventReader,
 ) -> ApiResult<Json<EventAnalytics>> {
-    let event_id = event_id(&raw)?;
-    caller.may_access(event_id.as_str())?;
     match event_analytics(&app.store, event_id.as_str()).await? {
         Some(analytics) => Ok(Json(analytics)),
         None => Err(ApiError::NotFound(format!("no analytics for event {}", event_id.as_str()))),

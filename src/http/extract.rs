@@ -21,6 +21,49 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// A caller who may read the event named by the route's `{event_id}`:
+/// 401 without a valid bearer token, 400 for a malformed id, 403 for a
+/// token scoped to other events (in that order, as the contract says).
+pub struct EventReader {
+    pub caller: Caller,
+    pub event_id: EventId,
+}
+
+/// [`EventReader`] who is also a moderator (403 otherwise).
+pub struct EventModerator {
+    pub caller: Caller,
+    pub event_id: EventId,
+}
+
+/// The caller and the route's event id, checked in the contract's order.
+async fn caller_and_event(parts: &mut Parts, state: &AppState) -> Result<(Caller, EventId), ApiError> {
+    let Authenticated(caller) = Authenticated::from_request_parts(parts, state).await?;
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::InvalidRequest(e.body_text()))?;
+    Ok((caller, event_id(&raw)?))
+}
+
+impl FromRequestParts<AppState> for EventReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, event_id) = caller_and_event(parts, state).await?;
+        caller.may_access(event_id.as_str())?;
+        Ok(Self { caller, event_id })
+    }
+}
+
+impl FromRequestParts<AppState> for EventModerator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (caller, event_id) = caller_and_event(parts, state).await?;
+        caller.may_moderate(event_id.as_str())?;
+        Ok(Self { caller, event_id })
+    }
+}
+
 /// A JSON body; malformed → 400 `invalid_json`, wrong shape → 400
 /// `invalid_request`, too large → 413.
 pub struct ApiJson<T>(pub T);

@@ -22,7 +22,7 @@ use eventuall_domain::queue::{Actor, QueueCommand, QueueError, QueueList, Role};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::extract::{ApiJson, Authenticated, event_id};
+use super::extract::{ApiJson, EventModerator, EventReader};
 use super::openapi as oa;
 use super::party::admit;
 use super::ws::{self, FrameLimits, Frames, SocketKind};
@@ -68,13 +68,7 @@ fn json_response(body: String) -> Response {
 /// The queue (any valid token for the event).
 #[utoipa::path(get, path = "/event/{event_id}/queue", tag = "queue", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E503))]
-async fn view(
-    State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
-) -> ApiResult<Response> {
-    let event_id = event_id(&raw)?;
-    caller.may_access(event_id.as_str())?;
+async fn view(State(app): State<AppState>, EventReader { event_id, .. }: EventReader) -> ApiResult<Response> {
     Ok(json_response(app.queues.view(event_id.as_str()).await.map_err(queue_error)?))
 }
 
@@ -105,14 +99,12 @@ struct UserRequest {
     user_id: String,
 }
 
-/// Checks the caller may change `raw`'s queue; returns the event and actor.
-fn moderate(caller: &Caller, raw: &str, user_id: &str) -> ApiResult<(EventId, Actor)> {
-    let event_id = event_id(raw)?;
-    caller.may_moderate(event_id.as_str())?;
+/// Checks the body's `userId`; answers the moderator as the queue's actor.
+fn moderate(caller: &Caller, user_id: &str) -> ApiResult<Actor> {
     if user_id.is_empty() || user_id.len() > 256 {
         return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
     }
-    Ok((event_id, Actor::moderator(caller.user_id())))
+    Ok(Actor::moderator(caller.user_id()))
 }
 
 async fn run(app: &AppState, event_id: &EventId, command: QueueCommand) -> ApiResult<Response> {
@@ -125,11 +117,10 @@ async fn run(app: &AppState, event_id: &EventId, command: QueueCommand) -> ApiRe
     responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn add(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     ApiJson(body): ApiJson<AddRequest>,
 ) -> ApiResult<Response> {
-    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let actor = moderate(&caller, &body.user_id)?;
     let name = body.name.unwrap_or_else(|| body.user_id.clone());
     run(&app, &event_id, QueueCommand::Add { user_id: body.user_id, name, actor, at: app.clock.now_millis() }).await
 }
@@ -140,11 +131,10 @@ async fn add(
     responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn move_entry(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     ApiJson(body): ApiJson<MoveRequest>,
 ) -> ApiResult<Response> {
-    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let actor = moderate(&caller, &body.user_id)?;
     let at = app.clock.now_millis();
     run(&app, &event_id, QueueCommand::Move { user_id: body.user_id, list: body.list, index: body.index, actor, at })
         .await
@@ -156,11 +146,10 @@ async fn move_entry(
     responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn promote(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     ApiJson(body): ApiJson<UserRequest>,
 ) -> ApiResult<Response> {
-    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let actor = moderate(&caller, &body.user_id)?;
     run(&app, &event_id, QueueCommand::Promote { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
 }
 
@@ -170,11 +159,10 @@ async fn promote(
     responses((status = 200, body = oa::QueueView), oa::E400, oa::E401, oa::E403, oa::E404, oa::E413, oa::E503))]
 async fn remove(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     ApiJson(body): ApiJson<UserRequest>,
 ) -> ApiResult<Response> {
-    let (event_id, actor) = moderate(&caller, &raw, &body.user_id)?;
+    let actor = moderate(&caller, &body.user_id)?;
     run(&app, &event_id, QueueCommand::Remove { user_id: body.user_id, actor, at: app.clock.now_millis() }).await
 }
 

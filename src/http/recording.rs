@@ -9,7 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::extract::{Authenticated, event_id};
+use super::extract::{Authenticated, EventModerator, EventReader};
 use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::Caller;
@@ -32,29 +32,22 @@ fn internal(e: impl Into<anyhow::Error>) -> ApiError {
 /// Queues a durable start (moderators): 409 while recording or queued.
 #[utoipa::path(post, path = "/cloudcaster/{event_id}/start", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 202, body = oa::CommandQueued), oa::E400, oa::E401, oa::E403, oa::E409, oa::E500))]
-async fn start(
-    app: State<AppState>,
-    caller: Authenticated,
-    path: Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    enqueue(app, caller, path, CommandKind::Start).await
+async fn start(app: State<AppState>, moderator: EventModerator) -> ApiResult<(StatusCode, Json<Value>)> {
+    enqueue(app, moderator, CommandKind::Start).await
 }
 
 /// Queues a durable stop of the current session (moderators): 409 with nothing to stop.
 #[utoipa::path(post, path = "/cloudcaster/{event_id}/stop", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 202, body = oa::CommandQueued), oa::E400, oa::E401, oa::E403, oa::E409, oa::E500))]
-async fn stop(app: State<AppState>, caller: Authenticated, path: Path<String>) -> ApiResult<(StatusCode, Json<Value>)> {
-    enqueue(app, caller, path, CommandKind::Stop).await
+async fn stop(app: State<AppState>, moderator: EventModerator) -> ApiResult<(StatusCode, Json<Value>)> {
+    enqueue(app, moderator, CommandKind::Stop).await
 }
 
 async fn enqueue(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     kind: CommandKind,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let event_id = event_id(&raw)?;
-    caller.may_moderate(event_id.as_str())?;
     match app.recording.enqueue(event_id.as_str(), kind, caller.user_id()).await {
         Ok(command_id) => {
             let mut body = json!({"commandId": command_id, "status": "queued"});
@@ -73,13 +66,7 @@ async fn enqueue(
 /// The latest recording session (any valid token for the event).
 #[utoipa::path(get, path = "/cloudcaster/{event_id}/status", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 200, body = StatusView), oa::E400, oa::E401, oa::E403, oa::E500))]
-async fn status(
-    State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let event_id = event_id(&raw)?;
-    caller.may_access(event_id.as_str())?;
+async fn status(State(app): State<AppState>, EventReader { event_id, .. }: EventReader) -> ApiResult<Json<Value>> {
     let view = app.recording.status(event_id.as_str()).await.map_err(internal)?;
     Ok(Json(serde_json::to_value(view).map_err(internal)?))
 }
@@ -87,13 +74,7 @@ async fn status(
 /// The event's clips (any valid token for the event).
 #[utoipa::path(get, path = "/cloudcaster/{event_id}/clips", tag = "recording", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 200, body = oa::ClipList), oa::E400, oa::E401, oa::E403, oa::E500))]
-async fn clips(
-    State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
-) -> ApiResult<Json<Value>> {
-    let event_id = event_id(&raw)?;
-    caller.may_access(event_id.as_str())?;
+async fn clips(State(app): State<AppState>, EventReader { event_id, .. }: EventReader) -> ApiResult<Json<Value>> {
     let clips = app.recording.clips(event_id.as_str()).await.map_err(internal)?;
     Ok(Json(json!({"eventId": event_id.as_str(), "clips": clips})))
 }

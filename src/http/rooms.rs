@@ -1,7 +1,7 @@
 //! Event room HTTP routes: snapshot reads, stage entry and exit, and short
 //! WebSocket tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::extract::{ApiJson, Authenticated, event_id};
+use super::extract::{ApiJson, Authenticated, EventModerator, EventReader};
 use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::SHORT_TOKEN_SECS;
@@ -45,13 +45,7 @@ fn snapshot_response(json: std::sync::Arc<str>) -> Response {
 /// The room snapshot (any valid token for the event).
 #[utoipa::path(get, path = "/event/{event_id}/snapshot", tag = "rooms", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E503))]
-async fn snapshot(
-    State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
-) -> ApiResult<Response> {
-    let event_id = event_id(&raw)?;
-    caller.may_access(event_id.as_str())?;
+async fn snapshot(State(app): State<AppState>, EventReader { event_id, .. }: EventReader) -> ApiResult<Response> {
     let json = app.rooms.snapshot(event_id.as_str()).await.map_err(ApiError::Unavailable)?;
     Ok(snapshot_response(json))
 }
@@ -62,11 +56,10 @@ async fn snapshot(
     responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn enter_stage(
     app: State<AppState>,
-    caller: Authenticated,
-    path: Path<String>,
+    moderator: EventModerator,
     ApiJson(body): ApiJson<StageRequest>,
 ) -> ApiResult<Response> {
-    stage(app, caller, path, body, StageMove::Enter).await
+    stage(app, moderator, body, StageMove::Enter).await
 }
 
 /// Takes a user off stage (moderators; idempotent); answers the new snapshot.
@@ -75,22 +68,18 @@ async fn enter_stage(
     responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E413, oa::E503))]
 async fn exit_stage(
     app: State<AppState>,
-    caller: Authenticated,
-    path: Path<String>,
+    moderator: EventModerator,
     ApiJson(body): ApiJson<StageRequest>,
 ) -> ApiResult<Response> {
-    stage(app, caller, path, body, StageMove::Exit).await
+    stage(app, moderator, body, StageMove::Exit).await
 }
 
 async fn stage(
     State(app): State<AppState>,
-    Authenticated(caller): Authenticated,
-    Path(raw): Path<String>,
+    EventModerator { caller, event_id }: EventModerator,
     body: StageRequest,
     movement: StageMove,
 ) -> ApiResult<Response> {
-    let event_id = event_id(&raw)?;
-    caller.may_moderate(event_id.as_str())?;
     if body.user_id.is_empty() || body.user_id.len() > 256 {
         return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
     }
