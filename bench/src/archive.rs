@@ -42,9 +42,7 @@ fn stream(s: u64) -> StreamId {
 /// Bytes the `events` and `snapshots` tables occupy now.
 async fn hot_bytes(store: &EventStore) -> anyhow::Result<i64> {
     let rows: Vec<(i64,)> = if store.is_postgres() {
-        store
-            .query_as("select pg_total_relation_size('events') + pg_total_relation_size('snapshots')", &[])
-            .await?
+        store.query_as("select pg_total_relation_size('events') + pg_total_relation_size('snapshots')", &[]).await?
     } else {
         // Pages in use (freed pages stay in the file until a vacuum).
         store
@@ -105,7 +103,8 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
             }
         })
         .await?;
-        let archived: Vec<(i64,)> = store.query_as("select coalesce(sum(event_count), 0) from archive_segments", &[]).await?;
+        let archived: Vec<(i64,)> =
+            store.query_as("select coalesce(sum(event_count), 0) from archive_segments", &[]).await?;
         let archived = archived[0].0;
         anyhow::ensure!(archived == events - args.streams as i64, "every event but each stream's newest archived");
         let after = hot_bytes(&store).await?;
