@@ -22,6 +22,7 @@ contract!(
     only_events_every_subscriber_passed_are_archived,
     verify_names_an_altered_or_missing_segment,
     a_crash_at_any_step_of_archiving_loses_nothing,
+    a_store_opened_before_another_process_archived_reads_through_it,
 );
 
 fn stream(name: &str) -> StreamId {
@@ -302,5 +303,34 @@ async fn a_crash_at_any_step_of_archiving_loses_nothing(db: &TestDb) {
     assert_eq!(report["events"], 29, "{report}");
     let store = db.open().await;
     assert_eq!(whole_stream(&store, &a).await, before);
+    store.shutdown().await;
+}
+
+/// A service that opened the log before an operator ran `eventuall archive`
+/// reads the archived stream through every path.
+async fn a_store_opened_before_another_process_archived_reads_through_it(db: &TestDb) {
+    let store = db.open().await;
+    seed(&store).await;
+    let a = stream("a");
+    let before = whole_stream(&store, &a).await;
+    let history_before = raw_scan(&store, Filter::Stream("test-a".into())).await;
+    let all_before = store.read_all(0, 10_000).await.unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_eventuall"))
+        .args(["archive", "test-a", "--database-url", &db.url, "--archive-url", &db.archive_url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(hot_rows(&store, &a).await, 1, "the other process archived");
+    assert_eq!(whole_stream(&store, &a).await, before, "read_stream finds the gap and fills it");
+    assert_eq!(raw_scan(&store, Filter::Stream("test-a".into())).await, history_before, "a scan asks first");
+    // Whole-log pages re-read the bound within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if store.read_all(0, 10_000).await.unwrap() == all_before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "read_all never saw the other process's segment");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     store.shutdown().await;
 }

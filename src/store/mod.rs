@@ -468,7 +468,7 @@ impl EventStore {
             Backend::Sqlite(b) => b.read_all(after, limit).await?,
             Backend::Postgres(b) => b.read_all(after, limit).await?,
         };
-        if after >= self.archive().max_position() {
+        if after >= self.archived_max_position().await? {
             return Ok(hot);
         }
         self.merge_all_with_archive(after, limit, hot).await

@@ -295,22 +295,28 @@ impl Batches {
     fn start_scan(store: &EventStore, filter: Filter, after: i64, until: i64, batch: usize, order: Order) -> Self {
         let (sender, receiver) = mpsc::channel(PARALLEL_READS);
         let store = store.clone();
-        if after < store.archive().max_position() {
+        tokio::spawn(async move {
+            // Another process (`eventuall archive`) may have archived since
+            // this store opened; a scan is rare and long, so it asks.
+            if let Err(error) = store.refresh_archive().await {
+                let _ = sender.send(Err(error)).await;
+                return;
+            }
+            if after >= store.archive().max_position() {
+                Self::spawn_hot_scan(&store, filter, after, until, batch, order, sender);
+                return;
+            }
             // Archived events in range: the hot scan feeds a merge with the
             // segments (`archive::merge`), which feeds the caller.
             let (hot_sender, hot) = mpsc::channel(PARALLEL_READS);
             Self::spawn_hot_scan(&store, filter.clone(), after, until, batch, order, hot_sender);
-            tokio::spawn(async move {
-                match ArchivedCursor::open(&store, &filter, after, until).await {
-                    Ok(cursor) => merge_batches(hot, cursor, until, batch, sender).await,
-                    Err(error) => {
-                        let _ = sender.send(Err(error)).await;
-                    }
+            match ArchivedCursor::open(&store, &filter, after, until).await {
+                Ok(cursor) => merge_batches(hot, cursor, until, batch, sender).await,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
                 }
-            });
-            return Self { receiver };
-        }
-        Self::spawn_hot_scan(&store, filter, after, until, batch, order, sender);
+            }
+        });
         Self { receiver }
     }
 

@@ -17,7 +17,9 @@
 //!   before the first hot event from the stream's segments;
 //!   [`EventStore::read_all`] and the raw batches of replay merge segments
 //!   and hot rows by position ([`merge`]); a snapshot missing from the hot
-//!   table is looked for in the newest segment.
+//!   table is looked for in the newest segment. Another process's archiving
+//!   shows within seconds: scans re-read the highest archived position at
+//!   their start, whole-log pages when it is older than 5 s.
 //! - **Restoring** ([`EventStore::restore_stream`]) puts the events back with
 //!   their positions and drops the metadata in one transaction, then deletes
 //!   the objects.
@@ -44,6 +46,9 @@ use super::{Backend, EventStore, RecordedEvent, Snapshot, StoreError, StreamId, 
 
 /// Events per segment: a long stream is archived as several.
 pub const SEGMENT_EVENTS: usize = 10_000;
+/// How stale a store's view of the highest archived position may get
+/// before a whole-log page reads it again.
+const REFRESH_EVERY_MS: i64 = 5_000;
 /// Decoded segments kept in memory, counted in events.
 const CACHE_EVENTS: usize = 200_000;
 
@@ -55,6 +60,10 @@ pub struct Archive {
     /// (read at open, moved by this process's archiving): whole-log reads
     /// after it never look for segments.
     max_position: AtomicI64,
+    /// When `max_position` was last read from the table (ms since the
+    /// epoch): whole-log pages re-read it at most every [`REFRESH_EVERY_MS`],
+    /// so a process sees another's archiving within that time.
+    refreshed_at: AtomicI64,
     /// Segments an audit found broken: whole-log scans leave them out
     /// instead of failing, so `replay verify` reports everything.
     quarantined: Mutex<std::collections::HashSet<String>>,
@@ -155,6 +164,7 @@ impl Archive {
             objects: Objects::parse(url)?,
             cache: Mutex::new(SegmentCache::default()),
             max_position: AtomicI64::new(0),
+            refreshed_at: AtomicI64::new(0),
             quarantined: Mutex::new(Default::default()),
         })
     }
@@ -246,7 +256,17 @@ impl EventStore {
         let max: Vec<(Option<i64>,)> = self.query_as("select max(last_position) from archive_segments", &[]).await?;
         let max = max.first().and_then(|(m,)| *m).unwrap_or(0);
         self.archive().max_position.store(max, Ordering::Release);
+        self.archive().refreshed_at.store(now_millis(), Ordering::Release);
         Ok(())
+    }
+
+    /// The highest archived position, re-read when this process's view is
+    /// older than [`REFRESH_EVERY_MS`].
+    pub(crate) async fn archived_max_position(&self) -> Result<i64, StoreError> {
+        if now_millis() - self.archive().refreshed_at.load(Ordering::Acquire) > REFRESH_EVERY_MS {
+            self.refresh_archive().await?;
+        }
+        Ok(self.archive().max_position())
     }
 
     /// The segments of `stream`, oldest first.
