@@ -103,9 +103,9 @@ pub async fn run(args: ArchiveArgs) -> anyhow::Result<()> {
             }
         })
         .await?;
-        let archived: Vec<(i64,)> =
-            store.query_as("select coalesce(sum(event_count), 0) from archive_segments", &[]).await?;
-        let archived = archived[0].0;
+        // Summed here: `sum` of a bigint is a numeric on PostgreSQL.
+        let counts: Vec<(i64,)> = store.query_as("select event_count from archive_segments", &[]).await?;
+        let archived: i64 = counts.iter().map(|(n,)| n).sum();
         anyhow::ensure!(archived == events - args.streams as i64, "every event but each stream's newest archived");
         let after = hot_bytes(&store).await?;
         let reclaimed = if store.is_postgres() {
