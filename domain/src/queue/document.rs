@@ -29,11 +29,13 @@ use serde::{Deserialize, Serialize};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
-    Any, Array, ArrayRef, Assoc, Doc, ID, IndexedSequence, Options, Out, ReadTxn, Snapshot, StateVector, Transact,
+    Any, Array, ArrayRef, Assoc, Doc, ID, IndexedSequence, Options, Out, ReadTxn, StateVector, Transact,
     TransactionMut, Update,
 };
 
 use super::QueueError;
+#[cfg(test)]
+use yrs::Snapshot;
 
 mod mirror;
 
