@@ -39,8 +39,8 @@ use yrs::Snapshot;
 
 mod mirror;
 
-use mirror::{Mirror, track};
 pub(crate) use mirror::Touched;
+use mirror::{Mirror, track};
 
 /// The Yjs client id of every server-side edit (repairs and HTTP commands).
 ///

@@ -133,17 +133,11 @@ impl Mirror {
 
 /// Brings `mirror` in step with a committed transaction and says what it
 /// touched. Drops the mirror when it no longer matches the document.
-pub(crate) fn track(
-    mirror: &mut Option<Mirror>,
-    txn: &TransactionMut,
-    pending: &ArrayRef,
-    live: &ArrayRef,
-) -> Touched {
+pub(crate) fn track(mirror: &mut Option<Mirror>, txn: &TransactionMut, pending: &ArrayRef, live: &ArrayRef) -> Touched {
     let Some(m) = mirror.as_mut() else { return Touched::default() };
     let touched = apply_txn(m, txn, pending, live);
-    let consistent = touched.is_some()
-        && m.pending.len() == pending.len(txn) as usize
-        && m.live.len() == live.len(txn) as usize;
+    let consistent =
+        touched.is_some() && m.pending.len() == pending.len(txn) as usize && m.live.len() == live.len(txn) as usize;
     if !consistent {
         *mirror = None;
         return Touched::default();
