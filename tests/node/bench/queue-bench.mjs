@@ -90,11 +90,12 @@ async function until(check, what) {
 
 const mod = (i) => sign({ sub: `mod-${i}`, role: "moderator" });
 
-async function sustained(host, room, withToken) {
+async function sustained(host, room, withToken, pid) {
   const mods = Array.from({ length: MODERATORS }, (_, i) => connect(host, room, withToken ? mod(i) : null));
   const observer = connect(host, room, withToken ? sign({ sub: "observer" }) : null);
   await Promise.all([...mods, observer].map((c) => c.synced));
   const total = MODERATORS * UPDATES_EACH;
+  const cpuBefore = await cpuMs(pid);
   const started = performance.now();
   await Promise.all(
     mods.map(async (m, i) => {
@@ -106,8 +107,9 @@ async function sustained(host, room, withToken) {
   );
   await until(() => observer.pending.length === total, `observer holds ${total} entries`);
   const seconds = (performance.now() - started) / 1000;
+  const cpuSeconds = ((await cpuMs(pid)) - cpuBefore) / 1000;
   for (const c of [...mods, observer]) c.close();
-  return { total, seconds, rate: total / seconds };
+  return { total, seconds, rate: total / seconds, cpuSeconds };
 }
 
 async function buildHistory(host, room, withToken) {
@@ -131,8 +133,15 @@ async function buildHistory(host, room, withToken) {
   return author;
 }
 
-async function lateJoins(host, room, withToken, expected) {
+async function lateJoins(host, room, withToken, expected, { warmUp = false } = {}) {
   const times = [];
+  if (warmUp) {
+    // One untimed join first: the first join in this process pays for
+    // JIT-compiling the client's sync path, whichever server goes first.
+    const late = connect(host, room, withToken ? sign({ sub: "late-warm-up" }) : null);
+    await late.synced;
+    late.close();
+  }
   for (let j = 0; j < JOINS; j++) {
     const started = performance.now();
     const late = connect(host, room, withToken ? sign({ sub: `late-${j}` }) : null);
@@ -247,13 +256,13 @@ const reference = await startReference();
 try {
   console.log(`queue benchmark, ${new Date().toISOString()}: ${MODERATORS} moderators x ${UPDATES_EACH} updates; late joiner on ${ENTRIES} entries with ${EDITS} edits; ${JOINS} joins each`);
   if (ONLY.has("sustained")) {
-  const a = await sustained(ours.host, "sustained", true);
+  const a = await sustained(ours.host, "sustained", true, ours.pid);
   const b = await sustained(reference.host, "sustained", false);
   console.log("| server | updates | seconds | updates/s |");
   console.log("|---|---:|---:|---:|");
   console.log(`| eventuall (each update appended before relay) | ${a.total} | ${a.seconds.toFixed(2)} | ${a.rate.toFixed(0)} |`);
   console.log(`| @y/websocket-server 0.1.1 (in memory) | ${b.total} | ${b.seconds.toFixed(2)} | ${b.rate.toFixed(0)} |`);
-  console.log(`ratio eventuall / reference: ${(a.rate / b.rate).toFixed(2)}`);
+  console.log(`ratio eventuall / reference: ${(a.rate / b.rate).toFixed(2)}; eventuall's CPU over the run: ${a.cpuSeconds.toFixed(2)} s`);
   }
 
   if (ONLY.has("cost")) {
@@ -274,8 +283,10 @@ try {
   }
 
   if (ONLY.has("storm")) {
-  const so = await storm(ours.host, "storm", true);
-  const sr = await storm(reference.host, "storm", false);
+  const failed = (e) => ({ joins: 0, p50: NaN, p99: NaN, max: NaN, error: e.message });
+  const so = await storm(ours.host, "storm", true).catch(failed);
+  const sr = await storm(reference.host, "storm", false).catch(failed);
+  for (const r of [so, sr]) if (r.error) console.log(`storm failed: ${r.error}`);
   console.log();
   console.log(`| server | late joiners during ${EDITS} edits | sync p50 ms | p99 ms | max ms |`);
   console.log("|---|---:|---:|---:|---:|");
@@ -300,8 +311,8 @@ try {
   while (!(await stored())) await new Promise((r) => setTimeout(r, 50));
   authorOurs.close();
   authorRef.close();
-  const warmOurs = await lateJoins(ours.host, "history", true, ENTRIES);
-  const warmRef = await lateJoins(reference.host, "history", false, ENTRIES);
+  const warmOurs = await lateJoins(ours.host, "history", true, ENTRIES, { warmUp: true });
+  const warmRef = await lateJoins(reference.host, "history", false, ENTRIES, { warmUp: true });
   keepOurs.close();
   // Let our queue actor be evicted (EVENTUALL_EVICT_AFTER=1s): the next join
   // loads snapshot + tail from the log.
