@@ -66,6 +66,9 @@ struct Pending {
     after: Vec<After>,
     /// The last connection left: snapshot after storing.
     left_last: bool,
+    /// The document diverged from the log (yrs panicked inside an update):
+    /// store what was decided before, then reload.
+    reload: bool,
 }
 
 /// Whether a frame starts with a SyncStep1 message (`[0, 0, …]`).
@@ -141,6 +144,12 @@ impl QueueActor {
                         let command = QueueCommand::ApplyClientUpdate { update, actor, at: self.queues.now() };
                         match self.decide(command).await {
                             Ok(new) => pending.events.extend(new.into_iter().map(|e| (e, metadata.clone()))),
+                            Err(QueueError::Diverged) => {
+                                tracing::warn!(queue = %self.event_id, "client update broke the document; reloading");
+                                let mut decided = std::mem::take(&mut pending);
+                                decided.reload = true;
+                                self.flush(decided).await;
+                            }
                             Err(error) => {
                                 tracing::debug!(queue = %self.event_id, %error, "client update refused")
                             }
@@ -173,7 +182,7 @@ impl QueueActor {
 
     /// Appends what is pending, then relays its updates and answers callers.
     async fn flush(&mut self, pending: Pending) {
-        let Pending { events, after, left_last } = pending;
+        let Pending { events, after, left_last, reload } = pending;
         if !events.is_empty() {
             let updates: Vec<Vec<u8>> = events.iter().filter_map(|(e, _)| e.update()).collect();
             let new_events: Vec<NewEvent> = events
@@ -200,12 +209,19 @@ impl QueueActor {
             }
             self.version += count;
             // Durable now: relay to everyone, the author included (it needs
-            // the repair, and an update it already has is a no-op).
+            // the repair, and an update it already has is a no-op). One frame
+            // per update as stored: merging them would re-encode the items
+            // (yrs writes object keys in hash order), so clients would see
+            // the same entries with their keys reordered.
             for update in updates {
                 self.broadcast(Bytes::from(sync::update_frame(&update)));
             }
         }
-        let view = self.view_json();
+        if reload {
+            self.reload().await;
+        }
+        // The JSON view is O(queue): rendered only for callers that wait.
+        let view = if after.is_empty() { String::new() } else { self.view_json() };
         for a in after {
             match a {
                 After::Answer(reply) => {
@@ -244,9 +260,10 @@ impl QueueActor {
         outcome.update
     }
 
-    /// Applies `command` to the live aggregate and returns its events. The
-    /// aggregate decides on a fork, so a refused command leaves it unchanged;
-    /// if the batch's append fails the actor reloads from the log.
+    /// Applies `command` to the live aggregate and returns its events. A
+    /// refused command leaves it unchanged (the aggregate checks before it
+    /// changes anything); if the batch's append fails the actor reloads from
+    /// the log.
     async fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
         let sink = EventSink::default();
         self.queue.handle(command, &(), &sink).await?;

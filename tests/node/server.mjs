@@ -56,6 +56,7 @@ export async function startServer(extraEnv = {}, { dir, onLog } = {}) {
   return {
     host,
     dir,
+    pid: child.pid,
     http: `http://${host}`,
     /** Stops the server; keeps its database when `keep` is set. */
     async stop({ keep = false, signal = "SIGTERM" } = {}) {

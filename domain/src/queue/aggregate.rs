@@ -23,7 +23,10 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-use super::document::{QueueDoc, QueueList, QueueView, RemovedEntry, TrackedEntry};
+use yrs::Update;
+use yrs::updates::decoder::Decode;
+
+use super::document::{QueueDoc, QueueList, QueueView, RemovedEntry, Touched, TrackedEntry, guarded};
 use super::{Actor, QueueError, Role};
 
 /// Who produced an [`QueueEvent::UpdateApplied`] update.
@@ -123,7 +126,7 @@ impl Queue {
         self.doc.view()
     }
 
-    fn decide(&self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
+    fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
         match command {
             QueueCommand::ApplyClientUpdate { update, actor, at } => {
                 if actor.role != Role::Moderator {
@@ -131,17 +134,26 @@ impl Queue {
                     // so that their socket keeps receiving (public contract).
                     return Ok(vec![]);
                 }
-                let mut draft = self.doc.fork()?;
-                let before = draft.fingerprint();
-                draft.apply_update(&update)?;
-                if draft.fingerprint() == before {
+                let decoded = guarded(|| Update::decode_v1(&update).ok()).ok_or(QueueError::MalformedUpdate)?;
+                let before = self.before();
+                let integrated = self.doc.integrate(decoded)?;
+                if integrated.error {
+                    return Err(QueueError::MalformedUpdate);
+                }
+                if !integrated.changed && !integrated.parked {
                     // Nothing new: every reconnect's SyncStep2 carries the
                     // client's whole delete set, and recording those would grow
                     // the log with each reconnect. An update that adds content,
                     // deletions, or parks something pending is always kept.
                     return Ok(vec![]);
                 }
-                Ok(self.conclude(draft, &update, UpdateOrigin::Client, &actor.user_id, at))
+                // What integrated, exactly: the client's bytes, or the part
+                // yrs took before refusing a block.
+                let recorded = integrated.update.unwrap_or(update);
+                if !integrated.changed {
+                    return Ok(vec![QueueEvent::update_applied(&recorded, UpdateOrigin::Client, &actor.user_id, at)]);
+                }
+                Ok(self.conclude(before, integrated.touched, &recorded, UpdateOrigin::Client, &actor.user_id, at))
             }
             QueueCommand::Add { user_id, name, actor, at } => {
                 self.server_edit(&actor, at, |doc| doc.add(&user_id, &name))
@@ -154,8 +166,15 @@ impl Queue {
         }
     }
 
+    /// `None` when the change can be judged by what it touches (the usual
+    /// case); otherwise the whole tracked view before it, for a document that
+    /// does not keep the invariants yet (one loaded from such a state).
+    fn before(&mut self) -> Option<Vec<TrackedEntry>> {
+        (!self.doc.prepare()).then(|| self.doc.tracked())
+    }
+
     fn server_edit(
-        &self,
+        &mut self,
         actor: &Actor,
         at: i64,
         edit: impl FnOnce(&mut QueueDoc) -> Result<Option<Vec<u8>>, QueueError>,
@@ -163,29 +182,54 @@ impl Queue {
         if actor.role != Role::Moderator {
             return Err(QueueError::Forbidden(actor.user_id.clone()));
         }
-        let mut draft = self.doc.fork()?;
-        Ok(match edit(&mut draft)? {
-            Some(update) => self.conclude(draft, &update, UpdateOrigin::Server, &actor.user_id, at),
+        let before = self.before();
+        // Every check of an edit happens before its transaction, so an error
+        // here has changed nothing.
+        Ok(match edit(&mut self.doc)? {
+            Some(update) => {
+                let touched = self.doc.take_touched();
+                self.conclude(before, touched, &update, UpdateOrigin::Server, &actor.user_id, at)
+            }
             None => vec![],
         })
     }
 
-    /// The events of one change already made on `draft`: the update, the
-    /// repair it needed if any, then what it meant for the view.
-    fn conclude(&self, mut draft: QueueDoc, update: &[u8], origin: UpdateOrigin, by: &str, at: i64) -> Vec<QueueEvent> {
+    /// The events of one change already made on the live document: the
+    /// update, the repair it needed if any, then what it meant for the view.
+    fn conclude(
+        &mut self,
+        before: Option<Vec<TrackedEntry>>,
+        touched: Touched,
+        update: &[u8],
+        origin: UpdateOrigin,
+        by: &str,
+        at: i64,
+    ) -> Vec<QueueEvent> {
         let mut events = vec![QueueEvent::update_applied(update, origin, by, at)];
-        if let Some(repair) = draft.repair() {
+        let (repair, before, after) = match before {
+            None => {
+                let settled = self.doc.settle(touched);
+                (settled.repair, settled.before, settled.after)
+            }
+            Some(before) => {
+                let repair = self.doc.repair();
+                (repair, before, self.doc.tracked())
+            }
+        };
+        if let Some(repair) = repair {
             events.push(QueueEvent::update_applied(&repair.update, UpdateOrigin::Repair, by, at));
             events.push(QueueEvent::QueueRepaired { removed: repair.removed, by: by.to_owned(), at });
         }
-        events.extend(semantic_changes(&self.doc.tracked(), &draft.tracked(), by, at));
+        events.extend(semantic_changes(&before, &after, by, at));
         events
     }
 }
 
 /// What changed between two views, as semantic events: removals in the old
 /// view's order, then arrivals, list changes and moves in the new view's order
-/// (pending first, then live).
+/// (pending first, then live). The views may be whole, or hold only the
+/// entries of the users a change touched: every entry left out must have
+/// stayed put (same list, same item), which is all the rank below needs.
 ///
 /// A move is told apart from an index shift by the item's Yjs id: Yjs moves by
 /// delete + insert, so an entry whose item is unchanged did not move, however
@@ -200,10 +244,14 @@ fn semantic_changes(before: &[TrackedEntry], after: &[TrackedEntry], by: &str, a
         .filter(|a| old.get(a.entry.user_id.as_str()).is_some_and(|b| b.list == a.list && b.item == a.item))
         .map(|a| a.entry.user_id.as_str())
         .collect();
+    // Place among the entries that stayed put: its index less the entries
+    // before it that did not (all of which the views hold).
     let rank = |view: &[TrackedEntry], of: &TrackedEntry| {
-        view.iter()
-            .filter(|e| e.list == of.list && e.index < of.index && stayed_put.contains(e.entry.user_id.as_str()))
-            .count()
+        of.index
+            - view
+                .iter()
+                .filter(|e| e.list == of.list && e.index < of.index && !stayed_put.contains(e.entry.user_id.as_str()))
+                .count()
     };
     let by = by.to_owned();
     let mut events = Vec::new();
@@ -276,5 +324,7 @@ impl Aggregate for Queue {
     }
 }
 
+#[cfg(test)]
+mod live_tests;
 #[cfg(test)]
 mod tests;

@@ -29,11 +29,18 @@ use serde::{Deserialize, Serialize};
 use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{
-    Any, Array, ArrayRef, Assoc, Doc, ID, IndexedSequence, Options, Out, ReadTxn, Snapshot, StateVector, Transact,
+    Any, Array, ArrayRef, Assoc, Doc, ID, IndexedSequence, Options, Out, ReadTxn, StateVector, Transact,
     TransactionMut, Update,
 };
 
 use super::QueueError;
+#[cfg(test)]
+use yrs::Snapshot;
+
+mod mirror;
+
+pub(crate) use mirror::Touched;
+use mirror::{Mirror, track};
 
 /// The Yjs client id of every server-side edit (repairs and HTTP commands).
 ///
@@ -162,7 +169,9 @@ pub(crate) struct TrackedEntry {
 }
 
 /// Whether anything in the document changed: the state vector, the deletions,
-/// and whether updates wait for missing predecessors.
+/// and whether updates wait for missing predecessors. O(document), so only
+/// tests use it; the live path asks the transaction what it changed.
+#[cfg(test)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fingerprint {
     snapshot: Snapshot,
@@ -174,6 +183,37 @@ pub struct QueueDoc {
     doc: Doc,
     pending: ArrayRef,
     live: ArrayRef,
+    /// The raw arrays as plain Rust values, kept in step with every
+    /// transaction once built, so that a change is judged by what it touched
+    /// instead of by re-reading the whole document (see [`mirror`]). `None`
+    /// until first needed, and again after an inconsistency.
+    mirror: Option<Mirror>,
+    /// What the last server edit touched, for [`QueueDoc::take_touched`].
+    last_touched: Touched,
+}
+
+/// What integrating one update did to the live document.
+#[derive(Debug)]
+pub(crate) struct Integrated {
+    /// Content or deletions were integrated.
+    pub changed: bool,
+    /// Something now waits for missing predecessors that did not before.
+    pub parked: bool,
+    /// yrs refused the update and nothing of it integrated.
+    pub error: bool,
+    /// Set when yrs refused the update halfway: the part that did integrate.
+    pub update: Option<Vec<u8>>,
+    pub touched: Touched,
+}
+
+/// The consequences of one change, judged by the elements it touched: the
+/// repair it needed, and the entries of the users it touched, before and
+/// after (every other entry stayed put).
+#[derive(Debug)]
+pub(crate) struct Settled {
+    pub repair: Option<Repair>,
+    pub before: Vec<TrackedEntry>,
+    pub after: Vec<TrackedEntry>,
 }
 
 /// One raw item of an array as the repair rules classify it.
@@ -192,6 +232,10 @@ struct Scan {
 }
 
 impl Scan {
+    fn is_clean(&self) -> bool {
+        self.pending.iter().chain(&self.live).all(|slot| slot.verdict.is_none())
+    }
+
     fn slots(&self, list: QueueList) -> &[Slot] {
         match list {
             QueueList::Pending => &self.pending,
@@ -232,7 +276,7 @@ impl QueueDoc {
         let doc = Doc::with_options(Options::with_client_id(yrs::ClientID::new(SERVER_CLIENT_ID)));
         let pending = doc.get_or_insert_array(PENDING);
         let live = doc.get_or_insert_array(LIVE);
-        QueueDoc { doc, pending, live }
+        QueueDoc { doc, pending, live, mirror: None, last_touched: Touched::default() }
     }
 
     /// A queue holding the state encoded by [`QueueDoc::encode_state`] (or any
@@ -245,6 +289,8 @@ impl QueueDoc {
 
     /// An independent copy with the same content and the same (server) client
     /// id: edits made on it produce exactly the update the original would.
+    /// O(document): tests use it to compute what the live path must match.
+    #[cfg(test)]
     pub(crate) fn fork(&self) -> Result<Self, QueueError> {
         Self::from_state(&self.encode_state())
     }
@@ -282,8 +328,35 @@ impl QueueDoc {
     /// skipped; content whose predecessors are missing waits inside the doc.
     pub fn apply_update(&mut self, update_v1: &[u8]) -> Result<(), QueueError> {
         let update = guarded(|| Update::decode_v1(update_v1).ok()).ok_or(QueueError::MalformedUpdate)?;
+        let integrated = self.integrate(update)?;
+        if integrated.error { Err(QueueError::MalformedUpdate) } else { Ok(()) }
+    }
+
+    /// Integrates a decoded update into the live document and keeps the
+    /// mirror in step. yrs may refuse a block halfway (`InvalidParent`) after
+    /// integrating earlier ones; what did integrate is then reported as
+    /// `update` (the transaction's own encoding), so that recording it keeps
+    /// the log equal to the document. A panic inside yrs leaves the document
+    /// in an unknown state: [`QueueError::Diverged`], and the owner reloads.
+    pub(crate) fn integrate(&mut self, update: Update) -> Result<Integrated, QueueError> {
         let doc = &self.doc;
-        guarded(|| doc.transact_mut().apply_update(update).ok()).ok_or(QueueError::MalformedUpdate)
+        let mirror = &mut self.mirror;
+        let (pending, live) = (&self.pending, &self.live);
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            let parked_before = parked(&txn);
+            let error = txn.apply_update(update).is_err();
+            txn.commit();
+            let changed = txn.has_changes();
+            let parked_now = parked(&txn) != parked_before;
+            let touched = if changed { track(mirror, &txn, pending, live) } else { Touched::default() };
+            let update = (error && changed).then(|| txn.encode_update_v1());
+            Integrated { changed, parked: parked_now, error: error && !changed, update, touched }
+        }));
+        outcome.map_err(|_| {
+            self.mirror = None;
+            QueueError::Diverged
+        })
     }
 
     /// The queue as clients see it (see [`QueueView`]).
@@ -317,6 +390,7 @@ impl QueueDoc {
         (self.pending.to_json(&txn), self.live.to_json(&txn))
     }
 
+    #[cfg(test)]
     pub(crate) fn fingerprint(&self) -> Fingerprint {
         let txn = self.doc.transact();
         Fingerprint { snapshot: txn.snapshot(), has_pending: txn.has_missing_updates() }
@@ -443,7 +517,131 @@ impl QueueDoc {
             return None;
         }
         let update = self.edit(|txn, doc| doc.delete_raw(txn, &doomed));
+        self.mark_clean();
         Some(Repair { update, removed })
+    }
+
+    fn mark_clean(&mut self) {
+        if let Some(mirror) = self.mirror.as_mut() {
+            mirror.clean = true;
+        }
+    }
+
+    /// Builds the mirror if it is missing (O(n²) once, see [`Mirror::build`]).
+    /// True when the incremental path applies: the mirror is there and the
+    /// document keeps the invariants, so a change can only break them where
+    /// it touched.
+    pub(crate) fn prepare(&mut self) -> bool {
+        if self.mirror.is_none() {
+            let txn = self.doc.transact();
+            let mut mirror = Mirror::build(&txn, &self.pending, &self.live);
+            if let Some(mirror) = mirror.as_mut() {
+                mirror.clean = self.scan(&txn).is_clean();
+            }
+            drop(txn);
+            self.mirror = mirror;
+        }
+        self.mirror.as_ref().is_some_and(|m| m.clean)
+    }
+
+    /// What the last server edit ([`QueueDoc::add`], …) touched.
+    pub(crate) fn take_touched(&mut self) -> Touched {
+        std::mem::take(&mut self.last_touched)
+    }
+
+    /// Repairs what a change (`first`, on a document that kept the
+    /// invariants) broke, looking only at the users it touched, and reports
+    /// their entries before and after. The same removals as
+    /// [`QueueDoc::repair`] would make: untouched users had one valid entry
+    /// each and still do.
+    pub(crate) fn settle(&mut self, first: Touched) -> Settled {
+        let Some(m) = self.mirror.as_ref() else {
+            // The mirror fell out of step with the document: repair all of
+            // it; the change is recorded and repaired but not annotated.
+            return Settled { repair: self.repair(), before: vec![], after: vec![] };
+        };
+        let mut doomed: Vec<(QueueList, usize, Option<String>, RemovalReason)> = Vec::new();
+        let mut users: Vec<String> = Vec::new();
+        for (_, _, id) in &first.inserted {
+            match m.entry(id) {
+                None => {
+                    if let Some((list, index)) = m.position(id) {
+                        doomed.push((list, index, None, RemovalReason::MissingUserId));
+                    }
+                }
+                Some(entry) if !users.contains(&entry.user_id) => users.push(entry.user_id.clone()),
+                Some(_) => {}
+            }
+        }
+        for user in &users {
+            let (mut live, mut pending) = (Vec::new(), Vec::new());
+            for id in m.elements_of(user) {
+                match m.position(id) {
+                    Some((QueueList::Live, index)) => live.push(index),
+                    Some((QueueList::Pending, index)) => pending.push(index),
+                    None => {}
+                }
+            }
+            live.sort_unstable();
+            pending.sort_unstable();
+            let who = || Some(user.clone());
+            for index in live.iter().skip(1) {
+                doomed.push((QueueList::Live, *index, who(), RemovalReason::Duplicate));
+            }
+            if live.is_empty() {
+                for index in pending.iter().skip(1) {
+                    doomed.push((QueueList::Pending, *index, who(), RemovalReason::Duplicate));
+                }
+            } else {
+                for index in &pending {
+                    doomed.push((QueueList::Pending, *index, who(), RemovalReason::AlreadyLive));
+                }
+            }
+        }
+        doomed.sort_by_key(|(list, index, ..)| (*list, *index));
+        let (repair, second) = if doomed.is_empty() {
+            (None, Touched::default())
+        } else {
+            let raw = |list| doomed.iter().filter(|d| d.0 == list).map(|d| d.1 as u32).collect::<Vec<_>>();
+            let lists = [(QueueList::Pending, raw(QueueList::Pending)), (QueueList::Live, raw(QueueList::Live))];
+            let removed = doomed
+                .into_iter()
+                .map(|(list, index, user_id, reason)| RemovedEntry { list, index, user_id, reason })
+                .collect();
+            let (update, touched) = self.edit_tracked(|txn, doc| doc.delete_raw(txn, &lists));
+            (Some(Repair { update, removed }), touched)
+        };
+        self.mark_clean();
+        let Some(m) = self.mirror.as_ref() else { return Settled { repair, before: vec![], after: vec![] } };
+        let inserted: HashSet<ID> = first.inserted.iter().map(|(_, _, id)| *id).collect();
+        let mut before: Vec<TrackedEntry> = first
+            .removed
+            .iter()
+            .filter_map(|(list, index, elem)| {
+                let entry = elem.entry.clone()?;
+                Some(TrackedEntry { list: *list, index: *index, entry, item: Some(elem.id) })
+            })
+            .collect();
+        for (list, index, elem) in &second.removed {
+            if inserted.contains(&elem.id) {
+                continue;
+            }
+            let Some(entry) = elem.entry.clone() else { continue };
+            let index = position_before(&first, *list, *index);
+            before.push(TrackedEntry { list: *list, index, entry, item: Some(elem.id) });
+        }
+        let mut after: Vec<TrackedEntry> = first
+            .inserted
+            .iter()
+            .filter_map(|(_, _, id)| {
+                let (list, index) = m.position(id)?;
+                let entry = m.entry(id)?.clone();
+                Some(TrackedEntry { list, index, entry, item: Some(*id) })
+            })
+            .collect();
+        before.sort_by_key(|e| (e.list, e.index));
+        after.sort_by_key(|e| (e.list, e.index));
+        Settled { repair, before, after }
     }
 
     fn array(&self, list: QueueList) -> &ArrayRef {
@@ -455,12 +653,25 @@ impl QueueDoc {
 
     /// Runs `change` in one transaction and returns its v1 update.
     fn edit(&mut self, change: impl FnOnce(&mut TransactionMut, &QueueDoc)) -> Vec<u8> {
-        let mut txn = self.doc.transact_mut();
-        change(&mut txn, self);
-        // Encode after commit, as yrs's own update observers do: the delete
-        // set is squashed and merged blocks are settled by then.
-        txn.commit();
-        txn.encode_update_v1()
+        let (update, touched) = self.edit_tracked(change);
+        self.last_touched = touched;
+        update
+    }
+
+    /// [`QueueDoc::edit`], also saying which elements it touched.
+    fn edit_tracked(&mut self, change: impl FnOnce(&mut TransactionMut, &QueueDoc)) -> (Vec<u8>, Touched) {
+        let mut mirror = self.mirror.take();
+        let (update, touched) = {
+            let mut txn = self.doc.transact_mut();
+            change(&mut txn, self);
+            // Encode after commit, as yrs's own update observers do: the delete
+            // set is squashed and merged blocks are settled by then.
+            txn.commit();
+            let touched = track(&mut mirror, &txn, &self.pending, &self.live);
+            (txn.encode_update_v1(), touched)
+        };
+        self.mirror = mirror;
+        (update, touched)
     }
 
     /// Deletes raw items by index; highest first so lower indices stay valid.
@@ -485,6 +696,28 @@ impl QueueDoc {
         });
         Scan { pending, live }
     }
+}
+
+/// Where an element that survived change `first` (at `index` of `list`
+/// after it) was before it: among the survivors it is at `q` (the change's
+/// insertions before it taken out), and the change's deletion `j` (by
+/// position `d`, counting `j` deletions before it) came before it when
+/// `d - j <= q`.
+fn position_before(first: &Touched, list: QueueList, index: usize) -> usize {
+    let inserted_before = first.inserted.iter().filter(|(l, i, _)| *l == list && *i < index).count();
+    let q = index - inserted_before;
+    let mut deleted: Vec<usize> = first.removed.iter().filter(|(l, ..)| *l == list).map(|(_, d, _)| *d).collect();
+    deleted.sort_unstable();
+    q + deleted.iter().enumerate().filter(|(j, d)| **d - *j <= q).count()
+}
+
+/// Tracks what a committed transaction changed in the parked (not yet
+/// integrable) part of the document: missing predecessors, parked blocks,
+/// parked deletions.
+fn parked(txn: &TransactionMut) -> (Option<(StateVector, StateVector)>, Option<yrs::IdSet>) {
+    let store = ReadTxn::store(txn);
+    let update = store.pending_update().map(|p| (p.missing.clone(), p.update.state_vector()));
+    (update, store.pending_ds().cloned())
 }
 
 /// Classifies one array's items in index order; `seen` collects the users kept

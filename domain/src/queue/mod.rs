@@ -72,6 +72,11 @@ pub enum QueueError {
     InvalidIndex { index: usize, len: usize },
     #[error("a user id must not be empty")]
     EmptyUserId,
+    /// yrs panicked while integrating an update: the live document may hold
+    /// part of it, which the log does not. The owner must reload it from the
+    /// log before deciding anything else.
+    #[error("the queue document diverged from its log")]
+    Diverged,
     /// Only moderators may change the queue through server commands.
     #[error("{0} may not change the queue")]
     Forbidden(String),

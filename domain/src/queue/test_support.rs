@@ -67,6 +67,16 @@ impl TestClient {
         })
     }
 
+    /// Appends several users in one insert (one Yjs item holding them all).
+    pub fn push_many(&self, list: QueueList, user_ids: &[String]) -> Vec<u8> {
+        let array = self.array(list);
+        self.edit(|txn| {
+            let end = array.len(txn);
+            let values: Vec<Any> = user_ids.iter().map(|u| item(u, &u.to_uppercase())).collect();
+            array.insert_range(txn, end, values);
+        })
+    }
+
     pub fn push(&self, list: QueueList, user_id: &str) -> Vec<u8> {
         self.push_raw(list, item(user_id, &user_id.to_uppercase()))
     }
