@@ -15,7 +15,7 @@
 //! one its writer is stuck on), however fast its room changes; the writer's
 //! timeout (`EVENTUALL_WRITE_TIMEOUT`, `http/party.rs`) then drops it. With
 //! the queue alone, such a client held up to 256 snapshots of a large room
-//! (256 × 550 KB in a room of 5,000) until it was dropped.
+//! (256 × 520 KB in a room of 5,000) until it was dropped.
 
 use std::sync::{Arc, Mutex, PoisonError};
 

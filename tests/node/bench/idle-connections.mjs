@@ -94,8 +94,8 @@ function open(host, room, user, onMessage) {
     const ws = new WS(`ws://${host}/parties/event/${room}?token=${token}&_pk=${user}`);
     const timer = setTimeout(() => {
       ws.terminate();
-      reject(new Error(`${user}: no snapshot within 30 s`));
-    }, 30_000);
+      reject(new Error(`${user}: no snapshot within 120 s`));
+    }, 120_000);
     ws.once("message", () => {
       clearTimeout(timer);
       resolve(ws);
