@@ -77,6 +77,25 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTUALL_MAX_BODY_BYTES", default_value_t = 256 * 1024)]
     pub max_body_bytes: usize,
 
+    /// A connection must deliver a request's whole head (request line and
+    /// headers) within this long of opening, or of its previous response on
+    /// a kept-alive connection; otherwise it is closed. Stops slowloris
+    /// clients from holding sockets forever.
+    #[arg(long, env = "EVENTUALL_HEADER_TIMEOUT", default_value = "10s")]
+    pub header_timeout: humantime::Duration,
+
+    /// Most TCP connections served at once, WebSockets included; past it a
+    /// new connection is closed as soon as it is accepted. Keep the
+    /// open-file limit (`ulimit -n`) above it, or accepts fail first (the
+    /// server then retries them every 100 ms).
+    #[arg(long, env = "EVENTUALL_MAX_CONNECTIONS", default_value_t = 15_000)]
+    pub max_connections: usize,
+
+    /// A WebSocket frame the peer has not taken within this long (a client
+    /// that stopped reading) drops the connection, and its buffers with it.
+    #[arg(long, env = "EVENTUALL_WRITE_TIMEOUT", default_value = "30s")]
+    pub write_timeout: humantime::Duration,
+
     #[command(flatten)]
     pub media: MediaConfig,
 

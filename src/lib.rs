@@ -31,6 +31,8 @@
 //!   the admission and writer, `http::openapi` the OpenAPI document
 //!   (`GET /openapi.json`; the TypeScript client in `clients/ts` is
 //!   generated from it).
+//! - [`connections`]: the accept loop under the routes: header timeout,
+//!   connection cap, `TCP_NODELAY`, graceful drain.
 //! - [`auth`]: JWT checks; [`outlet`]: a connection's outbound queue.
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`).
 //! - [`replay`]: audits and replays of the log (`eventuall replay …`):
@@ -48,6 +50,7 @@ pub mod archiving;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod host;
 pub mod http;
 pub mod interviews;

@@ -38,6 +38,10 @@ pub const DEAD_LETTERS: &str = "eventuall_recording_dead_letters";
 pub const AI_CALLS: &str = "eventuall_ai_calls_total";
 pub const AI_DURATION: &str = "eventuall_ai_call_duration_seconds";
 pub const RATE_LIMITED: &str = "eventuall_rate_limit_refusals_total";
+/// Connections closed at accept because `EVENTUALL_MAX_CONNECTIONS` were open.
+pub const CONNECTIONS_REFUSED: &str = "eventuall_connections_refused_total";
+/// WebSockets dropped because their peer stopped reading (`http/party.rs`).
+pub const SOCKETS_STALLED: &str = "eventuall_websocket_write_stalls_total";
 
 /// Latency buckets, in seconds: sub-millisecond commits to minute-long AI
 /// replies.

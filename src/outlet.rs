@@ -1,4 +1,5 @@
-//! A connection's outbound side: a bounded frame queue plus a "drop" switch.
+//! A connection's outbound side: a bounded frame queue, a one-frame slot
+//! for the newest snapshot, and a "drop" switch.
 //!
 //! Actors push frames with [`Outlet::try_send`] and never wait: a full queue
 //! means the client reads too slowly, and the actor calls
@@ -6,10 +7,19 @@
 //! so it is a separate cancellation token that both the socket's reader and
 //! writer watch: the writer sends a 1013 close, the reader stops, and the
 //! client (partysocket, y-websocket) reconnects and resyncs.
+//!
+//! A room's snapshot is its whole state, so one that has not gone out yet is
+//! worthless once a newer one exists: [`Outlet::replace_latest`] puts a
+//! snapshot in a slot of one, replacing whatever was waiting there. A client
+//! that stops reading therefore holds at most one waiting snapshot (plus the
+//! one its writer is stuck on), however fast its room changes; the writer's
+//! timeout (`EVENTUALL_WRITE_TIMEOUT`, `http/party.rs`) then drops it. With
+//! the queue alone, such a client held up to 256 snapshots of a large room
+//! (256 × 520 KB in a room of 5,000) until it was dropped.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Frames a connection may have queued before it counts as too slow.
@@ -36,13 +46,56 @@ pub enum Refused {
 #[derive(Clone, Debug)]
 pub struct Outlet {
     frames: mpsc::Sender<Outbound>,
+    latest: Arc<Latest>,
     dropped: CancellationToken,
+}
+
+/// The slot of one: the newest text frame not yet taken by the writer.
+#[derive(Debug, Default)]
+pub struct Latest {
+    frame: Mutex<Option<Arc<str>>>,
+    filled: Notify,
+}
+
+impl Latest {
+    /// The waiting frame, if any, leaving the slot empty.
+    pub fn take(&self) -> Option<Arc<str>> {
+        self.frame.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// Returns once a frame was put in the slot since the last wake-up (the
+    /// slot may have been emptied since: check with [`Latest::take`]).
+    pub async fn filled(&self) {
+        self.filled.notified().await;
+    }
+
+    fn put(&self, frame: Arc<str>) {
+        *self.frame.lock().unwrap_or_else(PoisonError::into_inner) = Some(frame);
+        // One stored permit at most: a writer not yet waiting still wakes.
+        self.filled.notify_one();
+    }
 }
 
 impl Outlet {
     pub fn new() -> (Self, mpsc::Receiver<Outbound>) {
         let (frames, queue) = mpsc::channel(CONNECTION_QUEUE);
-        (Self { frames, dropped: CancellationToken::new() }, queue)
+        (Self { frames, latest: Arc::default(), dropped: CancellationToken::new() }, queue)
+    }
+
+    /// Puts `frame` in the slot of one, replacing a frame still waiting
+    /// there (a snapshot superseded by a newer one). Never full; refused
+    /// only once the socket is gone.
+    pub fn replace_latest(&self, frame: Arc<str>) -> Result<(), Refused> {
+        if self.frames.is_closed() || self.dropped.is_cancelled() {
+            return Err(Refused::Gone);
+        }
+        self.latest.put(frame);
+        Ok(())
+    }
+
+    /// The slot, for the socket's writer.
+    pub fn latest(&self) -> Arc<Latest> {
+        self.latest.clone()
     }
 
     /// Queues a frame without waiting.
@@ -66,5 +119,33 @@ impl Outlet {
     /// Cancelled once the connection was dropped as too slow.
     pub fn dropped(&self) -> CancellationToken {
         self.dropped.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// However many snapshots an unread connection is given, it holds one:
+    /// the newest.
+    #[test]
+    fn an_unread_connection_holds_only_the_newest_snapshot() {
+        let (outlet, mut queue) = Outlet::new();
+        for version in 0..10_000 {
+            outlet.replace_latest(Arc::from(format!("snapshot {version}"))).expect("accepted");
+        }
+        assert_eq!(outlet.latest().take().as_deref(), Some("snapshot 9999"));
+        assert_eq!(outlet.latest().take(), None, "taken once");
+        assert!(queue.try_recv().is_err(), "nothing went through the queue");
+    }
+
+    #[test]
+    fn a_gone_connection_refuses_snapshots() {
+        let (outlet, queue) = Outlet::new();
+        drop(queue);
+        assert_eq!(outlet.replace_latest(Arc::from("s")), Err(Refused::Gone));
+        let (outlet, _queue) = Outlet::new();
+        outlet.drop_slow();
+        assert_eq!(outlet.replace_latest(Arc::from("s")), Err(Refused::Gone));
     }
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use crate::auth::Authenticator;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{DEV_JWT_SECRET, RecordingWorker, ServeConfig};
+use crate::connections::ConnectionLimits;
 use crate::http::{AppState, Limits, router};
 use crate::interviews::{InterviewSettings, Interviews};
 use crate::queues::Queues;
@@ -32,6 +33,7 @@ pub struct Application {
     /// The built-in AI simulator, when no `EVENTUALL_AI_URL` is configured.
     ai_simulator: Option<eventuall_media::sim::AiSimulator>,
     archive_policy: crate::archiving::ArchivePolicy,
+    connection_limits: ConnectionLimits,
 }
 
 impl Application {
@@ -115,6 +117,7 @@ impl Application {
                     burst: 2.0 * f64::from(config.max_frames_per_second.max(1)),
                 },
                 max_body_bytes: config.max_body_bytes,
+                write_timeout: config.write_timeout.into(),
                 cors_origins: config.cors_origins.clone(),
             }),
         };
@@ -129,6 +132,10 @@ impl Application {
             simulators: media.simulators,
             ai_simulator: ai.simulator,
             archive_policy,
+            connection_limits: ConnectionLimits {
+                header_timeout: config.header_timeout.into(),
+                max_connections: config.max_connections.max(1),
+            },
         })
     }
 
@@ -184,8 +191,17 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Self { listener, state, timers, shutdown, recording_worker, simulators, ai_simulator, archive_policy } =
-            self;
+        let Self {
+            listener,
+            state,
+            timers,
+            shutdown,
+            recording_worker,
+            simulators,
+            ai_simulator,
+            archive_policy,
+            connection_limits,
+        } = self;
         let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
         let recording_loop = (recording_worker == RecordingWorker::Background)
@@ -205,16 +221,7 @@ impl Application {
             }
         };
         let store = state.store.clone();
-        // TCP_NODELAY: a small frame (a streamed chunk, a snapshot) that
-        // follows another must not wait for the peer's delayed ACK; without
-        // it the first chunk of a reply arrived ~40 ms late (docs/BENCHMARKS.md,
-        // "Interview rooms").
-        let listener = axum::serve::ListenerExt::tap_io(listener, |socket| {
-            if let Err(error) = socket.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, router(state)).with_graceful_shutdown(signal).await.context("serving HTTP")?;
+        crate::connections::serve(listener, router(state), connection_limits, signal).await;
         let _ = shutdown.send(true);
         let _ = timer_loop.await;
         let _ = projection_loop.await;

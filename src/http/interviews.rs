@@ -299,7 +299,8 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
         app.limits.max_frame_bytes,
         app.interviews.settings().max_audio_bytes,
         app.limits.frame_rate,
-    );
+    )
+    .writes_within(app.limits.write_timeout);
     let mut frames = InterviewFrames { app: app.clone(), interview_id: interview_id.clone(), connection_id };
     ws::serve(socket, outlet, queue, limits, &mut frames).await;
     let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
@@ -353,7 +354,8 @@ async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
         app.limits.max_frame_bytes,
         app.limits.max_frame_bytes,
         app.limits.frame_rate,
-    );
+    )
+    .writes_within(app.limits.write_timeout);
     ws::serve(socket, outlet, queue, limits, &mut UserFrames).await;
     app.interviews.to_directory(&user_id, DirectoryMsg::Disconnect { connection_id }).await;
 }

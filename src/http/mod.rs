@@ -71,6 +71,8 @@ pub struct Limits {
     /// Frames one socket may send (`http/ws.rs`).
     pub frame_rate: ws::FrameRate,
     pub max_body_bytes: usize,
+    /// How long a socket's peer may leave a frame untaken (`http/party.rs`).
+    pub write_timeout: std::time::Duration,
     pub cors_origins: Vec<String>,
 }
 

@@ -15,6 +15,7 @@
 //! checks) and the writer live here and serve the queue socket too.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -37,7 +38,7 @@ use super::openapi as oa;
 use super::ws::{self, FrameLimits, Frames, SocketKind, error_frame};
 use super::{ApiError, AppState};
 use crate::auth::Caller;
-use crate::outlet::{Outbound, Outlet};
+use crate::outlet::{Latest, Outbound, Outlet};
 use crate::rooms::RoomMsg;
 use crate::rooms::actor::new_connection_id;
 
@@ -176,10 +177,14 @@ async fn serve_event_socket(
         app.limits.max_frame_bytes,
         app.limits.max_frame_bytes,
         app.limits.frame_rate,
-    );
+    )
+    .writes_within(app.limits.write_timeout);
+    let dropped = outbound.dropped();
     let mut frames = RoomFrames { app: app.clone(), room: room.clone(), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, queue, limits, &mut frames).await;
-    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason: CloseReason::Closed }).await;
+    // Dropped by its writer (it stopped reading) or by the room: too slow.
+    let reason = if dropped.is_cancelled() { CloseReason::TooSlow } else { CloseReason::Closed };
+    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason }).await;
 }
 
 /// What an event room socket's frames mean: heartbeats, or errors.
@@ -211,47 +216,111 @@ pub fn close_message(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
-/// Writes queued frames and pings until the queue closes, a close is sent,
-/// or the connection is dropped as too slow.
+/// What a socket's writer sends: the ordered queue and the slot for the
+/// newest snapshot (`outlet.rs`).
+pub struct Pending {
+    pub queue: mpsc::Receiver<Outbound>,
+    pub latest: Arc<Latest>,
+}
+
+/// What the writer does next.
+enum Next {
+    Send(Message),
+    /// Send this close frame, then stop.
+    Close(Message),
+    /// Nothing to send (the slot was emptied since it was filled).
+    Nothing,
+}
+
+/// How one write ended.
+enum Written {
+    Sent,
+    /// The socket failed, or the connection was dropped meanwhile.
+    Gone,
+    /// The peer took none of it within the write timeout.
+    Stalled,
+}
+
+/// Writes queued frames, the newest snapshot and pings until the queue
+/// closes, a close is sent, or the connection is dropped as too slow. A
+/// frame the peer does not take within `write_timeout` (it stopped reading:
+/// the TCP window is shut and the kernel's buffers are full) drops the
+/// connection: its reader stops, and the socket with its buffers is freed
+/// rather than held as long as the peer keeps the TCP connection open.
 pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
     mut sink: S,
-    mut queue: mpsc::Receiver<Outbound>,
+    mut pending: Pending,
     dropped: CancellationToken,
+    write_timeout: Duration,
 ) {
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
+    // The slot and the queue take turns, so neither starves the other when
+    // a room changes faster than the client reads; the slot goes first, so
+    // the snapshot of a join is the socket's first frame.
+    let mut slot_first = true;
     loop {
-        tokio::select! {
-            _ = dropped.cancelled() => {
-                let _ = sink.send(close_message(CLOSE_TOO_SLOW, "too slow")).await;
-                return;
-            }
-            frame = queue.recv() => match frame {
-                Some(Outbound::Text(text)) => {
-                    if sink.send(Message::Text(Utf8Bytes::from(text.as_ref()))).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Outbound::Binary(bytes)) => {
-                    if sink.send(Message::Binary(bytes)).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Outbound::Close(code, reason)) => {
-                    let _ = sink.send(close_message(code, reason)).await;
-                    return;
-                }
-                None => {
-                    let _ = sink.send(close_message(1000, "bye")).await;
+        let taken = if slot_first { pending.latest.take() } else { None };
+        let next = match taken {
+            Some(text) => Next::Send(Message::Text(Utf8Bytes::from(text.as_ref()))),
+            None => tokio::select! {
+                biased;
+                _ = dropped.cancelled() => Next::Close(close_message(CLOSE_TOO_SLOW, "too slow")),
+                frame = pending.queue.recv() => match frame {
+                    Some(Outbound::Text(text)) => Next::Send(Message::Text(Utf8Bytes::from(text.as_ref()))),
+                    Some(Outbound::Binary(bytes)) => Next::Send(Message::Binary(bytes)),
+                    Some(Outbound::Close(code, reason)) => Next::Close(close_message(code, reason)),
+                    None => Next::Close(close_message(1000, "bye")),
+                },
+                _ = pending.latest.filled() => match pending.latest.take() {
+                    Some(text) => Next::Send(Message::Text(Utf8Bytes::from(text.as_ref()))),
+                    None => Next::Nothing,
+                },
+                _ = ping.tick() => Next::Send(Message::Ping(Default::default())),
+            },
+        };
+        slot_first = !slot_first;
+        match next {
+            Next::Nothing => {}
+            Next::Send(message) => match write_within(&mut sink, message, write_timeout, &dropped).await {
+                Written::Sent => {}
+                Written::Gone => return,
+                Written::Stalled => {
+                    metrics::counter!(crate::metrics::SOCKETS_STALLED).increment(1);
+                    tracing::debug!(?write_timeout, "peer stopped reading: socket dropped");
+                    dropped.cancel();
                     return;
                 }
             },
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
+            Next::Close(message) => {
+                // A peer that stopped reading will not take the close frame
+                // either: try for a moment, then just drop the socket.
+                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(message)).await;
+                return;
             }
         }
+    }
+}
+
+/// How long a close frame may take to go out before the socket is dropped
+/// without it: enough for a reading peer, short for one that is not.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Sends one frame, giving up when the peer takes none of it in time or the
+/// connection is dropped meanwhile.
+async fn write_within<S: futures::Sink<Message> + Unpin>(
+    sink: &mut S,
+    message: Message,
+    write_timeout: Duration,
+    dropped: &CancellationToken,
+) -> Written {
+    tokio::select! {
+        sent = tokio::time::timeout(write_timeout, sink.send(message)) => match sent {
+            Ok(Ok(())) => Written::Sent,
+            Ok(Err(_)) => Written::Gone,
+            Err(_) => Written::Stalled,
+        },
+        _ = dropped.cancelled() => Written::Gone,
     }
 }
 
@@ -259,6 +328,97 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A sink that takes nothing: a peer that stopped reading.
+    struct Stuck;
+
+    impl futures::Sink<Message> for Stuck {
+        type Error = ();
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, _: Message) -> Result<(), ()> {
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    /// On the paused clock: the writer stuck on a frame gives up at the
+    /// write timeout, not a millisecond before, and marks the connection
+    /// dropped so its reader stops too.
+    #[tokio::test(start_paused = true)]
+    async fn a_writer_whose_peer_takes_nothing_gives_up_at_the_write_timeout() {
+        let (outlet, queue) = Outlet::new();
+        outlet.replace_latest(Arc::from("snapshot")).unwrap();
+        let timeout = Duration::from_secs(30);
+        let writer =
+            tokio::spawn(write_frames(Stuck, Pending { queue, latest: outlet.latest() }, outlet.dropped(), timeout));
+        tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+        assert!(!writer.is_finished() && !outlet.dropped().is_cancelled(), "still waiting at 29.999 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::task::yield_now().await;
+        assert!(outlet.dropped().is_cancelled(), "dropped at 30 s");
+        tokio::time::timeout(Duration::from_millis(1), writer).await.expect("the writer ended").unwrap();
+    }
+
+    /// Collects what the writer sends.
+    fn recording_sink()
+    -> (impl futures::Sink<Message, Error = ()> + Unpin, tokio::sync::mpsc::UnboundedReceiver<Message>) {
+        let (sent, seen) = tokio::sync::mpsc::unbounded_channel();
+        let sink = futures::sink::unfold(sent, |sent, message: Message| async move {
+            sent.send(message).map_err(|_| ())?;
+            Ok::<_, ()>(sent)
+        });
+        (Box::pin(sink), seen)
+    }
+
+    fn text(message: &Message) -> String {
+        match message {
+            Message::Text(text) => text.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The snapshot waiting in the slot goes before frames already queued
+    /// (a join's snapshot is the socket's first frame), then the two take
+    /// turns, and a newer snapshot replaces one not yet sent.
+    #[tokio::test]
+    async fn the_newest_snapshot_goes_first_then_slot_and_queue_take_turns() {
+        let (outlet, queue) = Outlet::new();
+        outlet.replace_latest(Arc::from("snapshot 1")).unwrap();
+        outlet.try_send(Outbound::Text(Arc::from("error a"))).unwrap();
+        outlet.try_send(Outbound::Text(Arc::from("error b"))).unwrap();
+        let (sink, mut seen) = recording_sink();
+        let pending = Pending { queue, latest: outlet.latest() };
+        let writer = tokio::spawn(write_frames(sink, pending, outlet.dropped(), Duration::from_secs(30)));
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(text(&seen.recv().await.unwrap()));
+        }
+        assert_eq!(first, ["snapshot 1", "error a", "error b"]);
+        outlet.replace_latest(Arc::from("snapshot 2")).unwrap();
+        outlet.replace_latest(Arc::from("snapshot 3")).unwrap();
+        // Give the writer a moment to pick the slot up, then close.
+        let next = tokio::time::timeout(Duration::from_secs(1), seen.recv()).await.unwrap().unwrap();
+        assert_eq!(text(&next), "snapshot 3", "snapshot 2 was superseded before it went out");
+        drop(outlet);
+        writer.await.unwrap();
+        assert!(matches!(seen.recv().await, Some(Message::Close(Some(close))) if close.code == 1000));
+    }
 
     proptest! {
         /// Any text frame is a heartbeat or an error frame with one of the

@@ -206,7 +206,8 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
         app.limits.max_frame_bytes,
         MAX_BINARY_FRAME,
         app.limits.frame_rate,
-    );
+    )
+    .writes_within(app.limits.write_timeout);
     let mut handler = QueueFrames { app: app.clone(), queue: queue.clone(), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, frames, limits, &mut handler).await;
     app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;

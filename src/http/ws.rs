@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::party::{CLOSE_TOO_BIG, SILENCE_LIMIT, close_message, write_frames};
+use super::party::{CLOSE_TOO_BIG, Pending, SILENCE_LIMIT, close_message, write_frames};
 use crate::outlet::{Outbound, Outlet};
 
 /// WebSocket close code for a policy violation (too many frames on a
@@ -63,21 +63,48 @@ pub struct FrameLimits {
     pub rate: FrameRate,
     /// What a frame over the rate gets.
     pub over_rate: Violation,
+    /// How long the peer may leave one frame untaken before the socket is
+    /// dropped (a client that stopped reading; `party::write_frames`).
+    pub write_timeout: Duration,
 }
+
+/// `EVENTUALL_WRITE_TIMEOUT`'s default, for sockets built without a config.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl FrameLimits {
     /// A socket of JSON frames with `error` frames (event room, interview,
     /// user-interviews): violations are answered and the socket stays open.
     pub fn json(kind: SocketKind, max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
         let refuse = Violation::ErrorFrame;
-        Self { kind, max_text, max_binary, oversize_binary: refuse, rate, over_rate: refuse }
+        Self {
+            kind,
+            max_text,
+            max_binary,
+            oversize_binary: refuse,
+            rate,
+            over_rate: refuse,
+            write_timeout: WRITE_TIMEOUT,
+        }
     }
 
     /// A socket whose protocol has no error frame (y-websocket): a
     /// violation closes it, and the client reconnects and resyncs rather
     /// than lose an update silently.
     pub fn binary_protocol(kind: SocketKind, max_text: usize, max_binary: usize, rate: FrameRate) -> Self {
-        Self { kind, max_text, max_binary, oversize_binary: Violation::Close, rate, over_rate: Violation::Close }
+        Self {
+            kind,
+            max_text,
+            max_binary,
+            oversize_binary: Violation::Close,
+            rate,
+            over_rate: Violation::Close,
+            write_timeout: WRITE_TIMEOUT,
+        }
+    }
+
+    /// The same limits with the configured write timeout.
+    pub fn writes_within(self, write_timeout: Duration) -> Self {
+        Self { write_timeout, ..self }
     }
 }
 
@@ -174,7 +201,12 @@ pub async fn serve<S, E, H>(
 {
     let (sink, mut stream) = socket.split();
     let dropped = outlet.dropped();
-    let writer = tokio::spawn(write_frames(sink, queue, dropped.clone()));
+    let writer = tokio::spawn(write_frames(
+        sink,
+        Pending { queue, latest: outlet.latest() },
+        dropped.clone(),
+        limits.write_timeout,
+    ));
     let mut bucket = Bucket::new(limits.rate, Instant::now());
     let kind = limits.kind.as_str();
     metrics::counter!(crate::metrics::SOCKETS_OPENED, "kind" => kind).increment(1);
@@ -229,7 +261,8 @@ pub async fn serve<S, E, H>(
     open.decrement(1.0);
     drop(outlet);
     // The writer flushes a close frame; it ends once the actor lets go of
-    // the queue too.
+    // the queue too, and a write the peer never takes ends at the write
+    // timeout.
     if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
         tracing::debug!("socket writer did not finish in time");
     }

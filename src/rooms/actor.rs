@@ -8,8 +8,9 @@
 //! a burst of changes costs one append and yields one snapshot, and the
 //! snapshot sent last is always the newest.
 //!
-//! Subscribers are WebSocket connections, each with a bounded queue. A full
-//! queue means a slow client: it is dropped, never waited for.
+//! Subscribers are WebSocket connections, each with a slot for the newest
+//! snapshot: a slow client gets the newest when it is ready, never waited
+//! for; one that stops reading is dropped by its socket's writer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use uuid::Uuid;
 
 use super::{RoomMsg, Rooms, SNAPSHOT_TAG};
 use crate::actor::{Retirement, drain_batch};
-use crate::outlet::{Outbound, Outlet, Refused};
+use crate::outlet::{Outlet, Refused};
 use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
 
 /// Messages handled per batch (one append, one snapshot).
@@ -184,7 +185,7 @@ impl RoomActor {
             self.broadcast().await;
         } else {
             for id in newcomers {
-                self.send_to(&id, Outbound::Text(self.snapshot_json.clone())).await;
+                self.send_snapshot(&id).await;
             }
         }
         for d in decided {
@@ -285,15 +286,18 @@ impl RoomActor {
     async fn broadcast(&mut self) {
         let ids: Vec<String> = self.subscribers.keys().cloned().collect();
         for id in ids {
-            self.send_to(&id, Outbound::Text(self.snapshot_json.clone())).await;
+            self.send_snapshot(&id).await;
         }
     }
 
-    /// Queues a frame for one subscriber; drops the subscriber if its queue
-    /// is full (a slow client must not slow the room) or gone.
-    async fn send_to(&mut self, id: &str, frame: Outbound) {
+    /// Hands the current snapshot to one subscriber, replacing one it has
+    /// not taken yet (a newer snapshot supersedes it; `outlet.rs`), so a
+    /// slow reader never slows the room nor piles snapshots up. A client
+    /// that stops reading is dropped by its socket's writer; a socket that
+    /// is gone is forgotten here.
+    async fn send_snapshot(&mut self, id: &str) {
         let Some(outlet) = self.subscribers.get(id) else { return };
-        let reason = match outlet.try_send(frame) {
+        let reason = match outlet.replace_latest(self.snapshot_json.clone()) {
             Ok(()) => return,
             Err(Refused::Full) => CloseReason::TooSlow,
             Err(Refused::Gone) => CloseReason::Closed,

@@ -119,6 +119,16 @@ impl TestApp {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// Asks the server to stop, without waiting (it drains meanwhile).
+    pub fn begin_stop(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Whether the server has returned from `run_until_stopped`.
+    pub fn has_stopped(&self) -> bool {
+        self.server.is_finished()
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(self) -> TestDb {
         let _ = self.shutdown.send(true);

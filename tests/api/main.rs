@@ -6,6 +6,7 @@ mod auth_matrix;
 mod bounds;
 mod console;
 mod helpers;
+mod hostile;
 mod interviews;
 mod metrics;
 mod openapi;

@@ -56,6 +56,7 @@ export async function startServer(extraEnv = {}, { dir, onLog } = {}) {
   return {
     host,
     dir,
+    /** The server's process id (for /proc/<pid>/status). */
     pid: child.pid,
     http: `http://${host}`,
     /** Stops the server; keeps its database when `keep` is set. */
