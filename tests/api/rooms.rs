@@ -59,7 +59,11 @@ async fn three_tabs_are_one_user_with_three_connections_until_the_last_closes() 
     drop(tab2);
     let two_closed =
         snapshot_where(&mut watcher, |s| presence_of(s, "alice").is_some_and(|p| p["connections"] == 1)).await;
-    assert_eq!(presence_of(&two_closed, "alice").unwrap()["status"], "online");
+    // Present while a tab is open: `online`, or `away` when a loaded machine let
+    // the 400 ms away bound pass first (snapshots are coalesced, so the watcher
+    // may see only the later one); never `offline`.
+    let status = &presence_of(&two_closed, "alice").unwrap()["status"];
+    assert!(status == "online" || status == "away", "one tab left keeps alice present: {status}");
     tab3.close(None).await.unwrap();
     let offline =
         snapshot_where(&mut watcher, |s| presence_of(s, "alice").is_some_and(|p| p["status"] == "offline")).await;
