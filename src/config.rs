@@ -106,6 +106,35 @@ pub struct ServeConfig {
     pub archive: ArchivePolicyArgs,
 }
 
+/// The log an operator's tool (`replay`, `archive`) works on; it must
+/// exist: a mistyped path is an error, not a new empty log (issue #22,
+/// defect 11). Accepted before or after the subcommand.
+#[derive(Args, Clone, Debug)]
+pub struct ExistingLogArgs {
+    /// `sqlite://FILE` or `postgres://…`.
+    #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db", global = true)]
+    pub database_url: String,
+    /// Where archived segments live (`file:///…` or `s3://bucket/prefix`;
+    /// default: beside the database); archived streams are read from there.
+    #[arg(long, env = "EVENTUALL_ARCHIVE_URL", global = true)]
+    pub archive_url: Option<String>,
+}
+
+impl ExistingLogArgs {
+    pub async fn open(&self) -> anyhow::Result<crate::store::EventStore> {
+        use anyhow::Context;
+        let url = &self.database_url;
+        let options = crate::store::StoreOptions {
+            existing_only: true,
+            archive_url: self.archive_url.clone(),
+            ..Default::default()
+        };
+        crate::store::EventStore::open(url, options)
+            .await
+            .with_context(|| format!("opening the event log at {} (it must exist)", crate::server::redact(url)))
+    }
+}
+
 /// When the service moves cold streams to the archive on its own.
 #[derive(Args, Clone, Debug)]
 pub struct ArchivePolicyArgs {

@@ -17,19 +17,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use super::{SweepReport, archive_streams, cold_streams};
-use crate::server::redact;
 use crate::store::archive::RestoreOutcome;
-use crate::store::{EventStore, StoreOptions, StreamId, now_millis};
+use crate::store::{EventStore, StreamId, now_millis};
 
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ArchiveArgs {
-    /// `sqlite://FILE` or `postgres://…`.
-    #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db", global = true)]
-    pub database_url: String,
-    /// `file:///…` or `s3://bucket/prefix` (default: beside the database).
-    #[arg(long, env = "EVENTUALL_ARCHIVE_URL", global = true)]
-    pub archive_url: Option<String>,
+    #[command(flatten)]
+    pub log: crate::config::ExistingLogArgs,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -67,12 +62,7 @@ struct RestoreReport {
 
 impl ArchiveArgs {
     pub async fn run(self) -> anyhow::Result<()> {
-        let url = &self.database_url;
-        let options =
-            StoreOptions { existing_only: true, archive_url: self.archive_url.clone(), ..StoreOptions::default() };
-        let store = EventStore::open(url, options)
-            .await
-            .with_context(|| format!("opening the event log at {} (it must exist)", redact(url)))?;
+        let store = self.log.open().await?;
         let result = self.execute(&store).await;
         store.shutdown().await;
         if !result? {

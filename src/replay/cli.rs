@@ -7,26 +7,19 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use super::state::At;
 use super::{Output, Progress, ReplayError, history, rebuild, state, verify};
 use crate::projections::{self, Projection};
-use crate::server::redact;
 use crate::store::raw::Filter;
 use crate::store::registry::Registry;
-use crate::store::{EventStore, StoreOptions, StreamId};
+use crate::store::{EventStore, StreamId};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// `sqlite://FILE` or `postgres://…` (accepted before or after the command).
-    #[arg(long, env = "EVENTUALL_DATABASE_URL", default_value = "sqlite://eventuall.db", global = true)]
-    pub database_url: String,
-    /// Where archived segments live (see `eventuall serve --help`); archived
-    /// streams are read from there.
-    #[arg(long, env = "EVENTUALL_ARCHIVE_URL", global = true)]
-    pub archive_url: Option<String>,
+    #[command(flatten)]
+    pub log: crate::config::ExistingLogArgs,
     /// Machine-readable output (JSON; JSON Lines for history and export).
     #[arg(long, global = true)]
     pub json: bool,
@@ -74,14 +67,9 @@ pub enum ReplayCommand {
 impl ReplayArgs {
     /// Runs the command; returns the process exit code.
     pub async fn run(self) -> anyhow::Result<i32> {
-        let url = &self.database_url;
         // An audit of a log that is not there must fail, not verify a new
-        // empty file (issue #22, defect 11).
-        let options =
-            StoreOptions { existing_only: true, archive_url: self.archive_url.clone(), ..StoreOptions::default() };
-        let store = EventStore::open(url, options)
-            .await
-            .with_context(|| format!("opening the event log at {} (it must exist)", redact(url)))?;
+        // empty file.
+        let store = self.log.open().await?;
         let output = if self.json { Output::Json } else { Output::Human };
         let code = run(&store, self.command, output).await;
         store.shutdown().await;

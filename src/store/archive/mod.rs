@@ -650,44 +650,38 @@ fn recorded(event: &RawEvent) -> Result<RecordedEvent, StoreError> {
 
 /// Inserts an archived event back with its own position (restore).
 async fn insert_raw(tx: &mut DbTx, event: &RawEvent) -> Result<(), StoreError> {
+    const COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, event_version, \
+         payload, metadata, recorded_at, hash";
+    macro_rules! run {
+        ($tx:expr, $sql:expr) => {
+            sqlx::query(AssertSqlSafe($sql))
+                .bind(event.global_position)
+                .bind(&event.stream_id)
+                .bind(event.stream_version)
+                .bind(event.event_id)
+                .bind(&event.event_type)
+                .bind(&event.event_version)
+                .bind(&event.payload)
+                .bind(&event.metadata)
+                .bind(event.recorded_at)
+                .bind(&event.hash)
+                .execute(&mut **$tx)
+                .await?
+        };
+    }
     match tx {
         DbTx::Sqlite(tx) => {
-            sqlx::query(
-                "insert into events (global_position, stream_id, stream_version, event_id, event_type, \
-                 event_version, payload, metadata, recorded_at, hash) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(event.global_position)
-            .bind(&event.stream_id)
-            .bind(event.stream_version)
-            .bind(event.event_id)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .bind(event.recorded_at)
-            .bind(&event.hash)
-            .execute(&mut **tx)
-            .await?;
+            run!(tx, format!("insert into events ({COLUMNS}) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"));
         }
         DbTx::Postgres(tx) => {
             // The identity column takes the archived position as it was.
-            sqlx::query(
-                "insert into events (global_position, stream_id, stream_version, event_id, event_type, \
-                 event_version, payload, metadata, recorded_at, hash) overriding system value \
-                 values ($1, $2, $3, $4, $5, $6, $7::json, $8::json, $9, $10)",
-            )
-            .bind(event.global_position)
-            .bind(&event.stream_id)
-            .bind(event.stream_version)
-            .bind(event.event_id)
-            .bind(&event.event_type)
-            .bind(&event.event_version)
-            .bind(&event.payload)
-            .bind(&event.metadata)
-            .bind(event.recorded_at)
-            .bind(&event.hash)
-            .execute(&mut **tx)
-            .await?;
+            run!(
+                tx,
+                format!(
+                    "insert into events ({COLUMNS}) overriding system value \
+                     values ($1, $2, $3, $4, $5, $6, $7::json, $8::json, $9, $10)"
+                )
+            );
         }
     }
     Ok(())
