@@ -9,6 +9,13 @@
 //! the actor leaves. [`Registry::send`] handles it: a send to a closed
 //! channel gives the message back, the stale entry is dropped, and the
 //! message goes to a newly spawned actor. Nothing is lost or handled twice.
+//!
+//! With several nodes (ADR 0020) a registry has a [`Gate`]: an actor starts
+//! only on the node that holds its scope's lease. A refused start leaves a
+//! short-lived stand-in that drops what it is sent (callers waiting on a
+//! reply see the channel close and answer `unavailable`), so a burst of
+//! messages costs one lease lookup, not one each. [`Registry::evict`] stops
+//! an actor at once when its lease is lost.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +27,13 @@ use tokio::sync::mpsc;
 /// Messages an actor may have queued before senders wait.
 pub const MAILBOX: usize = 1_024;
 
+/// How long a refused start keeps refusing before the next message asks
+/// the lease again.
+const REFUSED_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Decides whether the actor for a key may start on this node.
+pub type Gate = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
 type Spawner<M> =
     dyn Fn(String, mpsc::Receiver<M>, Retirement<M>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync;
 
@@ -27,11 +41,13 @@ pub struct Registry<M> {
     actors: Mutex<HashMap<String, Entry<M>>>,
     spawner: Box<Spawner<M>>,
     next_generation: std::sync::atomic::AtomicU64,
+    gate: std::sync::OnceLock<Gate>,
 }
 
 struct Entry<M> {
     generation: u64,
     sender: mpsc::Sender<M>,
+    task: tokio::task::AbortHandle,
 }
 
 /// Given to each actor so it can leave the registry when idle.
@@ -60,6 +76,19 @@ impl<M: Send + 'static> Retirement<M> {
     }
 }
 
+/// The stand-in for an actor this node may not start: drops messages until
+/// it has been quiet for [`REFUSED_FOR`].
+async fn refuse<M: Send + 'static>(mut mailbox: mpsc::Receiver<M>, retirement: Retirement<M>) {
+    loop {
+        match tokio::time::timeout(REFUSED_FOR, mailbox.recv()).await {
+            Ok(Some(dropped)) => drop(dropped),
+            Ok(None) => return,
+            Err(_) if retirement.try_retire(&mut mailbox) => return,
+            Err(_) => {}
+        }
+    }
+}
+
 /// `first` plus whatever else is already queued, up to `max` messages: the
 /// batch an actor handles with one append and one broadcast.
 pub fn drain_batch<M>(first: M, mailbox: &mut mpsc::Receiver<M>, max: usize) -> Vec<M> {
@@ -84,7 +113,22 @@ impl<M: Send + 'static> Registry<M> {
             actors: Mutex::new(HashMap::new()),
             spawner: Box::new(move |k, rx, r| Box::pin(spawn(k, rx, r))),
             next_generation: Default::default(),
+            gate: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Installs the gate (once, at start-up, before any actor starts).
+    pub fn set_gate(&self, gate: Gate) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Stops the actor for `key` now (its lease was lost): whatever it was
+    /// doing is abandoned, its sockets close, and the next message for the
+    /// key asks the gate again.
+    pub fn evict(&self, key: &str) {
+        if let Some(entry) = self.actors.lock().expect("registry lock").remove(key) {
+            entry.task.abort();
+        }
     }
 
     fn sender(self: &Arc<Self>, key: &str) -> (u64, mpsc::Sender<M>) {
@@ -94,9 +138,25 @@ impl<M: Send + 'static> Registry<M> {
         }
         let generation = self.next_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (sender, mailbox) = mpsc::channel(MAILBOX);
-        actors.insert(key.to_owned(), Entry { generation, sender: sender.clone() });
         let retirement = Retirement { registry: Arc::downgrade(self), key: key.to_owned(), generation };
-        tokio::spawn((self.spawner)(key.to_owned(), mailbox, retirement));
+        let task = match self.gate.get().cloned() {
+            None => tokio::spawn((self.spawner)(key.to_owned(), mailbox, retirement)),
+            Some(gate) => {
+                let registry = self.clone();
+                let key = key.to_owned();
+                tokio::spawn(async move {
+                    if gate(key.clone()).await {
+                        let actor = (registry.spawner)(key, mailbox, retirement);
+                        drop(registry);
+                        actor.await;
+                    } else {
+                        drop(registry);
+                        refuse(mailbox, retirement).await;
+                    }
+                })
+            }
+        };
+        actors.insert(key.to_owned(), Entry { generation, sender: sender.clone(), task: task.abort_handle() });
         (generation, sender)
     }
 

@@ -103,6 +103,9 @@ pub struct ServeConfig {
     pub ai: AiArgs,
 
     #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
     pub archive: ArchivePolicyArgs,
 }
 
@@ -149,6 +152,26 @@ pub struct ArchivePolicyArgs {
     /// How often the service looks for cold event streams; `0s` never.
     #[arg(long, env = "EVENTUALL_ARCHIVE_SWEEP_EVERY", default_value = "1h")]
     pub archive_sweep_every: humantime::Duration,
+}
+
+/// Several nodes on one PostgreSQL (ADR 0020). Without a node id the
+/// service runs alone, exactly as a single node always has.
+#[derive(Args, Clone, Debug)]
+pub struct ClusterArgs {
+    /// This node's name among its peers; setting it turns on leases and
+    /// forwarding (PostgreSQL only).
+    #[arg(long, env = "EVENTUALL_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// How the other nodes reach this one; defaults to `http://` + the
+    /// listen address (which must then be reachable by them).
+    #[arg(long, env = "EVENTUALL_NODE_URL")]
+    pub node_url: Option<String>,
+
+    /// How long an aggregate's lease lasts without renewal: the longest a
+    /// dead owner's rooms wait for another node to take them over.
+    #[arg(long, env = "EVENTUALL_LEASE_TTL", default_value = "5s")]
+    pub lease_ttl: humantime::Duration,
 }
 
 /// The AI provider and the interview rooms' limits.

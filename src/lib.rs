@@ -15,6 +15,9 @@
 //!   when idle and rebuilt from snapshot + tail.
 //! - [`host`]: an aggregate hosted by its actor (load, decide, append,
 //!   apply): the shape the interview actors share.
+//! - [`cluster`]: several nodes on one PostgreSQL (ADR 0020): a lease per
+//!   event or user scope, actors started only by the lease holder, requests
+//!   and sockets forwarded to the owner, takeover when it dies.
 //! - [`timers`]: durable timers in the database (the DO alarm).
 //! - [`clock`]: time as a dependency, so tests can move it.
 //! - [`config`]: every setting as a flag and an environment variable.
@@ -49,6 +52,7 @@ pub mod analytics;
 pub mod archiving;
 pub mod auth;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod host;

@@ -42,6 +42,12 @@ pub const RATE_LIMITED: &str = "eventuall_rate_limit_refusals_total";
 pub const CONNECTIONS_REFUSED: &str = "eventuall_connections_refused_total";
 /// WebSockets dropped because their peer stopped reading (`http/party.rs`).
 pub const SOCKETS_STALLED: &str = "eventuall_websocket_write_stalls_total";
+/// Several nodes (`src/cluster`): leases taken and lost, requests and
+/// sockets forwarded to another node, forwards whose owner did not answer.
+pub const CLUSTER_LEASES_TAKEN: &str = "eventuall_cluster_leases_taken_total";
+pub const CLUSTER_LEASES_LOST: &str = "eventuall_cluster_leases_lost_total";
+pub const CLUSTER_FORWARDED: &str = "eventuall_cluster_forwarded_total";
+pub const CLUSTER_FORWARD_FAILURES: &str = "eventuall_cluster_forward_failures_total";
 
 /// Latency buckets, in seconds: sub-millisecond commits to minute-long AI
 /// replies.

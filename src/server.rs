@@ -20,7 +20,7 @@ use crate::queues::Queues;
 use crate::recording::{Recording, RecordingDeps, RecordingSettings, TIMER_PREFIX};
 use crate::rooms::Rooms;
 use crate::store::EventStore;
-use crate::timers::{Dispatch, Timers};
+use crate::timers::{Dispatch, Fired, Timers};
 
 pub struct Application {
     listener: TcpListener,
@@ -99,7 +99,22 @@ impl Application {
             },
         );
         let archive_policy = crate::archiving::ArchivePolicy::from(&config.archive);
+        let cluster = match &config.cluster.node_id {
+            None => None,
+            Some(node_id) => Some(
+                crate::cluster::Cluster::new(
+                    store.clone(),
+                    crate::cluster::ClusterSettings {
+                        node_id: node_id.clone(),
+                        url: config.cluster.node_url.clone().unwrap_or_else(|| format!("http://{}", config.listen)),
+                        lease_ttl: config.cluster.lease_ttl.into(),
+                    },
+                )
+                .context("joining the cluster")?,
+            ),
+        };
         let state = AppState {
+            cluster: cluster.clone(),
             store,
             rooms,
             queues,
@@ -121,6 +136,9 @@ impl Application {
                 cors_origins: config.cors_origins.clone(),
             }),
         };
+        if let Some(cluster) = &cluster {
+            crate::cluster::hosts::install(cluster, &state);
+        }
         let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
@@ -172,11 +190,29 @@ impl Application {
         let rooms = state.rooms.clone();
         let recording = state.recording.clone();
         let interviews = state.interviews.clone();
+        let cluster = state.cluster.clone();
+        let store = state.store.clone();
         Arc::new(move |timer| {
             let rooms = rooms.clone();
             let recording = recording.clone();
             let interviews = interviews.clone();
+            let cluster = cluster.clone();
+            let store = store.clone();
             Box::pin(async move {
+                // Several nodes: a timer fires on the node that owns its
+                // aggregate (taking a lease nobody holds), the saga's on
+                // the node that runs the saga; the others leave it due.
+                if let Some(cluster) = &cluster {
+                    if timer.owner.starts_with(TIMER_PREFIX) {
+                        if !recording.runs_saga().await {
+                            return Fired::Elsewhere;
+                        }
+                    } else if let Some(scope) = crate::cluster::hosts::timer_scope(&store, &timer).await
+                        && !matches!(cluster.owner(&scope).await, Ok(crate::cluster::Owner::Here))
+                    {
+                        return Fired::Elsewhere;
+                    }
+                }
                 if timer.owner.starts_with("room-") {
                     rooms.fire(timer).await;
                 } else if timer.owner.starts_with(crate::interviews::TIMER_PREFIX) {
@@ -186,6 +222,7 @@ impl Application {
                 } else {
                     tracing::warn!(owner = %timer.owner, "timer with no known owner dropped");
                 }
+                Fired::Handled
             })
         })
     }
@@ -203,6 +240,7 @@ impl Application {
             connection_limits,
         } = self;
         let timer_loop = tokio::spawn(timers.run(Self::timer_dispatch(&state), shutdown.subscribe()));
+        let cluster_loop = state.cluster.clone().map(|cluster| tokio::spawn(cluster.run(shutdown.subscribe())));
         let projection_loop = tokio::spawn(crate::projections::run(state.store.clone(), shutdown.subscribe()));
         let recording_loop = (recording_worker == RecordingWorker::Background)
             .then(|| tokio::spawn(state.recording.clone().run(shutdown.subscribe())));
@@ -221,6 +259,7 @@ impl Application {
             }
         };
         let store = state.store.clone();
+        let cluster = state.cluster.clone();
         crate::connections::serve(listener, router(state), connection_limits, signal).await;
         let _ = shutdown.send(true);
         let _ = timer_loop.await;
@@ -228,9 +267,16 @@ impl Application {
         if let Some(recording_loop) = recording_loop {
             let _ = recording_loop.await;
         }
+        if let Some(cluster_loop) = cluster_loop {
+            let _ = cluster_loop.await;
+        }
         drop(simulators);
         drop(ai_simulator);
         store.shutdown().await;
+        // After the last append: another node may take over from here.
+        if let Some(cluster) = &cluster {
+            cluster.release_all().await;
+        }
         tracing::info!("stopped; all acknowledged events are stored");
         Ok(())
     }

@@ -32,7 +32,17 @@ pub struct Timer {
     pub payload: String,
 }
 
-pub type Dispatch = Arc<dyn Fn(Timer) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+/// What became of a timer handed to its owner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fired {
+    /// The owner handled it: the row goes (unless re-armed meanwhile).
+    Handled,
+    /// Another node owns the timer's aggregate (ADR 0020): the row stays
+    /// for that node's timer loop, and this node looks again next round.
+    Elsewhere,
+}
+
+pub type Dispatch = Arc<dyn Fn(Timer) -> Pin<Box<dyn Future<Output = Fired> + Send>> + Send + Sync>;
 
 pub struct Timers {
     store: EventStore,
@@ -94,19 +104,38 @@ impl Timers {
         Ok(())
     }
 
-    /// Fires every timer due now; returns how many fired. One step of the
-    /// loop, callable directly by tests with a manual clock.
+    /// Fires every timer due now that this node owns; returns how many
+    /// fired. One step of the loop, callable directly by tests with a
+    /// manual clock.
     pub async fn fire_due(&self, dispatch: &Dispatch) -> Result<usize, StoreError> {
+        Ok(self.fire_round(dispatch).await?.0)
+    }
+
+    /// `(fired, left for other nodes)`.
+    async fn fire_round(&self, dispatch: &Dispatch) -> Result<(usize, usize), StoreError> {
         let mut fired = 0;
+        let mut elsewhere = std::collections::HashSet::new();
         loop {
             let due = self.due(self.clock.now_millis()).await?;
-            if due.is_empty() {
-                return Ok(fired);
-            }
+            let mut progressed = false;
             for timer in due {
-                dispatch(timer.clone()).await;
-                self.complete(&timer).await?;
-                fired += 1;
+                let id = (timer.owner.clone(), timer.name.clone(), timer.due_at);
+                if elsewhere.contains(&id) {
+                    continue;
+                }
+                match dispatch(timer.clone()).await {
+                    Fired::Handled => {
+                        self.complete(&timer).await?;
+                        fired += 1;
+                        progressed = true;
+                    }
+                    Fired::Elsewhere => {
+                        elsewhere.insert(id);
+                    }
+                }
+            }
+            if !progressed {
+                return Ok((fired, elsewhere.len()));
             }
         }
     }
@@ -114,10 +143,17 @@ impl Timers {
     /// Fires timers until `shutdown` turns true.
     pub async fn run(self: Arc<Self>, dispatch: Dispatch, mut shutdown: watch::Receiver<bool>) {
         while !*shutdown.borrow() {
-            if let Err(error) = self.fire_due(&dispatch).await {
-                tracing::error!(%error, "firing timers failed; retrying");
-            }
+            let left_elsewhere = match self.fire_round(&dispatch).await {
+                Ok((_, elsewhere)) => elsewhere,
+                Err(error) => {
+                    tracing::error!(%error, "firing timers failed; retrying");
+                    0
+                }
+            };
             let sleep = match self.next_due().await {
+                // Due timers other nodes own stay due: look again at the
+                // rescan pace, not in a loop.
+                _ if left_elsewhere > 0 => RESCAN_EVERY,
                 Ok(Some(due)) => Duration::from_millis(
                     (due - self.clock.now_millis()).clamp(0, RESCAN_EVERY.as_millis() as i64) as u64,
                 ),

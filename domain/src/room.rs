@@ -108,7 +108,9 @@ pub struct EventRoom {
 /// minutes; the contract asks for at least 24 h).
 pub const LIVEKIT_DELIVERY_MEMORY_MS: i64 = 48 * 3600 * 1000;
 
-#[derive(Clone, Debug, PartialEq)]
+/// Serialisable so that a node can hand a command to the room's owner
+/// (several nodes: webhooks and the recording saga run anywhere).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum RoomCommand {
     Connect {
         connection_id: String,

@@ -54,6 +54,8 @@ pub struct AppState {
     pub timers: Arc<crate::timers::Timers>,
     /// The Prometheus recorder's handle (`GET /metrics`).
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Several nodes (`EVENTUALL_NODE_ID`): leases and forwarding.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl AppState {
@@ -91,7 +93,11 @@ pub fn router(state: AppState) -> Router {
         .merge(console::router())
         .merge(interviews::router())
         .merge(openapi::router())
+        .merge(crate::cluster::route::internal_router())
         .fallback(not_found)
+        // Innermost: a request another node owns is forwarded before any
+        // handler runs (a no-op on a single node).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::cluster::route::forward_to_owner))
         .layer(body_limit)
         .layer(cors)
         .layer(axum::middleware::from_fn(track_request))

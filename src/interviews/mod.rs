@@ -241,6 +241,17 @@ impl Interviews {
         interviews
     }
 
+    /// The directory actors, one per user (the cluster gates and evicts
+    /// them: a user is the scope of their directory and interviews).
+    pub fn directories(&self) -> &Arc<Registry<DirectoryMsg>> {
+        self.inner.directories.get().expect("set in new")
+    }
+
+    /// The interview actors.
+    pub fn conversations(&self) -> &Arc<Registry<InterviewMsg>> {
+        self.inner.conversations.get().expect("set in new")
+    }
+
     pub fn settings(&self) -> &InterviewSettings {
         &self.inner.settings
     }

@@ -86,7 +86,8 @@ impl Queues {
         queues
     }
 
-    fn registry(&self) -> &Arc<Registry<QueueMsg>> {
+    /// The queue actors (the cluster gates and evicts them).
+    pub fn registry(&self) -> &Arc<Registry<QueueMsg>> {
         self.inner.registry.get().expect("registry is set in new")
     }
 

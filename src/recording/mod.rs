@@ -288,6 +288,12 @@ impl Recording {
         self.release_lease().await;
     }
 
+    /// True if this process runs the saga now (holds the worker lease, or
+    /// needs none): recording timers fire only where the saga runs.
+    pub async fn runs_saga(&self) -> bool {
+        self.inner.lease.hold().await
+    }
+
     /// Gives up the worker lease (PostgreSQL) so that another process runs
     /// the saga from its next try; this process takes it again on a later
     /// step if it is still free. `run` calls it on shutdown.

@@ -70,6 +70,19 @@ struct RoomsInner {
     clock: SharedClock,
     timings: PresenceTimings,
     registry: std::sync::OnceLock<Arc<Registry<RoomMsg>>>,
+    /// Several nodes: hands commands for rooms another node owns to it.
+    remote: std::sync::OnceLock<Arc<dyn RemoteRooms>>,
+}
+
+/// Where a room command goes when another node owns the room (ADR 0020).
+pub trait RemoteRooms: Send + Sync {
+    /// `None` when the room is served here; else the owner's answer.
+    fn forward<'a>(
+        &'a self,
+        event_id: &'a str,
+        command: &'a RoomCommand,
+        metadata: &'a Metadata,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<Arc<str>, String>>> + Send + 'a>>;
 }
 
 /// The timer owner of a room.
@@ -80,7 +93,14 @@ pub fn timer_owner(event_id: &str) -> String {
 impl Rooms {
     pub fn new(store: EventStore, timers: Arc<Timers>, clock: SharedClock, timings: PresenceTimings) -> Self {
         let rooms = Self {
-            inner: Arc::new(RoomsInner { store, timers, clock, timings, registry: std::sync::OnceLock::new() }),
+            inner: Arc::new(RoomsInner {
+                store,
+                timers,
+                clock,
+                timings,
+                registry: std::sync::OnceLock::new(),
+                remote: std::sync::OnceLock::new(),
+            }),
         };
         let weak = Arc::downgrade(&rooms.inner);
         let registry = Registry::new(move |event_id: String, mailbox, retirement| {
@@ -101,7 +121,13 @@ impl Rooms {
         rooms
     }
 
-    fn registry(&self) -> &Arc<Registry<RoomMsg>> {
+    /// Installs the forwarder for rooms other nodes own (once).
+    pub fn set_remote(&self, remote: Arc<dyn RemoteRooms>) {
+        let _ = self.inner.remote.set(remote);
+    }
+
+    /// The room actors (the cluster gates and evicts them).
+    pub fn registry(&self) -> &Arc<Registry<RoomMsg>> {
         self.inner.registry.get().expect("registry is set in new")
     }
 
@@ -123,6 +149,11 @@ impl Rooms {
 
     /// Runs a command; answers the snapshot after it.
     pub async fn command(&self, event_id: &str, command: RoomCommand, metadata: Metadata) -> Result<Arc<str>, String> {
+        if let Some(remote) = self.inner.remote.get()
+            && let Some(answer) = remote.forward(event_id, &command, &metadata).await
+        {
+            return answer;
+        }
         let (reply, answer) = oneshot::channel();
         self.send(event_id, RoomMsg::Command { command, metadata, reply }).await;
         answer.await.map_err(|_| "the room is unavailable".to_owned())?

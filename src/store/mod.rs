@@ -310,6 +310,10 @@ pub enum StoreError {
     /// segment, an unreachable object store, a bad `EVENTUALL_ARCHIVE_URL`).
     #[error("archive: {0}")]
     Archive(String),
+    /// Another node owns the stream's aggregate (several nodes, ADR 0020):
+    /// this process must not write it.
+    #[error("this node does not own {0}")]
+    NotOwner(String),
 }
 
 impl StoreError {
@@ -356,7 +360,13 @@ struct Inner {
     /// node wake on changes (other nodes' writes are found by polling).
     head: watch::Receiver<i64>,
     archive: archive::Archive,
+    /// Several nodes: refuses appends to streams another node owns.
+    write_guard: std::sync::OnceLock<WriteGuard>,
 }
+
+/// Whether this process may append to a stream (several nodes: it holds
+/// the lease of the stream's aggregate).
+pub type WriteGuard = Arc<dyn Fn(&StreamId) -> bool + Send + Sync>;
 
 impl EventStore {
     /// Opens (and migrates) the store at `url`: `sqlite://path?mode=rwc`,
@@ -382,11 +392,16 @@ impl EventStore {
         let initial_head = backend.head_position().await?;
         let (head_tx, head) = watch::channel(initial_head);
         let writer = group_commit::spawn(backend.clone(), config, head_tx).await?;
-        Ok(Self { inner: Arc::new(Inner { backend, writer, head, archive }) })
+        Ok(Self { inner: Arc::new(Inner { backend, writer, head, archive, write_guard: Default::default() }) })
     }
 
     pub fn backend(&self) -> &Backend {
         &self.inner.backend
+    }
+
+    /// Installs the write guard (once; several nodes, ADR 0020).
+    pub fn set_write_guard(&self, guard: WriteGuard) {
+        let _ = self.inner.write_guard.set(guard);
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -427,6 +442,11 @@ impl EventStore {
     ) -> Result<AppendOutcome, StoreError> {
         if events.is_empty() {
             return Err(StoreError::EmptyAppend);
+        }
+        if let Some(guard) = self.inner.write_guard.get()
+            && !guard(stream)
+        {
+            return Err(StoreError::NotOwner(stream.to_string()));
         }
         self.inner.writer.append(PendingAppend { stream: stream.clone(), expected, events, snapshot }).await
     }
