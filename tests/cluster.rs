@@ -17,6 +17,7 @@ use common::TestDb;
 use eventuall::auth::{Authenticator, Claims, Role};
 use eventuall::cluster::{Cluster, ClusterSettings, Owner, Scope};
 use eventuall::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
+use eventuall_media::sim::{SimConfig, Simulators};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -35,8 +36,13 @@ struct Node {
 
 impl Node {
     fn start(db: &TestDb, id: &str, port: u16) -> Self {
+        Self::start_with(db, id, port, &[])
+    }
+
+    fn start_with(db: &TestDb, id: &str, port: u16, args: &[String]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_eventuall"))
             .arg("serve")
+            .args(args)
             .env("EVENTUALL_LISTEN", format!("127.0.0.1:{port}"))
             .env("EVENTUALL_DATABASE_URL", &db.url)
             .env("EVENTUALL_JWT_SECRET", SECRET)
@@ -90,9 +96,13 @@ async fn wait_healthy(http: &reqwest::Client, node: &Node) {
 }
 
 async fn start_nodes(db: &TestDb, http: &reqwest::Client, count: usize) -> Vec<Node> {
+    start_nodes_with(db, http, count, &[]).await
+}
+
+async fn start_nodes_with(db: &TestDb, http: &reqwest::Client, count: usize, args: &[String]) -> Vec<Node> {
     // Migrate once, so the nodes do not race each other's migrations.
     db.open().await.shutdown().await;
-    let nodes: Vec<Node> = (1..=count).map(|n| Node::start(db, &format!("n{n}"), free_port())).collect();
+    let nodes: Vec<Node> = (1..=count).map(|n| Node::start_with(db, &format!("n{n}"), free_port(), args)).collect();
     for node in &nodes {
         wait_healthy(http, node).await;
     }
@@ -164,6 +174,33 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> reqwest::Resu
     http.post(url).bearer_auth(token("mod", Role::Moderator)).json(&body).timeout(Duration::from_secs(5)).send().await
 }
 
+/// Waits (30 s at most) until the event's recording is in `state`, asking
+/// any node that answers.
+async fn recording_state(http: &reqwest::Client, nodes: &[Node], state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    loop {
+        for node in nodes {
+            let answer = http
+                .get(node.url("/cloudcaster/kill/status"))
+                .bearer_auth(token("mod", Role::Moderator))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if let Ok(answer) = answer
+                && let Ok(status) = answer.json::<Value>().await
+            {
+                if status["state"] == state {
+                    return;
+                }
+                last = status;
+            }
+        }
+        assert!(Instant::now() < deadline, "the recording never reached {state}: {last}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_of_one_room_on_three_nodes_see_one_room_queue_and_interviews() {
     let db = TestDb::postgres().await;
@@ -207,8 +244,11 @@ async fn clients_of_one_room_on_three_nodes_see_one_room_queue_and_interviews() 
     let pending: Vec<&str> = view["pending"].as_array().unwrap().iter().filter_map(|e| e["userId"].as_str()).collect();
     assert_eq!(pending, ["dan", "eve"]);
 
-    // Interviews: created through one node, read and renamed through others.
+    // Interviews: created through one node, read and renamed through
+    // others, heard on a user socket held by a third.
     let alice = token("alice", Role::Participant);
+    let url = format!("ws://127.0.0.1:{}/parties/user-interviews/alice?token={alice}", nodes[2].port);
+    let (mut user_socket, _) = tokio_tungstenite::connect_async(url).await.expect("user socket opens");
     let created: Value = http
         .post(nodes[0].url("/api/interviews"))
         .bearer_auth(&alice)
@@ -220,6 +260,16 @@ async fn clients_of_one_room_on_three_nodes_see_one_room_queue_and_interviews() 
         .await
         .unwrap();
     let id = created["interview"]["id"].as_str().expect("interview id").to_owned();
+    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(Ok(Message::Text(text))) = user_socket.next().await {
+                return serde_json::from_str::<Value>(text.as_str()).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("the user socket hears the create");
+    assert_eq!(heard, json!({"type": "INTERVIEW_CREATED", "interviewId": id}));
     let renamed = http
         .patch(nodes[1].url(&format!("/api/interviews/{id}")))
         .bearer_auth(&alice)
@@ -249,8 +299,27 @@ async fn clients_of_one_room_on_three_nodes_see_one_room_queue_and_interviews() 
 async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_within_the_bound() {
     let db = TestDb::postgres().await;
     let http = reqwest::Client::new();
-    let mut nodes = start_nodes(&db, &http, 3).await;
+    // One Mux and one LiveKit for all nodes: the saga moves between nodes
+    // and must still create one stream and one egress.
+    let sims = Simulators::spawn(SimConfig::fast()).await.expect("simulators");
+    let media: Vec<String> = [
+        "--mux-url",
+        &sims.mux_url,
+        "--livekit-url",
+        &sims.livekit_url,
+        "--composite-url",
+        "https://app.example.com/composite",
+        "--recording-poll-every",
+        "50ms",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut nodes = start_nodes_with(&db, &http, 3, &media).await;
+    let started = post(&http, nodes[0].url("/cloudcaster/kill/start"), json!({})).await.unwrap();
+    assert_eq!(started.status(), 202, "{}", started.text().await.unwrap_or_default());
+    recording_state(&http, &nodes, "recording").await;
     let mut acked: Vec<String> = Vec::new();
+    let mut queued: Vec<String> = Vec::new();
     let mut takeovers = Vec::new();
     let mut last_epoch = 0;
 
@@ -271,6 +340,14 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
             }
             for socket in &mut sockets {
                 let _ = socket.send(Message::text(r#"{"type":"heartbeat"}"#)).await;
+            }
+            if k % 4 == 0 {
+                let user = format!("c{cycle}-q{k}");
+                if let Ok(answer) = post(&http, node.url("/event/kill/queue/add"), json!({"userId": user})).await
+                    && answer.status() == 200
+                {
+                    queued.push(user);
+                }
             }
         }
         let (owner, epoch) = owner_of(&db, "event:kill").await.expect("the event has an owner");
@@ -322,9 +399,31 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
         // of its old life).
         let port = nodes[killed].port;
         let id = nodes[killed].id.clone();
-        nodes[killed] = Node::start(&db, &id, port);
+        nodes[killed] = Node::start_with(&db, &id, port, &media);
         wait_healthy(&http, &nodes[killed]).await;
     }
+
+    // The recording ran through all ten kills: stopping it completes the
+    // saga with one stream, one egress, nothing left behind.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let stop = post(&http, nodes[1].url("/cloudcaster/kill/stop"), json!({})).await;
+        if stop.is_ok_and(|s| s.status() == 202) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stop was never accepted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    recording_state(&http, &nodes, "completed").await;
+    assert_eq!(sims.handle.mux.live_streams().len(), 1, "one live stream");
+    assert_eq!(sims.handle.livekit.egresses().len(), 1, "one egress");
+    for _ in 0..100 {
+        if sims.handle.leftovers().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sims.handle.leftovers().is_empty(), "{:#?}", sims.handle.leftovers());
 
     // Nothing acknowledged is lost, nothing is doubled.
     let store = db.open().await;
@@ -336,6 +435,17 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
         let user = find_string(&payload, "user_id").expect("a stage entry names its user");
         entered.push(user);
     }
+    let view: Value = http
+        .get(nodes[0].url("/event/kill/queue"))
+        .bearer_auth(token("mod", Role::Moderator))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let in_queue: Vec<&str> = view["pending"].as_array().unwrap().iter().filter_map(|e| e["userId"].as_str()).collect();
+    assert_eq!(in_queue, queued, "every acknowledged queue edit, in order, once");
     let stored: HashSet<&String> = entered.iter().collect();
     let lost: Vec<&String> = acked.iter().filter(|u| !stored.contains(u)).collect();
     assert!(lost.is_empty(), "{} of {} acknowledged stage entries lost: {lost:?}", lost.len(), acked.len());
@@ -356,7 +466,11 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
 
     takeovers.sort();
     let ms: Vec<u128> = takeovers.iter().map(Duration::as_millis).collect();
-    println!("takeover after SIGKILL (ms, sorted, lease {LEASE_TTL}): {ms:?}; acknowledged {}", acked.len());
+    println!(
+        "takeover after SIGKILL (ms, sorted, lease {LEASE_TTL}): {ms:?}; acknowledged {} stage entries, {} queue edits",
+        acked.len(),
+        queued.len()
+    );
     drop(nodes);
     db.drop_db().await;
 }
