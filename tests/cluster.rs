@@ -35,10 +35,6 @@ struct Node {
 }
 
 impl Node {
-    fn start(db: &TestDb, id: &str, port: u16) -> Self {
-        Self::start_with(db, id, port, &[])
-    }
-
     fn start_with(db: &TestDb, id: &str, port: u16, args: &[String]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_eventuall"))
             .arg("serve")
