@@ -32,10 +32,20 @@ impl ScopeHosts for Hosts {
                 self.state.rooms.registry().evict(id);
                 self.state.queues.registry().evict(id);
             }
-            // The user's interview actors are not indexed by user; they
-            // stop writing through their expected versions and leave when
-            // idle.
-            Scope::User(id) => self.state.interviews.directories().evict(id),
+            Scope::User(id) => {
+                self.state.interviews.directories().evict(id);
+                // The user's interview actors are keyed by interview: find
+                // them in the interview list.
+                let state = self.state.clone();
+                let user = id.clone();
+                tokio::spawn(async move {
+                    let sql = "select interview_id from interviews where user_id = $1";
+                    match state.store.query_as::<(String,)>(sql, &[user.as_str().into()]).await {
+                        Ok(rows) => rows.iter().for_each(|(id,)| state.interviews.conversations().evict(id)),
+                        Err(error) => tracing::warn!(%user, %error, "could not list the interviews to stop"),
+                    }
+                });
+            }
         }
     }
 }
