@@ -86,6 +86,12 @@ echo "== Real-client suites (Node)"
   fi
   EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" EVENTUALL_SIM_BIN="$TARGET_DIR/debug/eventuall-sim" \
     node --test --test-concurrency=1 --test-timeout=180000 ./*.test.mjs
+  # The same conformance suites with every client spread over three nodes on
+  # one PostgreSQL behind a round-robin balancer (issue #20): clients cannot
+  # tell which node they reached.
+  echo "== Real-client suites over three nodes"
+  EVENTUALL_TEST_CLUSTER=3 EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" EVENTUALL_SIM_BIN="$TARGET_DIR/debug/eventuall-sim" \
+    node --test --test-concurrency=1 --test-timeout=180000 rooms.test.mjs queue.test.mjs interviews.test.mjs
 )
 
 echo "== OpenAPI fuzz (schemathesis)"

@@ -99,6 +99,10 @@ impl Application {
             },
         );
         let archive_policy = crate::archiving::ArchivePolicy::from(&config.archive);
+        // Bound before the cluster is joined: the address other nodes dial
+        // defaults to the one actually bound (`127.0.0.1:0` picks a port).
+        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let bound = listener.local_addr().context("reading the bound address")?;
         let cluster = match &config.cluster.node_id {
             None => None,
             Some(node_id) => Some(
@@ -106,7 +110,7 @@ impl Application {
                     store.clone(),
                     crate::cluster::ClusterSettings {
                         node_id: node_id.clone(),
-                        url: config.cluster.node_url.clone().unwrap_or_else(|| format!("http://{}", config.listen)),
+                        url: config.cluster.node_url.clone().unwrap_or_else(|| format!("http://{bound}")),
                         lease_ttl: config.cluster.lease_ttl.into(),
                     },
                 )
@@ -139,7 +143,6 @@ impl Application {
         if let Some(cluster) = &cluster {
             crate::cluster::hosts::install(cluster, &state);
         }
-        let listener = TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let (shutdown, _) = watch::channel(false);
         Ok(Self {
             listener,

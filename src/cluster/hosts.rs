@@ -58,6 +58,7 @@ pub fn install(cluster: &Cluster, state: &AppState) {
     state.rooms.registry().set_gate(gate(cluster, Scope::Event));
     state.queues.registry().set_gate(gate(cluster, Scope::Event));
     state.interviews.directories().set_gate(gate(cluster, Scope::User));
+    state.interviews.conversations().set_gate(interview_gate(cluster, &state.store));
     state.rooms.set_remote(Arc::new(RemoteRooms { cluster: cluster.clone(), auth: state.auth.clone() }));
 }
 
@@ -80,6 +81,28 @@ fn gate(cluster: &Cluster, scope: fn(String) -> Scope) -> crate::actor::Gate {
             }
         })
     })
+}
+
+/// An interview actor starts where its user's scope is owned. The user is
+/// read from the interview list; an interview not listed yet was just
+/// created by its user's directory on this node, which owns the scope.
+fn interview_gate(cluster: &Cluster, store: &EventStore) -> crate::actor::Gate {
+    let cluster = cluster.clone();
+    let store = store.clone();
+    Arc::new(move |interview_id| {
+        let cluster = cluster.clone();
+        let store = store.clone();
+        Box::pin(async move {
+            let Some(user) = interview_user(&store, &interview_id).await else { return true };
+            matches!(cluster.owner(&Scope::User(user)).await, Ok(Owner::Here))
+        })
+    })
+}
+
+async fn interview_user(store: &EventStore, interview_id: &str) -> Option<String> {
+    let sql = "select user_id from interviews where interview_id = $1";
+    let rows: Vec<(String,)> = store.query_as(sql, &[interview_id.into()]).await.ok()?;
+    rows.into_iter().next().map(|(user,)| user)
 }
 
 /// Room commands from webhooks and the recording saga, which run on any
@@ -149,7 +172,5 @@ pub async fn timer_scope(store: &EventStore, timer: &Timer) -> Option<Scope> {
         return Some(Scope::Event(event_id.to_owned()));
     }
     let interview_id = timer.owner.strip_prefix(crate::interviews::TIMER_PREFIX)?;
-    let sql = "select user_id from interviews where interview_id = $1";
-    let rows: Vec<(String,)> = store.query_as(sql, &[interview_id.into()]).await.ok()?;
-    rows.into_iter().next().map(|(user,)| Scope::User(user))
+    interview_user(store, interview_id).await.map(Scope::User)
 }
