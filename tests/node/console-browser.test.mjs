@@ -351,7 +351,7 @@ test("a dead letter is retried with its button, and leaves the list", async () =
     const [row] = rows.filter(([id]) => id === commandId);
     // columns: command, event, kind, attempts, last error, (button)
     assert.deepEqual(row, [commandId, "retry-room", "stop", "5", "the start of session s-1 is still queued", "Retry"]);
-    await page.screenshot({ path: join(SHOTS, "console-dead-letter.png") });
+    await page.screenshot({ path: join(SHOTS, "console-dead-letter.png"), fullPage: true });
 
     await page.locator("#dead tbody tr", { hasText: commandId }).getByRole("button", { name: "Retry" }).click();
     const none = await until(() => tableRows(page, "#dead"), (r) => r[0]?.[0] === "none", { what: "the list emptied" });
@@ -366,7 +366,7 @@ test("a dead letter is retried with its button, and leaves the list", async () =
       { ms: 10000, what: "the worker to run the retried stop" },
     );
     assert.deepEqual([status, attempts], ["refused", 1]);
-    await page.screenshot({ path: join(SHOTS, "console-dead-letter-retried.png") });
+    await page.screenshot({ path: join(SHOTS, "console-dead-letter-retried.png"), fullPage: true });
   } finally {
     await context.close();
   }
