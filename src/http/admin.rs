@@ -99,7 +99,7 @@ pub(super) async fn history(
 
 /// The aggregate as it was at `?at=` (a global position, `…ms`, or an RFC
 /// 3339 time; now when absent): `eventuall replay state --at`.
-#[utoipa::path(get, path = "/admin/streams/{stream_id}/state", tag = "admin", params(oa::StreamPath, oa::AtQuery),
+#[utoipa::path(get, path = "/admin/streams/{stream_id}/state", tag = "admin", params(oa::StatePath, oa::AtQuery),
     security(("bearer" = [])),
     responses((status = 200, body = StateAt), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
 pub(super) async fn state(

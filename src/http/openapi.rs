@@ -293,13 +293,25 @@ pub struct StreamPath {
     pub stream_id: String,
 }
 
+/// The streams `…/state` can rebuild: `crate::replay::state::STATE_CATEGORIES`
+/// (other categories get 400; a unit test keeps the pattern in step).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StatePath {
+    /// A stream id of a room, queue, interview or user's interviews (`room-launch`, …).
+    #[param(pattern = "^(room|queue|interview|user_interviews)-[!-~]+$", max_length = 200)]
+    pub stream_id: String,
+}
+
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AtQuery {
     /// A global position (`1234`), a time in milliseconds (`1764000000000ms`)
     /// or an RFC 3339 time in UTC (`2026-11-23T18:30:00Z`); the stream's
     /// latest state when absent (else 400).
-    #[param(pattern = r"^\s*(-?[0-9]+|-?[0-9]+\s*ms|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z?)\s*$")]
+    #[param(
+        pattern = r"^\s*(-?[0-9]+|-?[0-9]+\s*ms|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z?)\s*$"
+    )]
     pub at: Option<String>,
 }
 
@@ -812,6 +824,9 @@ mod tests {
             let p = params.iter().find(|p| p["name"] == param).unwrap();
             assert_eq!(p["schema"]["pattern"], key, "{path}");
         }
+        let state = &doc["paths"]["/admin/streams/{stream_id}/state"]["get"]["parameters"][0]["schema"]["pattern"];
+        let categories = crate::replay::state::STATE_CATEGORIES.join("|");
+        assert_eq!(state.as_str().unwrap(), format!("^({categories})-[!-~]+$"));
         let event = doc["paths"]["/event/{event_id}/snapshot"]["get"]["parameters"][0]["schema"]["pattern"].clone();
         assert_eq!(event, format!("^[A-Za-z0-9_-]{{1,{}}}$", eventuall_domain::EventId::MAX_LEN));
     }

@@ -1347,10 +1347,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /**
-                 * @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
-                 *     Printable ASCII, at most 200 characters, a non-empty category before the first `-`.
-                 */
+                /** @description A stream id of a room, queue, interview or user's interviews (`room-launch`, …). */
                 stream_id: string;
             };
             cookie?: never;
