@@ -22,34 +22,9 @@ if [ "${1:-}" = "--out" ]; then
   TYPES_OUT="$OUT/schema.d.ts"
 fi
 
-TARGET_DIR="$(realpath "${CARGO_TARGET_DIR:-target}")"
-BIN="${EVENTUALL_BIN:-$TARGET_DIR/debug/eventuall}"
-[ -x "$BIN" ] || { echo "no binary at $BIN; run cargo build --bins first" >&2; exit 1; }
-
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-  if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-EVENTUALL_LISTEN=127.0.0.1:0 \
-EVENTUALL_DATABASE_URL="sqlite://$WORK/events.db" \
-EVENTUALL_JWT_SECRET=gen-client-secret \
-EVENTUALL_LOG=info \
-NO_COLOR=1 \
-  "$BIN" serve >/dev/null 2>"$WORK/server.log" &
-SERVER_PID=$!
-
-ADDR=""
-for _ in $(seq 1 300); do
-  ADDR="$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/server.log" | grep -oE 'addr=127\.0\.0\.1:[0-9]+' | head -n1 | cut -d= -f2 || true)"
-  [ -n "$ADDR" ] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server.log" >&2; echo "the server exited" >&2; exit 1; }
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { cat "$WORK/server.log" >&2; echo "the server did not start" >&2; exit 1; }
+# shellcheck source=lib/serve.sh
+source "$ROOT/scripts/lib/serve.sh"
+serve_throwaway gen-client-secret
 
 curl -fsS "http://$ADDR/openapi.json" -o "$WORK/openapi.raw.json"
 # Pretty-printed, so that changes read well in diffs.

@@ -23,6 +23,11 @@ use crate::store::registry::Registry;
 /// Most history entries one request returns (the newest are kept).
 const HISTORY_LIMIT: usize = 2_000;
 
+/// The 400 of a `?at=` that does not parse. `At`'s own error names the
+/// CLI's `--at` flag; an HTTP caller never typed that.
+const AT_FORMS: &str = "`at` must be a global position (`1234`), a time in milliseconds (`1764000000000ms`) \
+    or an RFC 3339 time (`2026-11-23T18:30:00Z`)";
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/projections", get(projections))
@@ -94,7 +99,7 @@ pub(super) async fn history(
 
 /// The aggregate as it was at `?at=` (a global position, `…ms`, or an RFC
 /// 3339 time; now when absent): `eventuall replay state --at`.
-#[utoipa::path(get, path = "/admin/streams/{stream_id}/state", tag = "admin", params(oa::StreamPath, oa::AtQuery),
+#[utoipa::path(get, path = "/admin/streams/{stream_id}/state", tag = "admin", params(oa::StatePath, oa::AtQuery),
     security(("bearer" = [])),
     responses((status = 200, body = StateAt), oa::E400, oa::E401, oa::E403, oa::E404, oa::E500, oa::E503))]
 pub(super) async fn state(
@@ -106,7 +111,7 @@ pub(super) async fn state(
     caller.may_administer()?;
     let stream = stream_id(&raw)?;
     let at = match query.get("at") {
-        Some(raw) => raw.parse::<At>().map_err(|e| ApiError::InvalidRequest(e.to_string()))?,
+        Some(raw) => raw.parse::<At>().map_err(|_| ApiError::InvalidRequest(AT_FORMS.into()))?,
         None => At::Position(i64::MAX),
     };
     match state_at(&app.store, Registry::standard(), &stream, at).await {

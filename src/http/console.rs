@@ -3,10 +3,12 @@
 //! elsewhere). The page itself is public; every figure it shows comes from
 //! routes that need a moderator token not scoped to events, which the
 //! operator pastes in (kept in the tab's session storage): service tiles
-//! and the append rate from `/metrics`, projection lag, an event's presence,
-//! stage, queue, recording and clips, dead letters with a retry button, and
-//! a stream's timeline with time travel (`/admin/streams/{id}/history` and
-//! `/state?at=`). Panels, screenshots and the browser tests: `docs/CONSOLE.md`.
+//! with sparklines from `/metrics`, projection lag, an event's presence and
+//! stage (live, over the room's own WebSocket), its queue, recording and
+//! clips, dead letters with a retry button, and a stream's timeline with
+//! time travel (`/admin/streams/{id}/history` and `/state?at=`). What is
+//! live and what is polled, screenshots and the browser tests:
+//! `docs/CONSOLE.md`.
 
 use axum::Router;
 use axum::http::header;

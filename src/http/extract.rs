@@ -87,6 +87,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Longest `userId` a request body may name, in characters: room and
+/// queue entries keep it verbatim (the document's `maxLength` says the same;
+/// `openapi::tests` keep the two equal).
+pub const MAX_USER_ID_CHARS: usize = 256;
+
+/// Checks a body's `userId`: 1 to [`MAX_USER_ID_CHARS`] characters.
+pub fn body_user_id(user_id: &str) -> Result<(), ApiError> {
+    let chars = user_id.chars().count();
+    if chars == 0 || chars > MAX_USER_ID_CHARS {
+        return Err(ApiError::InvalidRequest(format!("userId must be 1 to {MAX_USER_ID_CHARS} characters")));
+    }
+    Ok(())
+}
+
 /// Validates an event id from the path.
 pub fn event_id(raw: &str) -> Result<EventId, ApiError> {
     EventId::parse(raw).map_err(|e| ApiError::InvalidRequest(e.to_string()))

@@ -93,10 +93,16 @@ async fn list(State(app): State<AppState>, Authenticated(caller): Authenticated)
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreateInterviewRequest)]
 struct CreateRequest {
+    /// 1 to 200 characters once trimmed (not only whitespace).
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: String,
+    /// At most 20,000 characters.
     #[serde(default)]
+    #[schema(max_length = 20000)]
     job_description: Option<String>,
+    /// Described by `oa::skills_schema` (the derive has no per-item limits).
     #[serde(default)]
+    #[schema(schema_with = oa::skills_schema)]
     skills: Option<Vec<String>>,
 }
 
@@ -133,7 +139,9 @@ async fn details(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = RenameInterviewRequest)]
 struct RenameRequest {
+    /// 1 to 200 characters once trimmed (not only whitespace).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     title: Option<String>,
 }
 
@@ -233,9 +241,12 @@ pub(super) enum ClientMessage {
     /// on this connection only.
     #[serde(rename = "GET_ALL_MESSAGES")]
     GetAllMessages,
-    /// A typed answer.
+    /// A typed answer: 1 to 20,000 characters once trimmed.
     #[serde(rename = "USER_MESSAGE")]
-    UserMessage { content: String },
+    UserMessage {
+        #[schema(min_length = 1, max_length = 20000, pattern = r"\S")]
+        content: String,
+    },
     /// Resets the hint timer.
     #[serde(rename = "USER_TYPING")]
     UserTyping,

@@ -293,11 +293,25 @@ pub struct StreamPath {
     pub stream_id: String,
 }
 
+/// The streams `…/state` can rebuild: `crate::replay::state::STATE_CATEGORIES`
+/// (other categories get 400; a unit test keeps the pattern in step).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct StatePath {
+    /// A stream id of a room, queue, interview or user's interviews (`room-launch`, …).
+    #[param(pattern = "^(room|queue|interview|user_interviews)-[!-~]+$", max_length = 200)]
+    pub stream_id: String,
+}
+
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AtQuery {
     /// A global position (`1234`), a time in milliseconds (`1764000000000ms`)
-    /// or an RFC 3339 time; the stream's latest state when absent.
+    /// or an RFC 3339 time in UTC (`2026-11-23T18:30:00Z`); the stream's
+    /// latest state when absent (else 400).
+    #[param(
+        pattern = r"^\s*(-?[0-9]+|-?[0-9]+\s*ms|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z?)\s*$"
+    )]
     pub at: Option<String>,
 }
 
@@ -313,10 +327,13 @@ pub struct StreamHistory {
     pub entries: Vec<crate::replay::history::HistoryEntry>,
 }
 
+/// An interview id: 1 to 128 printable ASCII characters (anything else is
+/// no interview: 404).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct InterviewPath {
     /// The interview id.
+    #[param(pattern = "^[!-~]{1,128}$")]
     pub id: String,
 }
 
@@ -331,6 +348,7 @@ pub struct CommandPath {
 #[into_params(parameter_in = Path)]
 pub struct UserPath {
     /// The user id; must be the token's `sub`.
+    #[param(pattern = "^[!-~]{1,128}$")]
     pub user_id: String,
 }
 
@@ -357,6 +375,27 @@ pub struct AiUsageQuery {
     /// Whose usage (moderators only for another user); the caller's when absent.
     #[param(rename = "userId")]
     pub user_id: Option<String>,
+}
+
+/// `skills` of `CreateInterviewRequest`: strings of at most 100 characters
+/// (the derive has no per-item limits).
+pub fn skills_schema() -> utoipa::openapi::schema::Array {
+    let item = utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .max_length(Some(eventuall_domain::interview::MAX_SKILL_CHARS));
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::Array,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .items(item)
+        .description(Some(format!(
+            "Each at most {} characters once trimmed; blanks and case-insensitive repeats are dropped, and the \
+             first {} kept.",
+            eventuall_domain::interview::MAX_SKILL_CHARS,
+            eventuall_domain::interview::MAX_SKILLS
+        )))
+        .build()
 }
 
 // ---- Bodies the handlers build with `json!` -----------------------------------
@@ -747,6 +786,49 @@ mod tests {
             }),
         };
         assert_eq!(serde_json::to_value(snapshot).unwrap(), serde_json::to_value(domain).unwrap());
+    }
+
+    /// The length limits the document states are the ones the handlers and
+    /// the domain enforce (schemathesis generates from the document, the
+    /// typed client validates nothing: a drift shows only here).
+    #[test]
+    fn documented_limits_are_the_enforced_ones() {
+        use eventuall_domain::interview::{
+            MAX_ANSWER_CHARS, MAX_JOB_DESCRIPTION_CHARS, MAX_SKILL_CHARS, MAX_TITLE_CHARS, StreamKey,
+        };
+        let doc = serde_json::to_value(document()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        for body in ["StageRequest", "QueueAddRequest", "QueueMoveRequest", "QueueUserRequest"] {
+            let user_id = &schemas[body]["properties"]["userId"];
+            assert_eq!(user_id["minLength"], 1, "{body}: {user_id}");
+            assert_eq!(user_id["maxLength"], super::super::extract::MAX_USER_ID_CHARS, "{body}: {user_id}");
+        }
+        for body in ["CreateInterviewRequest", "RenameInterviewRequest"] {
+            let title = &schemas[body]["properties"]["title"];
+            assert_eq!(title["minLength"], 1, "{body}: {title}");
+            assert_eq!(title["maxLength"], MAX_TITLE_CHARS, "{body}: {title}");
+        }
+        let create = &schemas["CreateInterviewRequest"]["properties"];
+        assert_eq!(create["jobDescription"]["maxLength"], MAX_JOB_DESCRIPTION_CHARS, "{create}");
+        assert_eq!(create["skills"]["items"]["maxLength"], MAX_SKILL_CHARS, "{create}");
+        let answer = schemas["InterviewClientMessage"]["oneOf"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["properties"]["type"]["enum"][0] == "USER_MESSAGE")
+            .expect("USER_MESSAGE is documented");
+        assert_eq!(answer["properties"]["content"]["maxLength"], MAX_ANSWER_CHARS, "{answer}");
+        let key = format!("^[!-~]{{1,{}}}$", StreamKey::MAX_LEN);
+        for (path, param) in [("/api/interviews/{id}", "id"), ("/parties/user-interviews/{user_id}", "user_id")] {
+            let params = doc["paths"][path]["get"]["parameters"].as_array().unwrap();
+            let p = params.iter().find(|p| p["name"] == param).unwrap();
+            assert_eq!(p["schema"]["pattern"], key, "{path}");
+        }
+        let state = &doc["paths"]["/admin/streams/{stream_id}/state"]["get"]["parameters"][0]["schema"]["pattern"];
+        let categories = crate::replay::state::STATE_CATEGORIES.join("|");
+        assert_eq!(state.as_str().unwrap(), format!("^({categories})-[!-~]+$"));
+        let event = doc["paths"]["/event/{event_id}/snapshot"]["get"]["parameters"][0]["schema"]["pattern"].clone();
+        assert_eq!(event, format!("^[A-Za-z0-9_-]{{1,{}}}$", eventuall_domain::EventId::MAX_LEN));
     }
 
     /// Every code `ApiError` answers is in `ErrorCode`.

@@ -22,7 +22,7 @@ use eventuall_domain::queue::{Actor, QueueCommand, QueueError, QueueList, Role};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::extract::{ApiJson, EventModerator, EventReader};
+use super::extract::{ApiJson, EventModerator, EventReader, body_user_id};
 use super::openapi as oa;
 use super::party::admit;
 use super::ws::{self, FrameLimits, Frames, SocketKind};
@@ -76,6 +76,8 @@ async fn view(State(app): State<AppState>, EventReader { event_id, .. }: EventRe
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueAddRequest)]
 struct AddRequest {
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: String,
     /// Display name; the user id when absent.
     name: Option<String>,
@@ -85,6 +87,8 @@ struct AddRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueMoveRequest)]
 struct MoveRequest {
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: String,
     #[schema(value_type = oa::QueueList)]
     list: QueueList,
@@ -96,14 +100,14 @@ struct MoveRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueUserRequest)]
 struct UserRequest {
+    /// 1 to 256 characters.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: String,
 }
 
 /// Checks the body's `userId`; answers the moderator as the queue's actor.
 fn moderate(caller: &Caller, user_id: &str) -> ApiResult<Actor> {
-    if user_id.is_empty() || user_id.len() > 256 {
-        return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
-    }
+    body_user_id(user_id)?;
     Ok(Actor::moderator(caller.user_id()))
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::extract::{ApiJson, Authenticated, EventModerator, EventReader};
+use super::extract::{ApiJson, Authenticated, EventModerator, EventReader, body_user_id};
 use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::SHORT_TOKEN_SECS;
@@ -35,6 +35,7 @@ enum StageMove {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct StageRequest {
     /// 1 to 256 characters; need not be connected.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: String,
 }
 
@@ -80,9 +81,7 @@ async fn stage(
     body: StageRequest,
     movement: StageMove,
 ) -> ApiResult<Response> {
-    if body.user_id.is_empty() || body.user_id.len() > 256 {
-        return Err(ApiError::InvalidRequest("userId must be 1 to 256 characters".into()));
-    }
+    body_user_id(&body.user_id)?;
     let at = app.clock.now_millis();
     let (command, name) = match movement {
         StageMove::Enter => (RoomCommand::EnterStage { user_id: body.user_id, at }, "EnterStage"),

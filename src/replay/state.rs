@@ -75,6 +75,11 @@ pub struct StateAt {
     pub state: serde_json::Value,
 }
 
+/// The stream categories [`state_at`] can rebuild (its match arms; any
+/// other is `UnknownCategory`). The OpenAPI document's pattern of
+/// `/admin/streams/{streamId}/state` is built from the same list.
+pub const STATE_CATEGORIES: [&str; 4] = ["room", "queue", "interview", "user_interviews"];
+
 /// Replays `stream` up to `at` and renders the state.
 pub async fn state_at(
     store: &EventStore,

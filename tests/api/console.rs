@@ -60,7 +60,14 @@ async fn a_streams_timeline_and_its_state_at_any_event() {
     assert_eq!(status("/admin/streams/room-nosuch/history", Some(moderator())).await, 404);
     assert_eq!(status("/admin/streams/room-nosuch/state", Some(moderator())).await, 404);
     assert_eq!(status("/admin/streams/no%20dash/history", Some(moderator())).await, 400);
-    assert_eq!(status("/admin/streams/room-timeline/state?at=yesterday", Some(moderator())).await, 400);
+    let bad_time = app.get("/admin/streams/room-timeline/state?at=yesterday", Some(&moderator())).await;
+    assert_eq!(bad_time.status(), 400);
+    let body: Value = bad_time.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_request");
+    let message = body["error"]["message"].as_str().unwrap();
+    // An HTTP caller is told the query parameter's forms, not the CLI's flag.
+    assert!(message.starts_with("`at` must be"), "{message}");
+    assert!(!message.contains("--at"), "{message}");
     assert_eq!(status("/admin/streams/room-timeline/history", None).await, 401);
     let participant = token("alice", Role::Participant, None);
     assert_eq!(status("/admin/streams/room-timeline/history", Some(participant)).await, 403);

@@ -5,6 +5,7 @@
 mod auth_matrix;
 mod bounds;
 mod console;
+mod error_codes;
 mod helpers;
 mod hostile;
 mod interviews;

@@ -1,11 +1,20 @@
 // The ops console (GET /console) in headless Chromium, as an operator uses it:
 // paste a moderator token, read the projections table, open a room's stream
-// timeline, travel back in time, see errors, and watch the page refresh
-// itself. Every assertion is on text the page shows.
+// timeline, travel back in time, see errors, watch the page refresh itself,
+// watch a room live over its socket, and retry a dead letter. Every
+// assertion is on text the page shows; screenshots go to target/console-browser/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import WebSocket from "ws";
 import { startServer, sign } from "./server.mjs";
 import { launchBrowser, until, tableRows, logIn } from "./browser.mjs";
+
+const SHOTS = join(dirname(fileURLToPath(import.meta.url)), "../../target/console-browser");
+mkdirSync(SHOTS, { recursive: true });
 
 const EVENT = "launch";
 const STREAM = `room-${EVENT}`;
@@ -43,7 +52,7 @@ const text = (page, selector) => page.locator(selector).innerText();
 /** The number on the tile labelled `label` in the Service panel. */
 async function tile(page, label) {
   const tiles = await page.locator("#tiles .tile").evaluateAll((divs) =>
-    divs.map((d) => [d.lastChild.textContent, d.firstChild.textContent]),
+    divs.map((d) => [d.querySelector("span").textContent, d.querySelector("b").textContent]),
   );
   return Object.fromEntries(tiles)[label];
 }
@@ -110,8 +119,9 @@ test("a room's stream timeline lists the stage changes made through the HTTP API
     const state = JSON.parse(await until(() => text(page, "#state"), (t) => t.includes('"version": 3'), { what: "state at v3" }));
     assert.deepEqual(state.state.stage.map((s) => s.userId), ["bob"]);
     assert.match(await text(page, "#at-label"), /^version 3 at /);
-    // The Event panel reads the same room.
-    await page.locator("#event").fill(EVENT);
+    // The Event panel, on another room: it joins the room over its socket,
+    // which would add the console's own connection to this room's timeline.
+    await page.locator("#event").fill(`${EVENT}-panel`);
     await page.locator("#load-event").click();
     const event = await until(() => text(page, "#event-out"), (t) => t.includes("recordingInRoom"), { what: "the event panel" });
     assert.match(event, /"pending": \[\]/);
@@ -218,6 +228,145 @@ test("the page shows new events at its next poll, without a reload, and not befo
     assert.deepEqual(updated, ["room_presence", String(head + 2), String(head + 2), "0"]);
     assert.equal(await until(() => tile(page, "log head"), (v) => v === String(head + 2), { ms: 3000, what: "the tile after the poll" }), String(head + 2));
     assert.equal(await page.evaluate(() => window.sameDocument), true, "the page was not reloaded");
+  } finally {
+    await context.close();
+  }
+});
+
+/**
+ * Opens a room socket as `sub` (a plain `ws` client), waits for its first
+ * snapshot and heartbeats every 200 ms, so that `sub` stays online (the test
+ * server says away after 600 ms without one).
+ */
+async function joinRoom(event, sub, name) {
+  const token = sign({ sub, name, events: [event] });
+  const socket = new WebSocket(`ws://${server.host}/parties/event/${event}?token=${token}&_pk=${sub}-tab`);
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${sub}: no snapshot`)), 5000);
+    socket.once("message", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    socket.once("error", reject);
+  });
+  const beat = setInterval(() => socket.send(JSON.stringify({ type: "heartbeat" })), 200);
+  socket.once("close", () => clearInterval(beat));
+  return socket;
+}
+
+/** The Event panel's presence rows: user, status, connections, on stage since. */
+const presenceRows = (page) => tableRows(page, "#presence");
+const rowOf = (rows, user) => rows.find(([name]) => name === user);
+
+test("a room's presence and stage change live over its socket, with no reload and no poll", async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const event = "live-room";
+  const sockets = [];
+  try {
+    const page = await context.newPage();
+    // A paused fake clock: the page's 5 s setInterval never fires, so any
+    // change the panel shows came over the socket.
+    const start = Date.now();
+    await page.clock.install({ time: start });
+    await page.clock.pauseAt(start + 1000);
+    const snapshotReads = [];
+    page.on("request", (request) => {
+      if (request.url().includes("/snapshot")) snapshotReads.push(request.url());
+    });
+    await page.goto(`${server.http}/console`);
+    await logIn(page, moderator);
+    await page.locator("#event").fill(event);
+    await page.locator("#load-event").click();
+    await until(() => text(page, "#room-live"), (t) => t === "live", { what: "the room socket open" });
+    // The console's own connection is its token's user (no observer mode).
+    const first = await until(() => presenceRows(page), (rows) => rowOf(rows, "ops"), { what: "the console in the room" });
+    assert.equal(first.length, 1, "nobody else yet");
+    await page.evaluate(() => { window.sameDocument = true; });
+
+    sockets.push(await joinRoom(event, "zoe", "Zoe Quinn"));
+    const joined = await until(() => presenceRows(page), (rows) => rowOf(rows, "Zoe Quinn"), { what: "zoe in the panel" });
+    assert.deepEqual(rowOf(joined, "Zoe Quinn"), ["Zoe Quinn", "online", "1", ""]);
+    await page.screenshot({ path: join(SHOTS, "console-live-room.png") });
+
+    // A second tab of zoe, then stage: still live.
+    sockets.push(await joinRoom(event, "zoe", "Zoe Quinn"));
+    await until(() => presenceRows(page), (rows) => rowOf(rows, "Zoe Quinn")?.[2] === "2", { what: "zoe's second connection" });
+    const response = await fetch(`${server.http}/event/${event}/stage/enter`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${moderator}`, "content-type": "application/json" },
+      body: JSON.stringify({ userId: "zoe" }),
+    });
+    assert.equal(response.status, 200);
+    const staged = await until(() => presenceRows(page), (rows) => rowOf(rows, "Zoe Quinn")?.[3] !== "", { what: "zoe on stage" });
+    assert.match(rowOf(staged, "Zoe Quinn")[3], /\d/);
+
+    // Both tabs close: zoe goes offline in the panel.
+    for (const socket of sockets.splice(0)) socket.close();
+    const left = await until(() => presenceRows(page), (rows) => rowOf(rows, "Zoe Quinn")?.[1] === "offline", { what: "zoe offline" });
+    assert.equal(rowOf(left, "Zoe Quinn")[2], "0");
+
+    assert.equal(await page.evaluate(() => window.sameDocument), true, "the page was not reloaded");
+    assert.deepEqual(snapshotReads, [], "the panel never read the snapshot over HTTP");
+    assert.match(await text(page, "#room-version"), /^room version \d+, live over its socket$/);
+  } finally {
+    for (const socket of sockets) socket.close();
+    await context.close();
+  }
+});
+
+/**
+ * Writes a dead letter the way the command worker leaves one (status
+ * `dead` after its attempts, with the last error): a stop whose session is
+ * not recording. Making one through the worker takes its full backoff
+ * (about 30 s, `tests/api/recording.rs` drives it with a manual clock);
+ * this test is about the console's button. python3's sqlite3, as the
+ * schemathesis run already needs python3.
+ */
+function plantDeadLetter(commandId, event) {
+  const now = Date.now();
+  const sql = "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, " +
+    "next_attempt_at, last_error, created_at, updated_at, target_session_id) values (?, ?, 'stop', 'ops', 'dead', 5, ?, " +
+    "'the start of session s-1 is still queued', ?, ?, 's-1')";
+  sqlite(sql, [commandId, event, now, now, now]);
+}
+
+function sqlite(sql, params = []) {
+  const script = "import json, sqlite3, sys\n" +
+    "db = sqlite3.connect(sys.argv[1], timeout=10)\n" +
+    "rows = db.execute(sys.argv[2], json.loads(sys.argv[3])).fetchall()\n" +
+    "db.commit()\n" +
+    "print(json.dumps(rows))";
+  const out = execFileSync("python3", ["-c", script, join(server.dir, "events.db"), sql, JSON.stringify(params)], { encoding: "utf8" });
+  return JSON.parse(out);
+}
+
+test("a dead letter is retried with its button, and leaves the list", async () => {
+  const commandId = "0193a0f0-0000-7000-8000-00000000dead";
+  plantDeadLetter(commandId, "retry-room");
+  const { context, page } = await newPage();
+  try {
+    await page.goto(`${server.http}/console`);
+    await logIn(page, moderator);
+    const rows = await until(() => tableRows(page, "#dead"), (r) => r.some(([id]) => id === commandId), { what: "the dead letter" });
+    const [row] = rows.filter(([id]) => id === commandId);
+    // columns: command, event, kind, attempts, last error, (button)
+    assert.deepEqual(row, [commandId, "retry-room", "stop", "5", "the start of session s-1 is still queued", "Retry"]);
+    await page.screenshot({ path: join(SHOTS, "console-dead-letter.png"), fullPage: true });
+
+    await page.locator("#dead tbody tr", { hasText: commandId }).getByRole("button", { name: "Retry" }).click();
+    const none = await until(() => tableRows(page, "#dead"), (r) => r[0]?.[0] === "none", { what: "the list emptied" });
+    assert.deepEqual(none, [["none"]]);
+    const listed = await (await fetch(`${server.http}/cloudcaster/dead-letters`, { headers: { authorization: `Bearer ${moderator}` } })).json();
+    assert.deepEqual(listed.deadLetters, []);
+    // The retry reached the worker: it ran the stop once more, and refused it
+    // (nothing is recording), so it will not come back as a dead letter.
+    const [[status, attempts]] = await until(
+      () => sqlite("select status, attempts from recording_commands where command_id = ?", [commandId]),
+      (r) => r[0]?.[0] !== "pending",
+      { ms: 10000, what: "the worker to run the retried stop" },
+    );
+    assert.deepEqual([status, attempts], ["refused", 1]);
+    await page.screenshot({ path: join(SHOTS, "console-dead-letter-retried.png"), fullPage: true });
   } finally {
     await context.close();
   }

@@ -664,8 +664,11 @@ export interface components {
             status: components["schemas"]["QueuedStatus"];
         };
         CreateInterviewRequest: {
+            /** @description At most 20,000 characters. */
             jobDescription?: string | null;
+            /** @description Each at most 100 characters once trimmed; blanks and case-insensitive repeats are dropped, and the first 50 kept. */
             skills?: string[] | null;
+            /** @description 1 to 200 characters once trimmed (not only whitespace). */
             title: string;
         };
         /** @description A row of `recording_commands`. */
@@ -935,6 +938,7 @@ export interface components {
         QueueAddRequest: {
             /** @description Display name; the user id when absent. */
             name?: string | null;
+            /** @description 1 to 256 characters. */
             userId: string;
         };
         QueueEntry: {
@@ -947,6 +951,7 @@ export interface components {
             /** @description Position in `list` (clamped to its length). */
             index: number;
             list: components["schemas"]["QueueList"];
+            /** @description 1 to 256 characters. */
             userId: string;
         };
         QueueSummary: {
@@ -966,6 +971,7 @@ export interface components {
             waits: components["schemas"]["QueueWaitRow"][];
         };
         QueueUserRequest: {
+            /** @description 1 to 256 characters. */
             userId: string;
         };
         /** @description The queue: two lists of `{userId, name}`. */
@@ -1062,6 +1068,7 @@ export interface components {
             totalRecordedMs: number;
         };
         RenameInterviewRequest: {
+            /** @description 1 to 200 characters once trimmed (not only whitespace). */
             title?: string | null;
         };
         /** @description A retried dead letter, pending again. */
@@ -1333,16 +1340,14 @@ export interface operations {
             query?: {
                 /**
                  * @description A global position (`1234`), a time in milliseconds (`1764000000000ms`)
-                 *     or an RFC 3339 time; the stream's latest state when absent.
+                 *     or an RFC 3339 time in UTC (`2026-11-23T18:30:00Z`); the stream's
+                 *     latest state when absent (else 400).
                  */
                 at?: string;
             };
             header?: never;
             path: {
-                /**
-                 * @description A stream id, `{category}-{id}` (e.g. `room-launch`, `interview-…`; else 400).
-                 *     Printable ASCII, at most 200 characters, a non-empty category before the first `-`.
-                 */
+                /** @description A stream id of a room, queue, interview or user's interviews (`room-launch`, …). */
                 stream_id: string;
             };
             cookie?: never;
