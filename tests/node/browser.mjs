@@ -24,7 +24,8 @@ export function launchBrowser() {
   return chromium.launch({
     executablePath: chromiumPath(),
     headless: true,
-    timeout: 30000,
+    // A loaded 2-core machine can take tens of seconds to start chromium.
+    timeout: 90000,
     args: [
       "--disable-gpu",
       "--disable-quic",
