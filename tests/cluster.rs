@@ -170,6 +170,20 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> reqwest::Resu
     http.post(url).bearer_auth(token("mod", Role::Moderator)).json(&body).timeout(Duration::from_secs(5)).send().await
 }
 
+/// The user ids of an event's pending queue, read through `node`.
+async fn pending_queue(http: &reqwest::Client, node: &Node, event: &str) -> Vec<String> {
+    let view: Value = http
+        .get(node.url(&format!("/event/{event}/queue")))
+        .bearer_auth(token("mod", Role::Moderator))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    view["pending"].as_array().unwrap().iter().filter_map(|e| e["userId"].as_str().map(str::to_owned)).collect()
+}
+
 /// Waits (30 s at most) until the event's recording is in `state`, asking
 /// any node that answers.
 async fn recording_state(http: &reqwest::Client, nodes: &[Node], state: &str) {
@@ -228,17 +242,7 @@ async fn clients_of_one_room_on_three_nodes_see_one_room_queue_and_interviews() 
         let added = post(&http, node.url("/event/spread/queue/add"), json!({"userId": user})).await.unwrap();
         assert_eq!(added.status(), 200);
     }
-    let view: Value = http
-        .get(nodes[2].url("/event/spread/queue"))
-        .bearer_auth(token("mod", Role::Moderator))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let pending: Vec<&str> = view["pending"].as_array().unwrap().iter().filter_map(|e| e["userId"].as_str()).collect();
-    assert_eq!(pending, ["dan", "eve"]);
+    assert_eq!(pending_queue(&http, &nodes[2], "spread").await, ["dan", "eve"]);
 
     // Interviews: created through one node, read and renamed through
     // others, heard on a user socket held by a third.
@@ -431,17 +435,7 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
         let user = find_string(&payload, "user_id").expect("a stage entry names its user");
         entered.push(user);
     }
-    let view: Value = http
-        .get(nodes[0].url("/event/kill/queue"))
-        .bearer_auth(token("mod", Role::Moderator))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let in_queue: Vec<&str> = view["pending"].as_array().unwrap().iter().filter_map(|e| e["userId"].as_str()).collect();
-    assert_eq!(in_queue, queued, "every acknowledged queue edit, in order, once");
+    assert_eq!(pending_queue(&http, &nodes[0], "kill").await, queued, "every acknowledged queue edit, in order, once");
     let stored: HashSet<&String> = entered.iter().collect();
     let lost: Vec<&String> = acked.iter().filter(|u| !stored.contains(u)).collect();
     assert!(lost.is_empty(), "{} of {} acknowledged stage entries lost: {lost:?}", lost.len(), acked.len());
