@@ -295,3 +295,32 @@ pub async fn next<M>(mailbox: &mut mpsc::Receiver<M>, idle_after: Option<Duratio
         None => Next::Closed,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn next_gives_a_queued_message_then_idle_after_the_wait_then_closed() {
+        let (tx, mut mailbox) = mpsc::channel(4);
+        tx.send(1).await.unwrap();
+        let wait = Some(Duration::from_secs(10));
+        assert!(matches!(next(&mut mailbox, wait).await, Next::Message(1)));
+        let started = tokio::time::Instant::now();
+        assert!(matches!(next(&mut mailbox, wait).await, Next::Idle));
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        drop(tx);
+        assert!(matches!(next(&mut mailbox, None).await, Next::Closed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn next_without_a_wait_is_never_idle() {
+        let (tx, mut mailbox) = mpsc::channel(4);
+        let sender = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            tx.send("late").await.unwrap();
+        });
+        assert!(matches!(next(&mut mailbox, None).await, Next::Message("late")));
+        sender.await.unwrap();
+    }
+}
