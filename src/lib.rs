@@ -13,8 +13,9 @@
 //!   an event's streams by a sweep) and `eventuall archive …`.
 //! - [`actor`]: one task per live aggregate (the Durable Object), retired
 //!   when idle and rebuilt from snapshot + tail.
-//! - [`host`]: an aggregate hosted by its actor (load, decide, append,
-//!   apply): the shape the interview actors share.
+//! - [`host`]: the one actor shape (ADR 0019): an aggregate hosted by its
+//!   actor, decided on live, one append per batch, then answers; the
+//!   room, queue and interview actors share it.
 //! - [`cluster`]: several nodes on one PostgreSQL (ADR 0020): a lease per
 //!   event or user scope, actors started only by the lease holder, requests
 //!   and sockets forwarded to the owner, takeover when it dies.
@@ -24,7 +25,8 @@
 //! - [`interviews`]: AI interview rooms (the second seed): the per-user
 //!   directory and per-interview actors, AI calls, hints, rate limits.
 //! - [`recording`]: the recording saga (process manager over Mux and
-//!   LiveKit) and its durable command queue.
+//!   LiveKit, one file per phase group in `recording/steps/`) and its
+//!   durable command queue.
 //! - [`analytics`]: per-event analytics read from the analytics projection.
 //! - [`projections`]: the runner that keeps read models (presence,
 //!   analytics, interviews) up to date from the log.

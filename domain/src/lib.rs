@@ -15,6 +15,7 @@
 //! - [`interview`]: AI interview rooms (the second seed): a user's directory
 //!   of interviews with their AI quota, and each interview's conversation.
 
+mod decided;
 pub mod ids;
 pub mod interview;
 pub mod queue;

@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +158,23 @@ pub enum RoomCommand {
         command: Box<RoomCommand>,
         at: i64,
     },
+}
+
+impl RoomCommand {
+    /// The command's name, for the audit metadata of its events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "Connect",
+            Self::Heartbeat { .. } => "Heartbeat",
+            Self::Disconnect { .. } => "Disconnect",
+            Self::DropConnections { .. } => "DropConnections",
+            Self::Sweep { .. } => "Sweep",
+            Self::EnterStage { .. } => "EnterStage",
+            Self::ExitStage { .. } => "ExitStage",
+            Self::SetRecording { .. } => "SetRecording",
+            Self::LiveKitDelivery { .. } => "LiveKitDelivery",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -405,18 +421,7 @@ impl EventRoom {
 }
 
 impl Aggregate for EventRoom {
-    const TYPE: &'static str = "room";
-    type Command = RoomCommand;
-    type Event = RoomEvent;
-    type Error = RoomError;
-    type Services = ();
-
-    async fn handle(&mut self, command: RoomCommand, _: &(), sink: &EventSink<Self>) -> Result<(), RoomError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("room", RoomCommand, RoomEvent, RoomError);
 
     fn apply(&mut self, event: RoomEvent) {
         match event {

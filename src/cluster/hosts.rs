@@ -9,7 +9,9 @@ use eventuall_domain::room::RoomCommand;
 use super::route::FORWARDED_BY;
 use super::{Cluster, Owner, Scope, ScopeHosts};
 use crate::auth::{Claims, Role};
+use crate::host::Failure;
 use crate::http::AppState;
+use crate::rooms::RoomFailure;
 use crate::store::{EventStore, Metadata};
 use crate::timers::Timer;
 
@@ -118,12 +120,15 @@ impl crate::rooms::RemoteRooms for RemoteRooms {
         event_id: &'a str,
         command: &'a RoomCommand,
         metadata: &'a Metadata,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<Arc<str>, String>>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<Arc<str>, RoomFailure>>> + Send + 'a>> {
         Box::pin(async move {
             let url = match self.cluster.owner(&Scope::Event(event_id.to_owned())).await {
                 Ok(Owner::Here) => return None,
                 Ok(Owner::There { url, .. }) => url,
-                Err(error) => return Some(Err(error.to_string())),
+                Err(error) => {
+                    tracing::warn!(event = %event_id, %error, "could not read the room's lease");
+                    return Some(Err(Failure::Unavailable));
+                }
             };
             let token = node_token(&self.auth, self.cluster.node_id(), event_id);
             let body = serde_json::json!({ "command": command, "metadata": metadata });
@@ -136,13 +141,19 @@ impl crate::rooms::RemoteRooms for RemoteRooms {
                 .json(&body)
                 .send()
                 .await;
-            Some(match answer {
+            // The owner's typed refusal does not cross the wire: a refused or
+            // failed forward is logged and answered as unavailable.
+            let outcome = match answer {
                 Ok(answer) if answer.status().is_success() => {
-                    answer.text().await.map(Arc::from).map_err(|e| format!("the room's owner answered badly: {e}"))
+                    answer.text().await.map(Arc::from).map_err(|e| e.to_string())
                 }
-                Ok(answer) => Err(format!("the room's owner refused the command ({})", answer.status())),
-                Err(error) => Err(format!("the room's owner is not answering: {error}")),
-            })
+                Ok(answer) => Err(format!("the owner answered {}", answer.status())),
+                Err(error) => Err(format!("the owner is not answering: {error}")),
+            };
+            Some(outcome.map_err(|error| {
+                tracing::warn!(event = %event_id, %error, "a room command forwarded to its owner failed");
+                Failure::Unavailable
+            }))
         })
     }
 }

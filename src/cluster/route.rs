@@ -247,7 +247,10 @@ async fn room_command(
     if !caller.user_id().starts_with(super::hosts::NODE_SUBJECT_PREFIX) {
         return Err(ApiError::Forbidden("only nodes of this service call internal routes".into()));
     }
-    let snapshot =
-        app.rooms.command(event_id.as_str(), body.command, body.metadata).await.map_err(ApiError::Unavailable)?;
+    let snapshot = app
+        .rooms
+        .command(event_id.as_str(), body.command, body.metadata)
+        .await
+        .map_err(crate::http::rooms::room_error)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], snapshot.to_string()).into_response())
 }

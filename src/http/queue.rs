@@ -52,11 +52,11 @@ fn role_of(caller: &Caller) -> Role {
 
 fn queue_error(failure: QueueFailure) -> ApiError {
     match failure {
-        QueueFailure::Rejected(QueueError::UnknownParticipant(user)) => {
+        QueueFailure::Refused(QueueError::UnknownParticipant(user)) => {
             ApiError::NotFound(format!("{user} is not in the queue"))
         }
-        QueueFailure::Rejected(QueueError::Forbidden(_)) => ApiError::Forbidden("moderators only".into()),
-        QueueFailure::Rejected(other) => ApiError::InvalidRequest(other.to_string()),
+        QueueFailure::Refused(QueueError::Forbidden(_)) => ApiError::Forbidden("moderators only".into()),
+        QueueFailure::Refused(other) => ApiError::InvalidRequest(other.to_string()),
         QueueFailure::Unavailable => ApiError::Unavailable("the queue is unavailable".into()),
     }
 }

@@ -15,6 +15,8 @@ use super::extract::{ApiJson, Authenticated, EventModerator, EventReader, body_u
 use super::openapi as oa;
 use super::{ApiError, ApiResult, AppState};
 use crate::auth::SHORT_TOKEN_SECS;
+use crate::host::Failure;
+use crate::rooms::RoomFailure;
 use crate::store::Metadata;
 
 pub fn router() -> Router<AppState> {
@@ -47,7 +49,7 @@ fn snapshot_response(json: std::sync::Arc<str>) -> Response {
 #[utoipa::path(get, path = "/event/{event_id}/snapshot", tag = "rooms", params(oa::EventPath), security(("bearer" = [])),
     responses((status = 200, body = oa::RoomSnapshot), oa::E400, oa::E401, oa::E403, oa::E503))]
 async fn snapshot(State(app): State<AppState>, EventReader { event_id, .. }: EventReader) -> ApiResult<Response> {
-    let json = app.rooms.snapshot(event_id.as_str()).await.map_err(ApiError::Unavailable)?;
+    let json = app.rooms.snapshot(event_id.as_str()).await.map_err(room_error)?;
     Ok(snapshot_response(json))
 }
 
@@ -83,12 +85,12 @@ async fn stage(
 ) -> ApiResult<Response> {
     body_user_id(&body.user_id)?;
     let at = app.clock.now_millis();
-    let (command, name) = match movement {
-        StageMove::Enter => (RoomCommand::EnterStage { user_id: body.user_id, at }, "EnterStage"),
-        StageMove::Exit => (RoomCommand::ExitStage { user_id: body.user_id, at }, "ExitStage"),
+    let command = match movement {
+        StageMove::Enter => RoomCommand::EnterStage { user_id: body.user_id, at },
+        StageMove::Exit => RoomCommand::ExitStage { user_id: body.user_id, at },
     };
-    let metadata = Metadata::by(caller.user_id()).command(name).correlated(Uuid::now_v7());
-    let json = app.rooms.command(event_id.as_str(), command, metadata).await.map_err(ApiError::Unavailable)?;
+    let metadata = Metadata::by(caller.user_id()).correlated(Uuid::now_v7());
+    let json = app.rooms.command(event_id.as_str(), command, metadata).await.map_err(room_error)?;
     Ok(snapshot_response(json))
 }
 
@@ -107,4 +109,14 @@ async fn short_token(
     let (token, expires_at) = app.auth.issue_short(&caller.claims, now);
     debug_assert_eq!(expires_at, now + SHORT_TOKEN_SECS);
     Ok(Json(json!({"token": token, "expiresAt": expires_at * 1000})))
+}
+
+/// A room request that failed. The room answers a command it refuses with
+/// its snapshot (every command of the routes is idempotent), so in practice
+/// this is the room out of reach.
+pub(crate) fn room_error(failure: RoomFailure) -> ApiError {
+    match failure {
+        Failure::Refused(error) => ApiError::InvalidRequest(error.to_string()),
+        Failure::Unavailable => ApiError::Unavailable("the room is unavailable".into()),
+    }
 }

@@ -104,8 +104,8 @@ async fn apply(app: &AppState, event: &eventuall_media::livekit::proto::WebhookE
     } else {
         RoomCommand::LiveKitDelivery { delivery_id: event.id.clone(), command: Box::new(command), at }
     };
-    let metadata = Metadata::by("system:livekit").command(format!("LiveKit {}", event.event));
-    app.rooms.command(event_id.as_str(), command, metadata).await.map_err(ApiError::Unavailable)?;
+    let metadata = Metadata::by("system:livekit");
+    app.rooms.command(event_id.as_str(), command, metadata).await.map_err(super::rooms::room_error)?;
     Ok(true)
 }
 

@@ -33,7 +33,7 @@ use super::directory::broadcast;
 use super::frames::{self, MessageJson};
 use super::{Failure, InterviewTimer, Interviews, QuotaRefusal, TIMER_PREFIX, interview_stream, prompts};
 use crate::actor::Retirement;
-use crate::host::{Decide, ExecuteError, Hosted};
+use crate::host::{self, Decide, ExecuteError, Hosted, Next, SNAPSHOT_EVERY, Snapshots};
 use crate::outlet::{Outbound, Outlet};
 use crate::store::Metadata;
 
@@ -48,7 +48,7 @@ const UNOPENED_LINGER: Duration = Duration::from_secs(1);
 impl Decide for Interview {
     const SNAPSHOT_TAG: &'static str = "interview-v1";
 
-    fn decide(&self, command: InterviewCommand) -> Result<Vec<InterviewEvent>, InterviewError> {
+    fn decide(&mut self, command: InterviewCommand) -> Result<Vec<InterviewEvent>, InterviewError> {
         Interview::decide(self, command)
     }
 
@@ -150,7 +150,13 @@ pub(super) async fn run(
     mut mailbox: mpsc::Receiver<InterviewMsg>,
     retirement: Retirement<InterviewMsg>,
 ) {
-    let hosted = match Hosted::load(interviews.store().clone(), interview_stream(&interview_id)).await {
+    let hosted = match Hosted::load(
+        interviews.store().clone(),
+        interview_stream(&interview_id),
+        Snapshots::InAppendEvery(SNAPSHOT_EVERY),
+    )
+    .await
+    {
         Ok(hosted) => hosted,
         Err(error) => {
             tracing::error!(interview = %interview_id, %error, "interview could not be loaded");
@@ -170,21 +176,13 @@ pub(super) async fn run(
     let evict_after = actor.interviews.settings().evict_after;
     loop {
         let idle = actor.subscribers.is_empty() && actor.hosted.state.call.is_none();
-        let msg = if idle {
-            let linger = if actor.hosted.state.is_open() { evict_after } else { UNOPENED_LINGER };
-            match tokio::time::timeout(linger, mailbox.recv()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => break,
-                Err(_) if retirement.try_retire(&mut mailbox) => break,
-                Err(_) => continue,
-            }
-        } else {
-            match mailbox.recv().await {
-                Some(msg) => msg,
-                None => break,
-            }
-        };
-        actor.handle(msg).await;
+        let linger = if actor.hosted.state.is_open() { evict_after } else { UNOPENED_LINGER };
+        match host::next(&mut mailbox, idle.then_some(linger)).await {
+            Next::Message(msg) => actor.handle(msg).await,
+            Next::Idle if retirement.try_retire(&mut mailbox) => break,
+            Next::Idle => {}
+            Next::Closed => break,
+        }
     }
     actor.hosted.save_snapshot().await;
     // Leaving memory is the last use for now: the archive timer counts from

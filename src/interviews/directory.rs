@@ -13,14 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Failure, Interviews, QuotaRefusal, directory_stream, frames};
 use crate::actor::Retirement;
-use crate::host::{Decide, ExecuteError, Hosted};
+use crate::host::{self, Decide, ExecuteError, Hosted, Next, SNAPSHOT_EVERY, Snapshots};
 use crate::outlet::{Outbound, Outlet};
 use crate::store::Metadata;
 
 impl Decide for UserInterviews {
     const SNAPSHOT_TAG: &'static str = "user_interviews-v1";
 
-    fn decide(&self, command: DirectoryCommand) -> Result<Vec<DirectoryEvent>, Self::Error> {
+    fn decide(&mut self, command: DirectoryCommand) -> Result<Vec<DirectoryEvent>, Self::Error> {
         UserInterviews::decide(self, command)
     }
 
@@ -65,7 +65,13 @@ pub(super) async fn run(
     mut mailbox: mpsc::Receiver<DirectoryMsg>,
     retirement: Retirement<DirectoryMsg>,
 ) {
-    let hosted = match Hosted::load(interviews.store().clone(), directory_stream(&user_id)).await {
+    let hosted = match Hosted::load(
+        interviews.store().clone(),
+        directory_stream(&user_id),
+        Snapshots::InAppendEvery(SNAPSHOT_EVERY),
+    )
+    .await
+    {
         Ok(hosted) => hosted,
         Err(error) => {
             tracing::error!(user = %user_id, %error, "interview directory could not be loaded");
@@ -75,20 +81,12 @@ pub(super) async fn run(
     let evict_after = interviews.settings().evict_after;
     let mut actor = DirectoryActor { interviews, user_id, hosted, subscribers: HashMap::new() };
     loop {
-        let msg = if actor.subscribers.is_empty() {
-            match tokio::time::timeout(evict_after, mailbox.recv()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => break,
-                Err(_) if retirement.try_retire(&mut mailbox) => break,
-                Err(_) => continue,
-            }
-        } else {
-            match mailbox.recv().await {
-                Some(msg) => msg,
-                None => break,
-            }
-        };
-        actor.handle(msg).await;
+        match host::next(&mut mailbox, actor.subscribers.is_empty().then_some(evict_after)).await {
+            Next::Message(msg) => actor.handle(msg).await,
+            Next::Idle if retirement.try_retire(&mut mailbox) => break,
+            Next::Idle => {}
+            Next::Closed => break,
+        }
     }
     actor.hosted.save_snapshot().await;
 }

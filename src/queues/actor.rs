@@ -1,31 +1,31 @@
 //! One queue's actor: the single writer of stream `queue-{eventId}`.
 //!
-//! It holds the [`Queue`] aggregate (the Yjs document), the room's awareness
-//! registry and one protocol [`Session`] per connection. A moderator's update
-//! is decided by the aggregate (which repairs the queue's invariants),
-//! appended, and only then relayed to every connection, so no one ever sees
-//! an update that is not durable. Like the room actor it works in batches:
-//! everything queued is handled, appended as one append, then broadcast.
+//! It hosts the [`Queue`] aggregate (the Yjs document; [`Hosted`]), the
+//! room's awareness registry and one protocol [`Session`] per connection,
+//! and follows the batch step of `crate::host`: everything queued is
+//! decided on the live document (ADR 0016), appended as one append, and
+//! only then relayed and answered, so no one ever sees an update that is
+//! not durable.
 //!
 //! The document is compacted into a snapshot after [`SNAPSHOT_EVERY`]
 //! events, after [`SNAPSHOT_DEBOUNCE`] of quiet, when the last connection
-//! leaves and when the actor is evicted; load = snapshot + tail, so a crash
-//! between an append and a snapshot loses nothing.
+//! leaves and when the actor is evicted, each written apart from the
+//! appends (it is O(document)); load = snapshot + tail, so a crash between
+//! an append and a snapshot loses nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
 use eventuall_domain::queue::sync::{self, AwarenessRegistry};
-use eventuall_domain::queue::{Actor, Queue, QueueCommand, QueueError, QueueEvent, Session};
+use eventuall_domain::queue::{Actor, Queue, QueueCommand, QueueError, Session};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{QueueFailure, QueueMsg, Queues, SNAPSHOT_TAG};
+use super::{QueueFailure, QueueMsg, Queues};
 use crate::actor::{Retirement, drain_batch};
+use crate::host::{self, Answer, Batch, Failure, Hosted, Next, Snapshots};
 use crate::outlet::{Outbound, Outlet};
-use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
+use crate::store::{Metadata, StoreError, StreamId};
 
 /// Messages handled per batch.
 const MAX_BATCH: usize = 256;
@@ -44,31 +44,33 @@ struct Connection {
 pub(super) struct QueueActor {
     queues: Queues,
     event_id: String,
-    stream: StreamId,
-    queue: Queue,
-    version: u64,
-    snapshot_version: u64,
+    hosted: Hosted<Queue>,
     awareness: AwarenessRegistry,
     connections: HashMap<String, Connection>,
+    /// The last connection left during this batch: snapshot after storing.
+    left_last: bool,
+    /// The document diverged from the log (yrs panicked inside an update):
+    /// store what was decided before, then reload.
+    diverged: bool,
 }
 
-/// A caller to answer once what came before it is stored.
-enum After {
+/// What to tell a caller once what came before it is stored.
+enum Reply {
     Answer(oneshot::Sender<Result<String, QueueFailure>>),
     Failed(oneshot::Sender<Result<String, QueueFailure>>, QueueError),
     View(oneshot::Sender<String>),
 }
 
-/// Events decided but not yet stored, and who waits for them.
-#[derive(Default)]
-struct Pending {
-    events: Vec<(QueueEvent, Metadata)>,
-    after: Vec<After>,
-    /// The last connection left: snapshot after storing.
-    left_last: bool,
-    /// The document diverged from the log (yrs panicked inside an update):
-    /// store what was decided before, then reload.
-    reload: bool,
+impl Answer for Reply {
+    fn unavailable(self) {
+        match self {
+            Reply::Answer(reply) | Reply::Failed(reply, _) => {
+                let _ = reply.send(Err(Failure::Unavailable));
+            }
+            // Its caller sees the channel close: unavailable.
+            Reply::View(_) => {}
+        }
+    }
 }
 
 /// Whether a frame starts with a SyncStep1 message (`[0, 0, …]`).
@@ -78,54 +80,59 @@ fn is_sync_step1(frame: &[u8]) -> bool {
 
 impl QueueActor {
     pub(super) async fn load(queues: Queues, event_id: String) -> Result<Self, StoreError> {
-        let stream = StreamId::of(Queue::TYPE, &event_id);
-        let loaded = aggregate::load::<Queue>(&queues.inner.store, &stream, SNAPSHOT_TAG).await?;
+        let stream = StreamId::of(<Queue as cqrs_es::Aggregate>::TYPE, &event_id);
+        let hosted = Hosted::load(queues.inner.store.clone(), stream, Snapshots::Apart).await?;
         Ok(Self {
             queues,
             event_id,
-            stream,
-            queue: loaded.state,
-            version: loaded.version,
-            snapshot_version: loaded.snapshot_version,
+            hosted,
             awareness: AwarenessRegistry::new(),
             connections: HashMap::new(),
+            left_last: false,
+            diverged: false,
         })
     }
 
     pub(super) async fn run(mut self, mut mailbox: mpsc::Receiver<QueueMsg>, retirement: Retirement<QueueMsg>) {
         let evict_after = self.queues.inner.evict_after;
         loop {
-            let dirty = self.version > self.snapshot_version;
+            let dirty = self.hosted.version > self.hosted.snapshot_version;
             let wait = if dirty { SNAPSHOT_DEBOUNCE.min(evict_after) } else { evict_after };
-            let first = match tokio::time::timeout(wait, mailbox.recv()).await {
-                Ok(Some(msg)) => msg,
-                Ok(None) => break,
-                Err(_) if dirty => {
-                    self.save_snapshot().await;
-                    continue;
+            match host::next(&mut mailbox, Some(wait)).await {
+                Next::Message(first) => self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await,
+                Next::Idle if dirty => self.hosted.save_snapshot().await,
+                Next::Idle if self.connections.is_empty() && retirement.try_retire(&mut mailbox) => {
+                    self.hosted.save_snapshot().await;
+                    return;
                 }
-                Err(_) if self.connections.is_empty() => {
-                    if retirement.try_retire(&mut mailbox) {
-                        self.save_snapshot().await;
-                        return;
-                    }
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await;
+                Next::Idle => {}
+                Next::Closed => break,
+            }
         }
-        self.save_snapshot().await;
+        self.hosted.save_snapshot().await;
     }
 
-    async fn process(&mut self, batch: Vec<QueueMsg>) {
-        let mut pending = Pending::default();
-        for msg in batch {
+    /// The batch step: decides every message on the live document, appends
+    /// once (and before any SyncStep1 answer), then relays and answers.
+    async fn process(&mut self, msgs: Vec<QueueMsg>) {
+        if self.hosted.refresh().await.is_err() {
+            // The log is out of reach: callers see the queue unavailable
+            // (their reply channels close); connections that left are
+            // forgotten.
+            for msg in msgs {
+                if let QueueMsg::Disconnect { connection_id } = msg {
+                    self.disconnect(&connection_id);
+                }
+            }
+            return;
+        }
+        let mut batch = Batch::default();
+        for msg in msgs {
             match msg {
                 QueueMsg::Connect { connection_id, actor, outbound, reply } => {
                     // The greeting carries only the server's state vector,
                     // never content, so pending changes cannot leak here.
-                    for frame in sync::greeting(self.queue.doc(), &self.awareness) {
+                    for frame in sync::greeting(self.hosted.state.doc(), &self.awareness) {
                         let _ = outbound.try_send(Outbound::Binary(Bytes::from(frame)));
                     }
                     let session = Session::new(actor.role);
@@ -135,20 +142,19 @@ impl QueueActor {
                 QueueMsg::Frame { connection_id, frame } => {
                     // A SyncStep1 is answered with document content: store
                     // what is pending first, so only durable state is sent.
-                    if is_sync_step1(&frame) && !pending.events.is_empty() {
-                        self.flush(std::mem::take(&mut pending)).await;
+                    if is_sync_step1(&frame) && batch.has_events() {
+                        self.flush(std::mem::take(&mut batch)).await;
                     }
                     if let Some(update) = self.on_frame(&connection_id, &frame) {
                         let actor = self.connections[&connection_id].actor.clone();
-                        let metadata = Metadata::by(&actor.user_id).command("ApplyClientUpdate");
+                        let metadata = Metadata::by(&actor.user_id);
                         let command = QueueCommand::ApplyClientUpdate { update, actor, at: self.queues.now() };
-                        match self.decide(command).await {
-                            Ok(new) => pending.events.extend(new.into_iter().map(|e| (e, metadata.clone()))),
+                        match self.hosted.decide(&mut batch, command, metadata, |_, _| {}) {
+                            Ok(_) => {}
                             Err(QueueError::Diverged) => {
                                 tracing::warn!(queue = %self.event_id, "client update broke the document; reloading");
-                                let mut decided = std::mem::take(&mut pending);
-                                decided.reload = true;
-                                self.flush(decided).await;
+                                self.diverged = true;
+                                self.flush(std::mem::take(&mut batch)).await;
                             }
                             Err(error) => {
                                 tracing::debug!(queue = %self.event_id, %error, "client update refused")
@@ -156,87 +162,63 @@ impl QueueActor {
                         }
                     }
                 }
-                QueueMsg::Disconnect { connection_id } => {
-                    if let Some(connection) = self.connections.remove(&connection_id) {
-                        if let Some(frame) = connection.session.closing_awareness(&mut self.awareness) {
-                            self.broadcast(Bytes::from(frame));
-                        }
-                        pending.left_last |= self.connections.is_empty();
-                    }
-                }
+                QueueMsg::Disconnect { connection_id } => self.disconnect(&connection_id),
                 QueueMsg::Command { command, reply } => {
-                    let metadata = Metadata::by(command_actor(&command)).command(command_name(&command));
-                    match self.decide(command).await {
-                        Ok(new) => {
-                            pending.events.extend(new.into_iter().map(|e| (e, metadata.clone())));
-                            pending.after.push(After::Answer(reply));
-                        }
-                        Err(error) => pending.after.push(After::Failed(reply, error)),
+                    let metadata = Metadata::by(&command.actor().user_id);
+                    match self.hosted.decide(&mut batch, command, metadata, |_, _| {}) {
+                        Ok(_) => batch.replies.push(Reply::Answer(reply)),
+                        Err(error) => batch.replies.push(Reply::Failed(reply, error)),
                     }
                 }
-                QueueMsg::View { reply } => pending.after.push(After::View(reply)),
+                QueueMsg::View { reply } => batch.replies.push(Reply::View(reply)),
             }
         }
-        self.flush(pending).await;
+        self.flush(batch).await;
     }
 
-    /// Appends what is pending, then relays its updates and answers callers.
-    async fn flush(&mut self, pending: Pending) {
-        let Pending { events, after, left_last, reload } = pending;
-        if !events.is_empty() {
-            let updates: Vec<Vec<u8>> = events.iter().filter_map(|(e, _)| e.update()).collect();
-            let new_events: Vec<NewEvent> = events
-                .iter()
-                .map(|(e, m)| {
-                    NewEvent::json(e.event_type(), e.event_version(), e, m.clone()).expect("queue events serialise")
-                })
-                .collect();
-            let count = new_events.len() as u64;
-            let appended =
-                self.queues.inner.store.append(&self.stream, ExpectedVersion::Exact(self.version), new_events).await;
-            if let Err(error) = appended {
-                tracing::error!(queue = %self.event_id, %error, "queue append failed; reloading");
-                for a in after {
-                    match a {
-                        After::Answer(reply) | After::Failed(reply, _) => {
-                            let _ = reply.send(Err(QueueFailure::Unavailable));
-                        }
-                        After::View(_) => {}
-                    }
-                }
-                self.reload().await;
-                return;
+    fn disconnect(&mut self, connection_id: &str) {
+        if let Some(connection) = self.connections.remove(connection_id) {
+            if let Some(frame) = connection.session.closing_awareness(&mut self.awareness) {
+                self.broadcast(Bytes::from(frame));
             }
-            self.version += count;
-            // Durable now: relay to everyone, the author included (it needs
-            // the repair, and an update it already has is a no-op). One frame
-            // per update as stored: merging them would re-encode the items
-            // (yrs writes object keys in hash order), so clients would see
-            // the same entries with their keys reordered.
-            for update in updates {
-                self.broadcast(Bytes::from(sync::update_frame(&update)));
-            }
+            self.left_last |= self.connections.is_empty();
         }
-        if reload {
-            self.reload().await;
+    }
+
+    /// Appends what the batch decided, then relays its updates and answers
+    /// callers.
+    async fn flush(&mut self, batch: Batch<Queue, Reply>) {
+        let left_last = std::mem::take(&mut self.left_last);
+        let diverged = std::mem::take(&mut self.diverged);
+        let Some((events, replies)) = self.hosted.commit(batch).await else { return };
+        // Durable now: relay to everyone, the author included (it needs the
+        // repair, and an update it already has is a no-op). One frame per
+        // update as stored: merging them would re-encode the items (yrs
+        // writes object keys in hash order), so clients would see the same
+        // entries with their keys reordered.
+        for update in events.iter().filter_map(|e| e.update()) {
+            self.broadcast(Bytes::from(sync::update_frame(&update)));
+        }
+        if diverged {
+            let _ = self.hosted.reload().await;
         }
         // The JSON view is O(queue): rendered only for callers that wait.
-        let view = if after.is_empty() { String::new() } else { self.view_json() };
-        for a in after {
-            match a {
-                After::Answer(reply) => {
+        let view = if replies.is_empty() { String::new() } else { self.view_json() };
+        for reply in replies {
+            match reply {
+                Reply::Answer(reply) => {
                     let _ = reply.send(Ok(view.clone()));
                 }
-                After::View(reply) => {
+                Reply::View(reply) => {
                     let _ = reply.send(view.clone());
                 }
-                After::Failed(reply, error) => {
-                    let _ = reply.send(Err(QueueFailure::Rejected(error)));
+                Reply::Failed(reply, error) => {
+                    let _ = reply.send(Err(Failure::Refused(error)));
                 }
             }
         }
-        if left_last || self.version - self.snapshot_version >= SNAPSHOT_EVERY {
-            self.save_snapshot().await;
+        if left_last || self.hosted.version - self.hosted.snapshot_version >= SNAPSHOT_EVERY {
+            self.hosted.save_snapshot().await;
         }
     }
 
@@ -244,7 +226,7 @@ impl QueueActor {
     /// to it, awareness to everyone; returns a moderator's update, if any.
     fn on_frame(&mut self, connection_id: &str, frame: &[u8]) -> Option<Vec<u8>> {
         let connection = self.connections.get_mut(connection_id)?;
-        let outcome = match connection.session.on_frame(frame, self.queue.doc(), &mut self.awareness) {
+        let outcome = match connection.session.on_frame(frame, self.hosted.state.doc(), &mut self.awareness) {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::debug!(queue = %self.event_id, %error, "malformed frame ignored");
@@ -258,16 +240,6 @@ impl QueueActor {
             self.broadcast(Bytes::from(awareness));
         }
         outcome.update
-    }
-
-    /// Applies `command` to the live aggregate and returns its events. A
-    /// refused command leaves it unchanged (the aggregate checks before it
-    /// changes anything); if the batch's append fails the actor reloads from
-    /// the log.
-    async fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
-        let sink = EventSink::default();
-        self.queue.handle(command, &(), &sink).await?;
-        Ok(sink.collect().await)
     }
 
     /// Queues a frame for every connection; a connection whose queue is full
@@ -290,47 +262,6 @@ impl QueueActor {
     }
 
     fn view_json(&self) -> String {
-        serde_json::to_string(&self.queue.view()).expect("view serialises")
-    }
-
-    async fn save_snapshot(&mut self) {
-        if self.version == self.snapshot_version {
-            return;
-        }
-        match aggregate::save(&self.queues.inner.store, &self.stream, SNAPSHOT_TAG, self.version, &self.queue).await {
-            Ok(()) => self.snapshot_version = self.version,
-            Err(error) => tracing::warn!(queue = %self.event_id, %error, "could not save queue snapshot"),
-        }
-    }
-
-    async fn reload(&mut self) {
-        match aggregate::load::<Queue>(&self.queues.inner.store, &self.stream, SNAPSHOT_TAG).await {
-            Ok(loaded) => {
-                self.queue = loaded.state;
-                self.version = loaded.version;
-                self.snapshot_version = loaded.snapshot_version;
-            }
-            Err(error) => tracing::error!(queue = %self.event_id, %error, "queue reload failed"),
-        }
-    }
-}
-
-fn command_actor(command: &QueueCommand) -> &str {
-    match command {
-        QueueCommand::ApplyClientUpdate { actor, .. }
-        | QueueCommand::Add { actor, .. }
-        | QueueCommand::Move { actor, .. }
-        | QueueCommand::Promote { actor, .. }
-        | QueueCommand::Remove { actor, .. } => &actor.user_id,
-    }
-}
-
-fn command_name(command: &QueueCommand) -> &'static str {
-    match command {
-        QueueCommand::ApplyClientUpdate { .. } => "ApplyClientUpdate",
-        QueueCommand::Add { .. } => "AddToQueue",
-        QueueCommand::Move { .. } => "MoveInQueue",
-        QueueCommand::Promote { .. } => "PromoteToLive",
-        QueueCommand::Remove { .. } => "RemoveFromQueue",
+        serde_json::to_string(&self.hosted.state.view()).expect("view serialises")
     }
 }

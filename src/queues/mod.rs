@@ -10,11 +10,12 @@ pub mod actor;
 
 use std::sync::Arc;
 
-use eventuall_domain::queue::{Actor, QueueCommand, QueueError};
+use eventuall_domain::queue::{Actor, Queue, QueueCommand, QueueError, QueueEvent};
 use tokio::sync::oneshot;
 
 use crate::actor::Registry;
 use crate::clock::SharedClock;
+use crate::host::{Decide, Failure};
 use crate::outlet::Outlet;
 use crate::store::EventStore;
 
@@ -22,12 +23,18 @@ use crate::store::EventStore;
 pub const SNAPSHOT_TAG: &str = "queue-v1";
 
 /// Why a queue request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueFailure {
-    #[error(transparent)]
-    Rejected(#[from] QueueError),
-    #[error("the queue is unavailable")]
-    Unavailable,
+pub type QueueFailure = Failure<QueueError>;
+
+impl Decide for Queue {
+    const SNAPSHOT_TAG: &'static str = SNAPSHOT_TAG;
+
+    fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
+        Queue::decide(self, command)
+    }
+
+    fn command_name(command: &QueueCommand) -> &'static str {
+        command.name()
+    }
 }
 
 pub enum QueueMsg {
@@ -108,13 +115,13 @@ impl Queues {
     pub async fn view(&self, event_id: &str) -> Result<String, QueueFailure> {
         let (reply, answer) = oneshot::channel();
         self.send(event_id, QueueMsg::View { reply }).await;
-        answer.await.map_err(|_| QueueFailure::Unavailable)
+        answer.await.map_err(|_| Failure::Unavailable)
     }
 
     pub async fn command(&self, event_id: &str, command: QueueCommand) -> Result<String, QueueFailure> {
         let (reply, answer) = oneshot::channel();
         self.send(event_id, QueueMsg::Command { command, reply }).await;
-        answer.await.map_err(|_| QueueFailure::Unavailable)?
+        answer.await.map_err(|_| Failure::Unavailable)?
     }
 
     pub fn is_live(&self, event_id: &str) -> bool {

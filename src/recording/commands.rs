@@ -13,27 +13,8 @@
 use eventuall_domain::recording::{CoordinatorCommand, CoordinatorError, SessionCommand};
 use uuid::Uuid;
 
-use super::db::CommandStatus;
+use super::db::{CommandKind, CommandStatus};
 use super::{Recording, Step, db};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandKind {
-    Start,
-    Stop,
-}
-
-impl CommandKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Stop => "stop",
-        }
-    }
-
-    fn parse(kind: &str) -> Option<Self> {
-        [Self::Start, Self::Stop].into_iter().find(|k| k.as_str() == kind)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
@@ -77,9 +58,7 @@ impl Recording {
         // The check above is a fast answer, not the guard: two starts can
         // both pass it; the index of one pending start per event refuses
         // the second insert.
-        match db::insert_command(store, &command_id, event_id, kind.as_str(), requested_by, target.as_deref(), now)
-            .await
-        {
+        match db::insert_command(store, &command_id, event_id, kind, requested_by, target.as_deref(), now).await {
             Err(error) if db::is_unique_violation(&error) => return Err(EnqueueError::AlreadyRecording),
             other => other?,
         }
@@ -115,7 +94,7 @@ impl Recording {
                 if attempts >= settings.max_attempts {
                     tracing::error!(command_id = %id, attempts, %why, "recording command dead-lettered");
                     db::update_command(store, id, CommandStatus::Dead, attempts, now, Some(&why), now).await?;
-                    if command.kind == CommandKind::Start.as_str()
+                    if command.kind() == Some(CommandKind::Start)
                         && let Err(error) = self.compensate_dead_start(&command, &why).await
                     {
                         // The dead letter stays listed; retrying it compensates
@@ -135,15 +114,16 @@ impl Recording {
     async fn apply_command(&self, command: &db::CommandRow) -> anyhow::Result<Outcome> {
         let now = self.now();
         let event_id = command.event_id.as_str();
-        match CommandKind::parse(&command.kind) {
+        match command.kind() {
             Some(CommandKind::Start) => {
                 let session_id = command.command_id.as_str();
                 // A retried dead letter whose session was already failed (or
                 // a start re-run after its session ended) must not lock the
                 // room again for a session nobody drives.
-                let (session, _) = self.session(session_id).await?;
-                if session.phase.is_terminal() {
-                    return Ok(Outcome::Refused(format!("session {session_id} already ended {:?}", session.phase)));
+                let mut session = self.load_session(session_id).await?;
+                if session.state.phase.is_terminal() {
+                    let phase = session.state.phase;
+                    return Ok(Outcome::Refused(format!("session {session_id} already ended {phase:?}")));
                 }
                 let acquire = CoordinatorCommand::Acquire { session_id: session_id.to_owned(), at: now };
                 match self.execute_coordinator(event_id, acquire, session_id).await? {
@@ -159,7 +139,7 @@ impl Recording {
                     requested_by: command.requested_by.clone(),
                     at: now,
                 };
-                self.execute_session(session_id, request, "StartRecording").await?;
+                self.execute_session(&mut session, request, "StartRecording").await?;
                 db::activate_session(&self.inner.store, session_id, event_id, now).await?;
                 Ok(Outcome::Done)
             }
@@ -184,7 +164,8 @@ impl Recording {
                 };
                 let stop =
                     SessionCommand::RequestStop { reason: format!("stopped by {}", command.requested_by), at: now };
-                self.execute_session(&session_id, stop, "StopRecording").await?;
+                let mut session = self.load_session(&session_id).await?;
+                self.execute_session(&mut session, stop, "StopRecording").await?;
                 db::set_session_retry(&self.inner.store, &session_id, 0, now, None).await?;
                 Ok(Outcome::Done)
             }
@@ -206,19 +187,19 @@ impl Recording {
         let session_id = command.command_id.as_str();
         let event_id = command.event_id.as_str();
         let reason = format!("the start command was dead-lettered: {why}");
-        let (session, _) = self.session(session_id).await?;
-        if session.phase.is_terminal() {
+        let mut session = self.load_session(session_id).await?;
+        if session.state.phase.is_terminal() {
             return Ok(());
         }
         if db::is_session_active(&self.inner.store, session_id).await? {
             tracing::warn!(session_id, %reason, "failing a session whose start was dead-lettered");
-            self.fail(session_id, reason).await?;
+            self.fail(&mut session, reason).await?;
             self.poke();
             return Ok(());
         }
         let (coordinator, _) = self.coordinator(event_id).await?;
         let holds_lock = coordinator.active.as_ref().is_some_and(|lock| lock.session_id == session_id);
-        if !holds_lock && session.phase == eventuall_domain::recording::Phase::New {
+        if !holds_lock && session.state.phase == eventuall_domain::recording::Phase::New {
             // It never got as far as the lock: there is nothing to undo.
             return Ok(());
         }
@@ -244,7 +225,7 @@ impl Recording {
             record(E::LockReleased { at: now }),
             record(E::Failed { reason, at: now }),
         ];
-        self.execute_session_all(session_id, commands, "CompensateDeadStart").await?;
+        self.execute_session_all(&mut session, commands, "CompensateDeadStart").await?;
         Ok(())
     }
 
@@ -254,7 +235,7 @@ impl Recording {
 
     /// One dead letter, if `command_id` is one.
     pub async fn dead_letter(&self, command_id: &str) -> Result<Option<db::CommandRow>, crate::store::StoreError> {
-        Ok(db::command(&self.inner.store, command_id).await?.filter(|row| row.status == CommandStatus::Dead.as_str()))
+        Ok(db::command(&self.inner.store, command_id).await?.filter(|row| row.status() == Some(CommandStatus::Dead)))
     }
 
     /// Puts a dead letter back in the queue; false if there is no such one.

@@ -19,6 +19,8 @@ pub enum CommandStatus {
 }
 
 impl CommandStatus {
+    const ALL: [Self; 4] = [Self::Pending, Self::Done, Self::Refused, Self::Dead];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -26,6 +28,30 @@ impl CommandStatus {
             Self::Refused => "refused",
             Self::Dead => "dead",
         }
+    }
+
+    pub fn parse(status: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == status)
+    }
+}
+
+/// What a command asks for (the `kind` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Start,
+    Stop,
+}
+
+impl CommandKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Stop => "stop",
+        }
+    }
+
+    pub fn parse(kind: &str) -> Option<Self> {
+        [Self::Start, Self::Stop].into_iter().find(|k| k.as_str() == kind)
     }
 }
 
@@ -46,6 +72,18 @@ pub struct CommandRow {
     pub updated_at: i64,
     /// For a stop: the session it stops.
     pub target_session_id: Option<String>,
+}
+
+impl CommandRow {
+    /// The row's kind; `None` for a value this build does not know (the
+    /// worker refuses such a command rather than stalling on it).
+    pub fn kind(&self) -> Option<CommandKind> {
+        CommandKind::parse(&self.kind)
+    }
+
+    pub fn status(&self) -> Option<CommandStatus> {
+        CommandStatus::parse(&self.status)
+    }
 }
 
 type CommandTuple = (String, String, String, String, String, i64, i64, Option<String>, i64, i64, Option<String>);
@@ -73,16 +111,23 @@ pub async fn insert_command(
     store: &EventStore,
     command_id: &str,
     event_id: &str,
-    kind: &str,
+    kind: CommandKind,
     requested_by: &str,
     target_session_id: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
     let sql = "insert into recording_commands (command_id, event_id, kind, requested_by, status, attempts, \
                next_attempt_at, created_at, updated_at, target_session_id) \
-               values ($1, $2, $3, $4, 'pending', 0, $5, $5, $5, $6)";
-    let args: [SqlValue; 6] =
-        [command_id.into(), event_id.into(), kind.into(), requested_by.into(), now.into(), target_session_id.into()];
+               values ($1, $2, $3, $4, $7, 0, $5, $5, $5, $6)";
+    let args: [SqlValue; 7] = [
+        command_id.into(),
+        event_id.into(),
+        kind.as_str().into(),
+        requested_by.into(),
+        now.into(),
+        target_session_id.into(),
+        CommandStatus::Pending.as_str().into(),
+    ];
     store.execute(sql, &args).await?;
     Ok(())
 }
@@ -95,10 +140,10 @@ pub fn is_unique_violation(error: &StoreError) -> bool {
 
 pub async fn next_due_command(store: &EventStore, now: i64) -> Result<Option<CommandRow>, StoreError> {
     let sql = format!(
-        "select {COMMAND_COLUMNS} from recording_commands where status = 'pending' and next_attempt_at <= $1 \
+        "select {COMMAND_COLUMNS} from recording_commands where status = $2 and next_attempt_at <= $1 \
          order by next_attempt_at, command_id limit 1"
     );
-    let rows: Vec<CommandTuple> = store.query_as(&sql, &[now.into()]).await?;
+    let rows: Vec<CommandTuple> = store.query_as(&sql, &[now.into(), CommandStatus::Pending.as_str().into()]).await?;
     Ok(rows.into_iter().next().map(command_row))
 }
 
@@ -117,8 +162,10 @@ pub async fn command(store: &EventStore, command_id: &str) -> Result<Option<Comm
 /// The queued start of an event, if any (at most one: the index of one
 /// pending start per event).
 pub async fn pending_start(store: &EventStore, event_id: &str) -> Result<Option<String>, StoreError> {
-    let sql = "select command_id from recording_commands where event_id = $1 and kind = 'start' and status = 'pending'";
-    let rows: Vec<(String,)> = store.query_as(sql, &[event_id.into()]).await?;
+    let sql = "select command_id from recording_commands where event_id = $1 and kind = $2 and status = $3";
+    let args: [SqlValue; 3] =
+        [event_id.into(), CommandKind::Start.as_str().into(), CommandStatus::Pending.as_str().into()];
+    let rows: Vec<(String,)> = store.query_as(sql, &args).await?;
     Ok(rows.into_iter().next().map(|row| row.0))
 }
 
@@ -146,9 +193,11 @@ pub async fn update_command(
 
 /// Puts a dead letter back in the queue; false if `command_id` is not dead.
 pub async fn retry_dead(store: &EventStore, command_id: &str, now: i64) -> Result<bool, StoreError> {
-    let sql = "update recording_commands set status = 'pending', attempts = 0, next_attempt_at = $2, \
-               updated_at = $2 where command_id = $1 and status = 'dead'";
-    Ok(store.execute(sql, &[command_id.into(), now.into()]).await? == 1)
+    let sql = "update recording_commands set status = $3, attempts = 0, next_attempt_at = $2, \
+               updated_at = $2 where command_id = $1 and status = $4";
+    let args: [SqlValue; 4] =
+        [command_id.into(), now.into(), CommandStatus::Pending.as_str().into(), CommandStatus::Dead.as_str().into()];
+    Ok(store.execute(sql, &args).await? == 1)
 }
 
 /// Starts driving a session (idempotent).

@@ -6,8 +6,12 @@
 //!
 //! - this file: [`Recording`], the cheap-to-clone handle (clients, settings,
 //!   aggregate loading and appending, read models for the HTTP routes).
-//! - `manager`: the process manager. [`Recording::try_step`] advances every
-//!   due session by one step; polling Mux and LiveKit is the source of truth.
+//! - `steps`: the process manager, one file per phase group (`start`:
+//!   stream and egress up; `health`: while recording; `stop`: egress down,
+//!   stream completed, asset ready; `clips`; `compensate`).
+//!   [`Recording::try_step`] advances every due session by one step, on the
+//!   session loaded once for it; polling Mux and LiveKit is the source of
+//!   truth.
 //! - `commands`: the command queue with retries, backoff and dead letters
 //!   ([`Recording::commands_try_step`]).
 //! - `db`: the two operational tables.
@@ -20,8 +24,8 @@
 mod commands;
 pub mod db;
 mod lease;
-mod manager;
 pub mod media;
+mod steps;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +45,8 @@ use crate::store::aggregate::load;
 use crate::store::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId};
 use crate::timers::{Timer, Timers};
 
-pub use commands::{CommandKind, EnqueueError};
+pub use commands::EnqueueError;
+pub use db::CommandKind;
 
 /// What one step of a worker did. Production loops call it repeatedly;
 /// tests call it deterministically.
@@ -165,6 +170,14 @@ impl SagaTimer {
 /// The timer owner of `session_id`.
 pub fn timer_owner(session_id: &str) -> String {
     format!("{TIMER_PREFIX}{session_id}")
+}
+
+/// A session as one step loaded it: the state it decides on and the
+/// version it appends at, brought up to date by every event it records.
+pub(crate) struct LoadedSession {
+    pub id: String,
+    pub state: RecordingSession,
+    pub version: u64,
 }
 
 /// What the saga works with: the log, its timers and clock, the rooms whose
@@ -319,51 +332,71 @@ impl Recording {
         }
     }
 
+    /// Loads a session for one step, which decides on it and appends to it
+    /// without loading it again.
+    pub(crate) async fn load_session(&self, session_id: &str) -> Result<LoadedSession, StoreError> {
+        let (state, version) = self.session(session_id).await?;
+        Ok(LoadedSession { id: session_id.to_owned(), state, version })
+    }
+
     /// Decides `command` on the session and appends the result (expected
     /// version checked). Returns the events appended (empty: nothing to do).
     async fn execute_session(
         &self,
-        session_id: &str,
+        session: &mut LoadedSession,
         command: SessionCommand,
         name: &str,
     ) -> anyhow::Result<Vec<SessionEvent>> {
-        self.execute_session_all(session_id, vec![command], name).await
+        self.execute_session_all(session, vec![command], name).await
     }
 
     /// Decides `commands` in order, each on the state the previous ones
-    /// left, and appends all their events at once: all or nothing.
+    /// left, and appends all their events at once: all or nothing. The
+    /// session takes the events only once they are stored; a failed append
+    /// reloads it, so the rest of the step sees what the log says (a second
+    /// writer, an unknown outcome), not what this one believed.
     async fn execute_session_all(
         &self,
-        session_id: &str,
+        session: &mut LoadedSession,
         commands: Vec<SessionCommand>,
         name: &str,
     ) -> anyhow::Result<Vec<SessionEvent>> {
         use cqrs_es::Aggregate;
-        let (mut session, version) = self.session(session_id).await?;
+        let mut next = session.state.clone();
         let mut events = vec![];
         for command in commands {
-            for event in session.decide(command)? {
-                session.apply(event.clone());
+            for event in next.decide(command)? {
+                next.apply(event.clone());
                 events.push(event);
             }
         }
-        if !events.is_empty() {
-            let batch = events
-                .iter()
-                .map(|e| {
-                    use cqrs_es::DomainEvent;
-                    NewEvent::json(e.event_type(), e.event_version(), e, Self::metadata(session_id, name))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            self.inner.store.append(&session_stream(session_id), ExpectedVersion::Exact(version), batch).await?;
+        if events.is_empty() {
+            return Ok(events);
         }
+        let batch = events
+            .iter()
+            .map(|e| {
+                use cqrs_es::DomainEvent;
+                NewEvent::json(e.event_type(), e.event_version(), e, Self::metadata(&session.id, name))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = batch.len() as u64;
+        let stream = session_stream(&session.id);
+        if let Err(error) = self.inner.store.append(&stream, ExpectedVersion::Exact(session.version), batch).await {
+            if let Ok(fresh) = self.load_session(&session.id).await {
+                *session = fresh;
+            }
+            return Err(error.into());
+        }
+        session.state = next;
+        session.version += count;
         Ok(events)
     }
 
-    async fn record(&self, session_id: &str, event: SessionEvent) -> anyhow::Result<()> {
+    async fn record(&self, session: &mut LoadedSession, event: SessionEvent) -> anyhow::Result<()> {
         use cqrs_es::DomainEvent;
         let name = event.event_type();
-        self.execute_session(session_id, SessionCommand::Record(event), &name).await?;
+        self.execute_session(session, SessionCommand::Record(event), &name).await?;
         Ok(())
     }
 

@@ -1,9 +1,9 @@
 //! One room's actor: the single writer of stream `room-{eventId}`.
 //!
-//! It keeps the [`EventRoom`] in memory, turns messages into commands, and
-//! appends the resulting events. Messages are taken in batches: everything
-//! queued is decided against a working copy of the state, appended as one
-//! append (one group-commit slot), and only then applied, answered and
+//! It hosts the [`EventRoom`] ([`Hosted`]), turns messages into commands,
+//! and follows the batch step of `crate::host`: everything queued is decided
+//! on the live room, appended as one append (one group-commit slot, with the
+//! snapshot when it crosses the mark), and only then answered and
 //! broadcast. So every heartbeat is durable before anything depends on it,
 //! a burst of changes costs one append and yields one snapshot, and the
 //! snapshot sent last is always the newest.
@@ -15,31 +15,23 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cqrs_es::{Aggregate, DomainEvent};
-use eventuall_domain::room::{CloseReason, ConnectionKind, EventRoom, RoomCommand, RoomEvent, RoomSnapshot};
+use eventuall_domain::room::{CloseReason, ConnectionKind, EventRoom, RoomCommand, RoomError, RoomSnapshot};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{RoomMsg, Rooms, SNAPSHOT_TAG};
+use super::{RoomFailure, RoomMsg, Rooms};
 use crate::actor::{Retirement, drain_batch};
+use crate::host::{self, Answer, Batch, Failure, Hosted, Next, SNAPSHOT_EVERY, Snapshots};
 use crate::outlet::{Outlet, Refused};
-use crate::store::{ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
+use crate::store::{Metadata, StoreError, StreamId};
 
 /// Messages handled per batch (one append, one snapshot).
 const MAX_BATCH: usize = 512;
-/// Events between stored snapshots: bounds the tail a rebuild replays after
-/// a crash (an orderly retirement snapshots at the head). The snapshot rides
-/// in the same transaction as the append that crosses the mark, so it costs
-/// no commit of its own, only its bytes.
-const SNAPSHOT_EVERY: u64 = 25;
 
 pub(super) struct RoomActor {
     rooms: Rooms,
     event_id: String,
-    stream: StreamId,
-    state: EventRoom,
-    version: u64,
-    snapshot_version: u64,
+    hosted: Hosted<EventRoom>,
     subscribers: HashMap<String, Outlet>,
     /// The last snapshot JSON, shared by every reader until the next change.
     snapshot_json: Arc<str>,
@@ -49,32 +41,44 @@ pub(super) struct RoomActor {
 
 /// What to tell a message's sender once its batch is stored.
 enum Reply {
-    None,
-    Connected(oneshot::Sender<Result<(), String>>),
-    Snapshot(oneshot::Sender<Result<Arc<str>, String>>),
+    /// A socket joined: it subscribes, then hears it may go on.
+    Connected {
+        connection_id: String,
+        outbound: Outlet,
+        reply: oneshot::Sender<Result<(), RoomFailure>>,
+    },
+    /// A socket the room would not open.
+    Refused(oneshot::Sender<Result<(), RoomFailure>>, RoomError),
+    Snapshot(oneshot::Sender<Result<Arc<str>, RoomFailure>>),
     Done(oneshot::Sender<()>),
 }
 
-/// A message decided against the working state: its events and its reply.
-struct Decided {
-    events: Vec<RoomEvent>,
-    metadata: Metadata,
-    reply: Reply,
-    subscribe: Option<(String, Outlet)>,
+impl Answer for Reply {
+    fn unavailable(self) {
+        match self {
+            Reply::Connected { reply, .. } | Reply::Refused(reply, _) => {
+                let _ = reply.send(Err(Failure::Unavailable));
+            }
+            Reply::Snapshot(reply) => {
+                let _ = reply.send(Err(Failure::Unavailable));
+            }
+            Reply::Done(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
 }
 
 impl RoomActor {
     pub(super) async fn load(rooms: Rooms, event_id: String) -> Result<Self, StoreError> {
-        let stream = StreamId::of(EventRoom::TYPE, &event_id);
-        let loaded = aggregate::load::<EventRoom>(&rooms.inner.store, &stream, SNAPSHOT_TAG).await?;
+        let stream = StreamId::of(<EventRoom as cqrs_es::Aggregate>::TYPE, &event_id);
+        let store = rooms.inner.store.clone();
+        let hosted = Hosted::load(store, stream, Snapshots::InAppendEvery(SNAPSHOT_EVERY)).await?;
         let mut actor = Self {
             snapshot_json: Arc::from(""),
             rooms,
             event_id,
-            stream,
-            state: loaded.state,
-            version: loaded.version,
-            snapshot_version: loaded.snapshot_version,
+            hosted,
             subscribers: HashMap::new(),
             sweep_armed_at: None,
         };
@@ -83,7 +87,7 @@ impl RoomActor {
     }
 
     fn render(&self) -> Arc<str> {
-        let snapshot: RoomSnapshot = self.state.snapshot(&self.event_id, self.version);
+        let snapshot: RoomSnapshot = self.hosted.state.snapshot(&self.event_id, self.hosted.version);
         let mut value = serde_json::to_value(snapshot).expect("snapshot serialises");
         value.as_object_mut().expect("object").insert("type".into(), "snapshot".into());
         Arc::from(value.to_string())
@@ -100,82 +104,48 @@ impl RoomActor {
         self.schedule_sweep().await;
         let evict_after = self.rooms.inner.timings.evict_after;
         loop {
-            let first = if self.subscribers.is_empty() {
-                match tokio::time::timeout(evict_after, mailbox.recv()).await {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => break,
-                    Err(_) => {
-                        if retirement.try_retire(&mut mailbox) {
-                            self.save_snapshot().await;
-                            tracing::debug!(room = %self.event_id, "room evicted");
-                            return;
-                        }
-                        continue;
-                    }
+            let idle_after = self.subscribers.is_empty().then_some(evict_after);
+            match host::next(&mut mailbox, idle_after).await {
+                Next::Message(first) => self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await,
+                Next::Idle if retirement.try_retire(&mut mailbox) => {
+                    self.hosted.save_snapshot().await;
+                    tracing::debug!(room = %self.event_id, "room evicted");
+                    return;
                 }
-            } else {
-                match mailbox.recv().await {
-                    Some(msg) => msg,
-                    None => break,
-                }
-            };
-            self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await;
+                Next::Idle => {}
+                Next::Closed => break,
+            }
         }
-        self.save_snapshot().await;
+        self.hosted.save_snapshot().await;
     }
 
-    /// Decides, appends, applies, answers and broadcasts one batch.
-    async fn process(&mut self, batch: Vec<RoomMsg>) {
-        let mut working = self.state.clone();
-        let mut decided = Vec::with_capacity(batch.len());
-        let mut snapshot_changed = false;
-        for msg in batch {
-            if let Some(d) = self.decide(&mut working, msg, &mut snapshot_changed).await {
-                decided.push(d);
-            }
-        }
-        let new_events: Vec<NewEvent> = decided
-            .iter()
-            .flat_map(|d| {
-                d.events.iter().map(|e| {
-                    NewEvent::json(e.event_type(), e.event_version(), e, d.metadata.clone())
-                        .expect("room events serialise")
-                })
-            })
-            .collect();
-        let count = new_events.len() as u64;
-        if count > 0 {
-            let store = &self.rooms.inner.store;
-            let expected = ExpectedVersion::Exact(self.version);
-            let snapshot = (self.version + count - self.snapshot_version >= SNAPSHOT_EVERY)
-                .then(|| aggregate::encode_snapshot(SNAPSHOT_TAG, &working))
-                .and_then(|encoded| {
-                    encoded.inspect_err(|error| tracing::warn!(room = %self.event_id, %error, "room snapshot")).ok()
-                });
-            let with_snapshot = snapshot.is_some();
-            let appended = match snapshot {
-                Some(snapshot) => store.append_with_snapshot(&self.stream, expected, new_events, snapshot).await,
-                None => store.append(&self.stream, expected, new_events).await,
-            };
-            if let Err(error) = appended {
-                tracing::error!(room = %self.event_id, %error, "room append failed; reloading");
-                for d in decided {
-                    fail(d.reply, "the room could not store the change");
+    /// The batch step: decides every message on the live room, appends
+    /// once, then answers and broadcasts.
+    async fn process(&mut self, msgs: Vec<RoomMsg>) {
+        if self.hosted.refresh().await.is_err() {
+            // The log is out of reach: callers see the room unavailable
+            // (their reply channels close); sockets that left are forgotten.
+            for msg in msgs {
+                if let RoomMsg::Disconnect { connection_id, .. } = msg {
+                    self.subscribers.remove(&connection_id);
                 }
-                self.reload().await;
-                return;
             }
-            self.state = working;
-            self.version += count;
-            if with_snapshot {
-                self.snapshot_version = self.version;
-            }
+            return;
         }
+        let mut batch = Batch::default();
+        let mut snapshot_changed = false;
+        for msg in msgs {
+            self.decide(&mut batch, msg, &mut snapshot_changed);
+        }
+        let Some((events, replies)) = self.hosted.commit(batch).await else {
+            self.snapshot_json = self.render();
+            return;
+        };
         let mut newcomers = Vec::new();
-        for d in &mut decided {
-            if let Some((id, sender)) = d.subscribe.take() {
-                newcomers.push(id.clone());
-                self.subscribers.insert(id, sender);
+        for reply in &replies {
+            if let Reply::Connected { connection_id, outbound, .. } = reply {
+                newcomers.push(connection_id.clone());
+                self.subscribers.insert(connection_id.clone(), outbound.clone());
             }
         }
         if snapshot_changed || !newcomers.is_empty() {
@@ -188,31 +158,34 @@ impl RoomActor {
                 self.send_snapshot(&id).await;
             }
         }
-        for d in decided {
-            match d.reply {
-                Reply::None => {}
-                Reply::Connected(tx) => {
-                    let _ = tx.send(Ok(()));
+        for reply in replies {
+            match reply {
+                Reply::Connected { reply, .. } => {
+                    let _ = reply.send(Ok(()));
                 }
-                Reply::Snapshot(tx) => {
-                    let _ = tx.send(Ok(self.snapshot_json.clone()));
+                Reply::Refused(reply, error) => {
+                    let _ = reply.send(Err(Failure::Refused(error)));
                 }
-                Reply::Done(tx) => {
-                    let _ = tx.send(());
+                Reply::Snapshot(reply) => {
+                    let _ = reply.send(Ok(self.snapshot_json.clone()));
+                }
+                Reply::Done(done) => {
+                    let _ = done.send(());
                 }
             }
         }
-        if count > 0 || self.sweep_armed_at.is_none() {
+        if !events.is_empty() || self.sweep_armed_at.is_none() {
             self.schedule_sweep().await;
         }
     }
 
-    /// Turns one message into events against `working`, which it updates.
-    async fn decide(&mut self, working: &mut EventRoom, msg: RoomMsg, changed: &mut bool) -> Option<Decided> {
+    /// Decides one message on the live room into `batch`.
+    fn decide(&mut self, batch: &mut Batch<EventRoom, Reply>, msg: RoomMsg, changed: &mut bool) {
         let now = self.rooms.now();
-        let (command, metadata, reply, subscribe) = match msg {
+        let state = &self.hosted.state;
+        let (command, metadata, reply) = match msg {
             RoomMsg::Connect { connection_id, client_id, user_id, name, outbound, reply } => {
-                let metadata = Metadata::by(&user_id).command("Connect");
+                let metadata = Metadata::by(&user_id);
                 let command = RoomCommand::Connect {
                     connection_id: connection_id.clone(),
                     client_id,
@@ -221,27 +194,22 @@ impl RoomActor {
                     kind: ConnectionKind::WebSocket,
                     at: now,
                 };
-                (command, metadata, Reply::Connected(reply), Some((connection_id, outbound)))
+                (command, metadata, Some(Reply::Connected { connection_id, outbound, reply }))
             }
             RoomMsg::Heartbeat { connection_id } => {
-                let actor = working.connections.get(&connection_id).map(|c| c.user_id.clone());
-                let metadata = Metadata { actor, command: Some("Heartbeat".into()), ..Metadata::default() };
-                (RoomCommand::Heartbeat { connection_id, at: now }, metadata, Reply::None, None)
+                let actor = state.connections.get(&connection_id).map(|c| c.user_id.clone());
+                (RoomCommand::Heartbeat { connection_id, at: now }, Metadata { actor, ..Metadata::default() }, None)
             }
             RoomMsg::Disconnect { connection_id, reason } => {
                 self.subscribers.remove(&connection_id);
-                let actor = working.connections.get(&connection_id).map(|c| c.user_id.clone());
-                let metadata = Metadata { actor, command: Some("Disconnect".into()), ..Metadata::default() };
-                (RoomCommand::Disconnect { connection_id, reason, at: now }, metadata, Reply::None, None)
+                let actor = state.connections.get(&connection_id).map(|c| c.user_id.clone());
+                let command = RoomCommand::Disconnect { connection_id, reason, at: now };
+                (command, Metadata { actor, ..Metadata::default() }, None)
             }
-            RoomMsg::Command { command, metadata, reply } => (command, metadata, Reply::Snapshot(reply), None),
+            RoomMsg::Command { command, metadata, reply } => (command, metadata, Some(Reply::Snapshot(reply))),
             RoomMsg::Snapshot { reply } => {
-                return Some(Decided {
-                    events: vec![],
-                    metadata: Metadata::default(),
-                    reply: Reply::Snapshot(reply),
-                    subscribe: None,
-                });
+                batch.replies.push(Reply::Snapshot(reply));
+                return;
             }
             RoomMsg::Sweep { done } => {
                 let timings = self.rooms.inner.timings;
@@ -251,36 +219,29 @@ impl RoomActor {
                     forget_after_ms: timings.forget_after.as_millis() as i64,
                 };
                 self.sweep_armed_at = None;
-                (command, Metadata::by("system:sweep").command("Sweep"), Reply::Done(done), None)
+                (command, Metadata::by("system:sweep"), Some(Reply::Done(done)))
             }
-            RoomMsg::System { command } => {
-                (command, Metadata::by("system:room").command("DropConnections"), Reply::None, None)
-            }
+            RoomMsg::System { command } => (command, Metadata::by("system:room"), None),
         };
-        // Decide, then apply event by event, judging each against the state
-        // just before it. No per-message clone of the room: cloning and
+        // Applied event by event, each judged against the state just before
+        // it. No clone of the room per message (nor per batch): cloning and
         // dropping a 100-user room per heartbeat was ~37% of the server's
         // CPU under 2,000 heartbeats/s (`eventuall-bench rooms`, perf).
-        let events = match working.decide(command) {
-            Ok(events) => events,
-            Err(error) => {
+        let decided =
+            self.hosted.decide(batch, command, metadata, |room, event| *changed |= event.changes_snapshot(room));
+        match (decided, reply) {
+            (Ok(_), Some(reply)) => batch.replies.push(reply),
+            (Ok(_), None) => {}
+            (Err(error), reply) => {
                 // E.g. a heartbeat racing its connection's close: harmless.
                 tracing::debug!(room = %self.event_id, %error, "command refused");
-                let reply = match reply {
-                    Reply::Connected(tx) => {
-                        let _ = tx.send(Err(error.to_string()));
-                        Reply::None
-                    }
-                    other => other,
-                };
-                return Some(Decided { events: vec![], metadata, reply, subscribe: None });
+                match reply {
+                    Some(Reply::Connected { reply, .. }) => batch.replies.push(Reply::Refused(reply, error)),
+                    Some(other) => batch.replies.push(other),
+                    None => {}
+                }
             }
-        };
-        for event in &events {
-            *changed |= event.changes_snapshot(working);
-            working.apply(event.clone());
         }
-        Some(Decided { events, metadata, reply, subscribe })
     }
 
     async fn broadcast(&mut self) {
@@ -317,15 +278,16 @@ impl RoomActor {
     /// `sweep_every` while someone is connected, else at the next forget time.
     async fn schedule_sweep(&mut self) {
         let timings = self.rooms.inner.timings;
-        if self.state.users.is_empty() {
+        if self.hosted.state.users.is_empty() {
             return;
         }
         let now = self.rooms.now();
-        let anyone_connected = !self.state.connections.is_empty();
+        let anyone_connected = !self.hosted.state.connections.is_empty();
         let due = if anyone_connected {
             now + timings.sweep_every.as_millis() as i64
         } else {
             match self
+                .hosted
                 .state
                 .next_deadline(timings.away_after.as_millis() as i64, timings.forget_after.as_millis() as i64)
             {
@@ -340,43 +302,6 @@ impl RoomActor {
         match self.rooms.inner.timers.arm(&super::timer_owner(&self.event_id), super::SWEEP_TIMER, due, "").await {
             Ok(()) => self.sweep_armed_at = Some(due),
             Err(error) => tracing::error!(room = %self.event_id, %error, "could not arm the sweep timer"),
-        }
-    }
-
-    async fn save_snapshot(&mut self) {
-        if self.version == self.snapshot_version {
-            return;
-        }
-        match aggregate::save(&self.rooms.inner.store, &self.stream, SNAPSHOT_TAG, self.version, &self.state).await {
-            Ok(()) => self.snapshot_version = self.version,
-            Err(error) => tracing::warn!(room = %self.event_id, %error, "could not save room snapshot"),
-        }
-    }
-
-    async fn reload(&mut self) {
-        match Self::load(self.rooms.clone(), self.event_id.clone()).await {
-            Ok(fresh) => {
-                self.state = fresh.state;
-                self.version = fresh.version;
-                self.snapshot_version = fresh.snapshot_version;
-                self.snapshot_json = self.render();
-            }
-            Err(error) => tracing::error!(room = %self.event_id, %error, "room reload failed"),
-        }
-    }
-}
-
-fn fail(reply: Reply, message: &str) {
-    match reply {
-        Reply::None => {}
-        Reply::Connected(tx) => {
-            let _ = tx.send(Err(message.to_owned()));
-        }
-        Reply::Snapshot(tx) => {
-            let _ = tx.send(Err(message.to_owned()));
-        }
-        Reply::Done(tx) => {
-            let _ = tx.send(());
         }
     }
 }

@@ -9,12 +9,13 @@ pub mod actor;
 
 use std::sync::Arc;
 
-use eventuall_domain::room::{CloseReason, RoomCommand};
+use eventuall_domain::room::{CloseReason, EventRoom, RoomCommand, RoomError};
 use tokio::sync::oneshot;
 
 use crate::actor::Registry;
 use crate::clock::SharedClock;
 use crate::config::PresenceTimings;
+use crate::host::{Decide, Failure};
 pub use crate::outlet::{Outbound, Outlet};
 use crate::store::{EventStore, Metadata};
 use crate::timers::{Timer, Timers};
@@ -24,6 +25,21 @@ pub const SNAPSHOT_TAG: &str = "room-v1";
 /// Name of a room's sweep timer.
 pub const SWEEP_TIMER: &str = "sweep";
 
+/// Why a room request failed.
+pub type RoomFailure = Failure<RoomError>;
+
+impl Decide for EventRoom {
+    const SNAPSHOT_TAG: &'static str = SNAPSHOT_TAG;
+
+    fn decide(&mut self, command: RoomCommand) -> Result<Vec<eventuall_domain::room::RoomEvent>, RoomError> {
+        EventRoom::decide(self, command)
+    }
+
+    fn command_name(command: &RoomCommand) -> &'static str {
+        command.name()
+    }
+}
+
 pub enum RoomMsg {
     Connect {
         connection_id: String,
@@ -31,7 +47,7 @@ pub enum RoomMsg {
         user_id: String,
         name: String,
         outbound: Outlet,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RoomFailure>>,
     },
     Heartbeat {
         connection_id: String,
@@ -41,14 +57,16 @@ pub enum RoomMsg {
         reason: CloseReason,
     },
     /// A command from the API (stage, recording, LiveKit presence); answered
-    /// with the snapshot after it.
+    /// with the snapshot after it (also when the room refuses it: every
+    /// such command is idempotent). The metadata's command name is the
+    /// command's own.
     Command {
         command: RoomCommand,
         metadata: Metadata,
-        reply: oneshot::Sender<Result<Arc<str>, String>>,
+        reply: oneshot::Sender<Result<Arc<str>, RoomFailure>>,
     },
     Snapshot {
-        reply: oneshot::Sender<Result<Arc<str>, String>>,
+        reply: oneshot::Sender<Result<Arc<str>, RoomFailure>>,
     },
     Sweep {
         done: oneshot::Sender<()>,
@@ -82,7 +100,7 @@ pub trait RemoteRooms: Send + Sync {
         event_id: &'a str,
         command: &'a RoomCommand,
         metadata: &'a Metadata,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<Arc<str>, String>>> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<Result<Arc<str>, RoomFailure>>> + Send + 'a>>;
 }
 
 /// The timer owner of a room.
@@ -141,14 +159,19 @@ impl Rooms {
 
     /// The room's current snapshot JSON (an empty room at version 0 if it
     /// was never used).
-    pub async fn snapshot(&self, event_id: &str) -> Result<Arc<str>, String> {
+    pub async fn snapshot(&self, event_id: &str) -> Result<Arc<str>, RoomFailure> {
         let (reply, answer) = oneshot::channel();
         self.send(event_id, RoomMsg::Snapshot { reply }).await;
-        answer.await.map_err(|_| "the room is unavailable".to_owned())?
+        answer.await.map_err(|_| Failure::Unavailable)?
     }
 
     /// Runs a command; answers the snapshot after it.
-    pub async fn command(&self, event_id: &str, command: RoomCommand, metadata: Metadata) -> Result<Arc<str>, String> {
+    pub async fn command(
+        &self,
+        event_id: &str,
+        command: RoomCommand,
+        metadata: Metadata,
+    ) -> Result<Arc<str>, RoomFailure> {
         if let Some(remote) = self.inner.remote.get()
             && let Some(answer) = remote.forward(event_id, &command, &metadata).await
         {
@@ -156,7 +179,7 @@ impl Rooms {
         }
         let (reply, answer) = oneshot::channel();
         self.send(event_id, RoomMsg::Command { command, metadata, reply }).await;
-        answer.await.map_err(|_| "the room is unavailable".to_owned())?
+        answer.await.map_err(|_| Failure::Unavailable)?
     }
 
     /// Delivers a fired sweep timer and waits until the room handled it.

@@ -15,7 +15,6 @@
 //!
 //! Time and configuration arrive in commands; nothing here reads a clock.
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -629,23 +628,7 @@ impl Interview {
 }
 
 impl Aggregate for Interview {
-    const TYPE: &'static str = "interview";
-    type Command = InterviewCommand;
-    type Event = InterviewEvent;
-    type Error = InterviewError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: InterviewCommand,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), InterviewError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("interview", InterviewCommand, InterviewEvent, InterviewError);
 
     fn apply(&mut self, event: InterviewEvent) {
         self.updated_at = self.updated_at.max(event.at());

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -262,23 +261,7 @@ impl UserInterviews {
 }
 
 impl Aggregate for UserInterviews {
-    const TYPE: &'static str = "user_interviews";
-    type Command = DirectoryCommand;
-    type Event = DirectoryEvent;
-    type Error = DirectoryError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: DirectoryCommand,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), DirectoryError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("user_interviews", DirectoryCommand, DirectoryEvent, DirectoryError);
 
     fn apply(&mut self, event: DirectoryEvent) {
         match event {

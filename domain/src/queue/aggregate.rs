@@ -19,7 +19,6 @@ use std::collections::{HashMap, HashSet};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +53,30 @@ pub enum QueueCommand {
     Promote { user_id: String, actor: Actor, at: i64 },
     /// Take a user out of the queue.
     Remove { user_id: String, actor: Actor, at: i64 },
+}
+
+impl QueueCommand {
+    /// The command's name, for the audit metadata of its events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ApplyClientUpdate { .. } => "ApplyClientUpdate",
+            Self::Add { .. } => "AddToQueue",
+            Self::Move { .. } => "MoveInQueue",
+            Self::Promote { .. } => "PromoteToLive",
+            Self::Remove { .. } => "RemoveFromQueue",
+        }
+    }
+
+    /// Who asked for it.
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Self::ApplyClientUpdate { actor, .. }
+            | Self::Add { actor, .. }
+            | Self::Move { actor, .. }
+            | Self::Promote { actor, .. }
+            | Self::Remove { actor, .. } => actor,
+        }
+    }
 }
 
 /// Every event names who caused it (`by`, a user id) and when (`at`, ms since
@@ -126,7 +149,9 @@ impl Queue {
         self.doc.view()
     }
 
-    fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
+    /// The events `command` yields, integrated into the live document as
+    /// they are decided (ADR 0016); a refused command changes nothing.
+    pub fn decide(&mut self, command: QueueCommand) -> Result<Vec<QueueEvent>, QueueError> {
         match command {
             QueueCommand::ApplyClientUpdate { update, actor, at } => {
                 if actor.role != Role::Moderator {
@@ -297,18 +322,7 @@ fn semantic_changes(before: &[TrackedEntry], after: &[TrackedEntry], by: &str, a
 }
 
 impl Aggregate for Queue {
-    const TYPE: &'static str = "queue";
-    type Command = QueueCommand;
-    type Event = QueueEvent;
-    type Error = QueueError;
-    type Services = ();
-
-    async fn handle(&mut self, command: QueueCommand, _: &(), sink: &EventSink<Self>) -> Result<(), QueueError> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("queue", QueueCommand, QueueEvent, QueueError);
 
     fn apply(&mut self, event: QueueEvent) {
         if let QueueEvent::UpdateApplied { update, .. } = event {

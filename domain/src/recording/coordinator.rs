@@ -1,7 +1,6 @@
 //! The recording coordinator of one event (stream `coordinator-{eventId}`):
 //! the lock that allows one active recording session per room.
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -103,18 +102,7 @@ impl Coordinator {
 }
 
 impl Aggregate for Coordinator {
-    const TYPE: &'static str = "coordinator";
-    type Command = CoordinatorCommand;
-    type Event = CoordinatorEvent;
-    type Error = CoordinatorError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("coordinator", CoordinatorCommand, CoordinatorEvent, CoordinatorError);
 
     fn apply(&mut self, event: Self::Event) {
         match event {

@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
@@ -374,18 +373,7 @@ impl RecordingSession {
 }
 
 impl Aggregate for RecordingSession {
-    const TYPE: &'static str = "recording";
-    type Command = SessionCommand;
-    type Event = SessionEvent;
-    type Error = SessionError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
+    crate::decided::decided_aggregate!("recording", SessionCommand, SessionEvent, SessionError);
 
     fn apply(&mut self, event: Self::Event) {
         use SessionEvent as E;
