@@ -457,7 +457,7 @@ async fn run_one(
         .collect();
     drop(go_rx);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let cpu = CpuWindow::start(&server);
+    let cpu = CpuWindow::start(&[&server]);
     let cpu_before = server.cpu();
     let go_at = Instant::now();
     let _ = go_tx.send(true);
@@ -470,7 +470,7 @@ async fn run_one(
     }
     let wall = go_at.elapsed();
     let server_cpu = server.cpu().saturating_sub(cpu_before);
-    let cpu_report = cpu.report(&server);
+    let cpu_report = cpu.report();
     let after = server.stats().await?;
     let streams_started = provider.started() - started_before;
     let streams_finished = provider.finished() - finished_before;

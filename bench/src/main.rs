@@ -15,6 +15,10 @@
 //!   in-bench OpenAI-compatible provider: chunk → tab latency, replies
 //!   completed, server CPU per chunk, RSS per live interview (see
 //!   [`interviews`]).
+//! - `cluster`: three nodes on one PostgreSQL: join → all and heartbeat
+//!   throughput with a room's clients on its owner vs spread over the
+//!   nodes, and the takeover time after SIGKILL of an owner (see
+//!   [`cluster`]).
 //! - `archive`: archive and restore throughput over 1,000 streams of 1,000
 //!   events, hot-table size before and after, first read of an archived
 //!   stream (see [`archive`]).
@@ -26,6 +30,7 @@
 //! Markdown rows for `docs/BENCHMARKS.md`.
 
 mod archive;
+mod cluster;
 mod interviews;
 mod rooms;
 
@@ -118,6 +123,8 @@ enum Command {
     /// The service for `interviews`, driven over stdin (run by `interviews`).
     #[command(hide = true)]
     InterviewsServer(Box<interviews::ServerArgs>),
+    /// Three nodes on one PostgreSQL: join → all, heartbeats, takeover.
+    Cluster(Box<cluster::ClusterArgs>),
     /// The archive tier: archive and restore throughput, hot-table size,
     /// first read of an archived stream.
     Archive(Box<archive::ArchiveArgs>),
@@ -139,6 +146,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Interviews(args) => interviews::run(*args).await,
         Command::InterviewsServer(args) => interviews::serve_child(*args).await,
         Command::Archive(args) => archive::run(*args).await,
+        Command::Cluster(args) => cluster::run(*args).await,
         Command::Replay { events, streams, databases, sqlite_file, keep_postgres } => {
             let keep = if keep_postgres { replay::Keep::Postgres } else { replay::Keep::Nothing };
             replay::bench(events, streams, &databases, sqlite_file, keep).await

@@ -43,7 +43,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Shared by the bench and its server child; never a production secret.
 pub(crate) const SECRET: &str = "eventuall-bench-secret";
-const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
+pub(crate) const HEARTBEAT: &str = r#"{"type":"heartbeat"}"#;
 /// Longest wait for any single socket step (connect, first frame, close):
 /// a step slower than this is a failure, not a sample.
 pub(crate) const STEP_LIMIT: Duration = Duration::from_secs(10);
@@ -174,6 +174,16 @@ pub(crate) struct Server {
     pg_server: Option<String>,
 }
 
+/// How to start a server child: which hidden subcommand, on which
+/// database and address, with which extra flags and environment.
+pub(crate) struct Child<'a> {
+    pub(crate) subcommand: &'a str,
+    pub(crate) database_url: &'a str,
+    pub(crate) listen: &'a str,
+    pub(crate) extra: &'a [&'a str],
+    pub(crate) env: &'a [(&'a str, &'a str)],
+}
+
 pub(crate) struct Stats {
     pub(crate) rss: u64,
     /// Live rooms of a `rooms-server`, live interviews of an
@@ -197,10 +207,22 @@ impl Server {
                 (format!("sqlite://{}", dir.path().join("rooms.db").display()), Some(dir), None)
             }
         };
+        let child = Child { subcommand, database_url: &database_url, listen: "127.0.0.1:0", extra, env: &[] };
+        let mut server = Self::spawn_on(child).await?;
+        server._dir = dir;
+        server.pg_server = pg_server;
+        Ok(server)
+    }
+
+    /// Starts `child` on a database somebody else made (and drops); returns
+    /// once it listens.
+    pub(crate) async fn spawn_on(child: Child<'_>) -> anyhow::Result<Self> {
+        let Child { subcommand, database_url, listen, extra, env } = child;
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args([subcommand, "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
-            .args(["--database-url", &database_url])
+            .args([subcommand, "--listen", listen, "--jwt-secret", SECRET])
+            .args(["--database-url", database_url])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -214,7 +236,8 @@ impl Server {
             .context("server start timed out")??
             .context("server exited before listening")?;
         let addr = first.strip_prefix("listening ").context("unexpected first line")?.parse()?;
-        Ok(Self { child, stdin, lines, addr, pid, database_url, _dir: dir, pg_server })
+        let database_url = database_url.to_owned();
+        Ok(Self { child, stdin, lines, addr, pid, database_url, _dir: None, pg_server: None })
     }
 
     pub(crate) async fn stats(&mut self) -> anyhow::Result<Stats> {
@@ -236,6 +259,13 @@ impl Server {
         self.stdin.write_all(b"stop\n").await?;
         let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         anyhow::ensure!(status.success(), "server exited with {status}");
+        Ok(())
+    }
+
+    /// SIGKILL, as `kill -9`: nothing is flushed, no lease is released.
+    pub(crate) async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await??;
         Ok(())
     }
 
@@ -281,7 +311,7 @@ pub(crate) fn token(user: &str) -> String {
     token_as(user, Role::Participant)
 }
 
-fn token_as(user: &str, role: Role) -> String {
+pub(crate) fn token_as(user: &str, role: Role) -> String {
     let claims = Claims {
         sub: user.to_owned(),
         exp: eventuall::store::now_millis() / 1000 + 3600,
@@ -294,7 +324,7 @@ fn token_as(user: &str, role: Role) -> String {
 
 /// One HTTP/1.1 POST on a fresh connection; answers the status code. Plain
 /// TCP keeps an HTTP client crate out of the bench for one call.
-async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
+pub(crate) async fn http_post(addr: SocketAddr, path: &str, token: &str, body: &str) -> anyhow::Result<u16> {
     Ok(http_post_body(addr, path, token, body).await?.0)
 }
 
@@ -331,7 +361,7 @@ pub(crate) async fn http_post_body(
 /// Opens a socket to `event` as `user`; returns it once its first frame (a
 /// snapshot) arrived, with the time from the start of the TCP connect and
 /// the size of that snapshot.
-async fn join(addr: SocketAddr, event: &str, user: &str) -> anyhow::Result<(Socket, Duration, usize)> {
+pub(crate) async fn join(addr: SocketAddr, event: &str, user: &str) -> anyhow::Result<(Socket, Duration, usize)> {
     let url = format!("ws://{addr}/parties/event/{event}?token={}&_pk={user}", token(user));
     let started = Instant::now();
     let (mut socket, _) = tokio::time::timeout(STEP_LIMIT, tokio_tungstenite::connect_async(url))
@@ -361,14 +391,22 @@ pub(crate) async fn leave(mut socket: Socket) {
     let _ = tokio::time::timeout(STEP_LIMIT, async { while let Some(Ok(_)) = socket.next().await {} }).await;
 }
 
-/// Opens `seats` (room, user) sockets, `CONNECT_CONCURRENCY` at a time.
+/// Opens `seats` (room, user) sockets on `addr`, `CONNECT_CONCURRENCY` at
+/// a time.
 async fn fill(addr: SocketAddr, seats: Vec<(String, String)>) -> anyhow::Result<(Vec<Socket>, Duration)> {
+    fill_at(seats.into_iter().map(|(room, user)| (addr, room, user)).collect()).await
+}
+
+/// Opens `seats` (server, room, user) sockets, `CONNECT_CONCURRENCY` at a
+/// time (in the order they open, not of `seats`).
+pub(crate) async fn fill_at(seats: Vec<(SocketAddr, String, String)>) -> anyhow::Result<(Vec<Socket>, Duration)> {
     let started = Instant::now();
-    let results: Vec<anyhow::Result<(Socket, Duration, usize)>> =
-        futures::stream::iter(seats.into_iter().map(|(room, user)| async move { join(addr, &room, &user).await }))
-            .buffer_unordered(CONNECT_CONCURRENCY)
-            .collect()
-            .await;
+    let results: Vec<anyhow::Result<(Socket, Duration, usize)>> = futures::stream::iter(
+        seats.into_iter().map(|(addr, room, user)| async move { join(addr, &room, &user).await }),
+    )
+    .buffer_unordered(CONNECT_CONCURRENCY)
+    .collect()
+    .await;
     let mut sockets = Vec::with_capacity(results.len());
     for r in results {
         sockets.push(r?.0);
@@ -404,27 +442,31 @@ pub(crate) fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// CPU used by the server and by this (client) process over a window, as a
-/// share of the machine.
+/// CPU used by the servers and by this (client) process over a window, as
+/// a share of the machine.
 pub(crate) struct CpuWindow {
     started: Instant,
-    server: Duration,
+    /// The servers' pids and their CPU time at the start.
+    servers: Vec<(u32, Duration)>,
     clients: Duration,
 }
 
 impl CpuWindow {
-    pub(crate) fn start(server: &Server) -> Self {
-        Self { started: Instant::now(), server: server.cpu(), clients: cpu_time("self") }
+    pub(crate) fn start(servers: &[&Server]) -> Self {
+        let servers = servers.iter().map(|s| (s.pid, s.cpu())).collect();
+        Self { started: Instant::now(), servers, clients: cpu_time("self") }
     }
 
-    pub(crate) fn report(&self, server: &Server) -> String {
+    pub(crate) fn report(&self) -> String {
         let wall = self.started.elapsed().as_secs_f64();
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-        let s = (server.cpu() - self.server).as_secs_f64();
+        let s: f64 =
+            self.servers.iter().map(|(pid, at)| (cpu_time(&pid.to_string()).saturating_sub(*at)).as_secs_f64()).sum();
         let c = (cpu_time("self") - self.clients).as_secs_f64();
+        let who = if self.servers.len() == 1 { "server".to_owned() } else { format!("{} servers", self.servers.len()) };
         format!(
-            "over {wall:.1} s wall: server {s:.1} CPU-s ({:.0}% of one core), clients {c:.1} CPU-s ({:.0}%); \
-             machine {:.0}% busy of {cores} cores by these two",
+            "over {wall:.1} s wall: {who} {s:.1} CPU-s ({:.0}% of one core), clients {c:.1} CPU-s ({:.0}%); \
+             machine {:.0}% busy of {cores} cores by these",
             s / wall * 100.0,
             c / wall * 100.0,
             (s + c) / wall / cores * 100.0
@@ -434,18 +476,24 @@ impl CpuWindow {
 
 // ------------------------------------------------------------- heartbeat --
 
-/// One member of the heartbeat load: a heartbeat per second (phase-shifted
-/// by `offset`) until `deadline`, reading whatever the room sends.
-struct Member {
-    sent: u64,
-    dropped: bool,
-    socket: Option<Socket>,
+/// One member of the heartbeat load: a heartbeat every `period` from
+/// `first_beat` (phase-shifted per member) until `deadline`, reading
+/// whatever the room sends.
+pub(crate) struct Member {
+    pub(crate) sent: u64,
+    pub(crate) dropped: bool,
+    pub(crate) socket: Option<Socket>,
 }
 
-async fn member(socket: Socket, first_beat: tokio::time::Instant, deadline: tokio::time::Instant) -> Member {
-    let max_beats = (deadline - first_beat).as_secs() + 1;
+pub(crate) async fn member(
+    socket: Socket,
+    first_beat: tokio::time::Instant,
+    period: Duration,
+    deadline: tokio::time::Instant,
+) -> Member {
+    let max_beats = ((deadline - first_beat).as_secs_f64() / period.as_secs_f64()) as u64 + 1;
     let (mut sink, mut stream) = socket.split();
-    let mut beats = tokio::time::interval_at(first_beat, Duration::from_secs(1));
+    let mut beats = tokio::time::interval_at(first_beat, period);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let end = tokio::time::sleep_until(deadline);
     tokio::pin!(end);
@@ -471,6 +519,85 @@ async fn member(socket: Socket, first_beat: tokio::time::Instant, deadline: toki
     Member { sent, dropped, socket }
 }
 
+/// Newcomers during a load: from `start`, every `every` until 500 ms before
+/// `deadline`, one joins where `seat(k)` says (server, room), waits for its
+/// first snapshot and leaves. Answers the join → first snapshot latencies
+/// and how many joins failed.
+pub(crate) async fn newcomers(
+    seat: impl Fn(usize) -> (SocketAddr, String),
+    start: tokio::time::Instant,
+    every: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let max_joins = ((deadline - start).as_secs_f64() / every.as_secs_f64()) as usize;
+    let mut joiners = Vec::new();
+    let mut ticks = tokio::time::interval_at(start, every);
+    for k in 0..max_joins {
+        ticks.tick().await;
+        if tokio::time::Instant::now() + Duration::from_millis(500) > deadline {
+            break;
+        }
+        let (addr, room) = seat(k);
+        joiners.push(tokio::spawn(async move {
+            let (socket, latency, _) = join(addr, &room, &format!("joiner-{k:04}")).await?;
+            leave(socket).await;
+            anyhow::Ok(latency)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for j in joiners {
+        match j.await? {
+            Ok(latency) => latencies.push(latency),
+            Err(error) => {
+                failures += 1;
+                eprintln!("join failed: {error:#}");
+            }
+        }
+    }
+    Ok((latencies, failures))
+}
+
+/// What the members of a heartbeat load did, summed.
+pub(crate) struct Load {
+    pub(crate) sent: u64,
+    pub(crate) dropped: usize,
+    /// The sockets the server did not close.
+    pub(crate) open: Vec<Socket>,
+}
+
+impl Load {
+    pub(crate) async fn collect(members: Vec<tokio::task::JoinHandle<Member>>) -> anyhow::Result<Self> {
+        let mut load = Self { sent: 0, dropped: 0, open: Vec::new() };
+        for m in members {
+            let m = m.await?;
+            load.sent += m.sent;
+            load.dropped += usize::from(m.dropped);
+            load.open.extend(m.socket);
+        }
+        Ok(load)
+    }
+}
+
+/// How many events of each type the streams of `rooms` hold.
+pub(crate) async fn events_by_type(store: &EventStore, rooms: &[String]) -> anyhow::Result<BTreeMap<String, u64>> {
+    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
+    for room in rooms {
+        let stream = StreamId::of("room", room);
+        let mut from = 1;
+        // Bounded: a room holds at most a few events per client-second.
+        for _ in 0..10_000 {
+            let page = store.read_stream(&stream, from, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.stream_version + 1;
+            for event in &page {
+                *by_type.entry(event.event_type.clone()).or_default() += 1;
+            }
+        }
+    }
+    Ok(by_type)
+}
+
 async fn heartbeat_phase(args: &RoomsArgs) -> anyhow::Result<()> {
     let rooms: Vec<String> = (0..args.rooms).map(|r| format!("hb-{r:02}")).collect();
     let clients = args.rooms * args.clients_per_room;
@@ -488,7 +615,7 @@ async fn heartbeat_phase(args: &RoomsArgs) -> anyhow::Result<()> {
         mib(server.stats().await?.rss)
     );
 
-    let cpu = CpuWindow::start(&server);
+    let cpu = CpuWindow::start(&[&server]);
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
     let deadline = start + duration;
     let members: Vec<_> = sockets
@@ -497,68 +624,21 @@ async fn heartbeat_phase(args: &RoomsArgs) -> anyhow::Result<()> {
         .map(|(i, socket)| {
             // Spread the beats evenly over each second, as real clients are.
             let offset = Duration::from_secs(1).mul_f64(i as f64 / clients as f64);
-            tokio::spawn(member(socket, start + offset, deadline))
+            tokio::spawn(member(socket, start + offset, Duration::from_secs(1), deadline))
         })
         .collect();
 
-    // Newcomers: connect, wait for the first snapshot, leave.
-    let join_every: Duration = args.join_every.into();
-    let max_joins = (duration.as_secs_f64() / join_every.as_secs_f64()) as usize;
-    let mut joiners = Vec::new();
-    let mut ticks = tokio::time::interval_at(start, join_every);
-    for k in 0..max_joins {
-        ticks.tick().await;
-        if tokio::time::Instant::now() + Duration::from_millis(500) > deadline {
-            break;
-        }
-        let room = rooms[k % rooms.len()].clone();
-        joiners.push(tokio::spawn(async move {
-            let (socket, latency, _) = join(addr, &room, &format!("joiner-{k:04}")).await?;
-            leave(socket).await;
-            anyhow::Ok(latency)
-        }));
-    }
-    let mut join_latencies = Vec::new();
-    let mut join_failures = 0;
-    for j in joiners {
-        match j.await? {
-            Ok(latency) => join_latencies.push(latency),
-            Err(error) => {
-                join_failures += 1;
-                eprintln!("join failed: {error:#}");
-            }
-        }
-    }
-    let mut sent = 0;
-    let mut dropped = 0;
-    let mut open = Vec::new();
-    for m in members {
-        let m = m.await?;
-        sent += m.sent;
-        dropped += usize::from(m.dropped);
-        open.extend(m.socket);
-    }
-    let cpu_report = cpu.report(&server);
+    let (join_latencies, join_failures) =
+        newcomers(|k| (addr, rooms[k % rooms.len()].clone()), start, args.join_every.into(), deadline).await?;
+    let Load { sent, dropped, open } = Load::collect(members).await?;
+    let cpu_report = cpu.report();
     let rss = server.stats().await?.rss;
     futures::future::join_all(open.into_iter().map(leave)).await;
     server.stop().await?;
 
     // Every heartbeat sent must be in the log.
     let store = EventStore::open(&server.database_url, StoreOptions::default()).await?;
-    let mut by_type: BTreeMap<String, u64> = BTreeMap::new();
-    for room in &rooms {
-        let stream = StreamId::of("room", room);
-        let mut from = 1;
-        // Bounded: a room holds at most a few events per client-second.
-        for _ in 0..10_000 {
-            let page = store.read_stream(&stream, from, 10_000).await?;
-            let Some(last) = page.last() else { break };
-            from = last.stream_version + 1;
-            for event in &page {
-                *by_type.entry(event.event_type.clone()).or_default() += 1;
-            }
-        }
-    }
+    let by_type = events_by_type(&store, &rooms).await?;
     store.shutdown().await;
     server.cleanup().await;
     let stored = by_type.get("HeartbeatReceived").copied().unwrap_or(0);
@@ -582,7 +662,7 @@ async fn heartbeat_phase(args: &RoomsArgs) -> anyhow::Result<()> {
     let p99 = percentile(&join_latencies, 0.99);
     println!(
         "| during the load, 1 per {} | {} | {join_failures} | {:.1} | {p99:.1} | {:.1} | {} |",
-        humantime::format_duration(join_every),
+        humantime::format_duration(args.join_every.into()),
         join_latencies.len(),
         percentile(&join_latencies, 0.50),
         percentile(&join_latencies, 1.0),
@@ -605,6 +685,35 @@ struct Probe {
     first: OnceLock<Instant>,
     last: OnceLock<Instant>,
     all_seen: Notify,
+}
+
+impl Probe {
+    fn new(serial: u64, user: &str, members: usize) -> Arc<Self> {
+        Arc::new(Self {
+            serial,
+            pattern: format!(r#""userId":"{user}""#),
+            members,
+            seen: AtomicUsize::new(0),
+            first: OnceLock::new(),
+            last: OnceLock::new(),
+            all_seen: Notify::new(),
+        })
+    }
+
+    /// True once every member saw the newcomer, false after `limit`.
+    async fn all_seen_within(&self, limit: Duration) -> bool {
+        let waited = tokio::time::timeout(limit, async {
+            while self.last.get().is_none() {
+                let notified = self.all_seen.notified();
+                if self.last.get().is_some() {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+            }
+        })
+        .await;
+        waited.is_ok() && self.last.get().is_some()
+    }
 }
 
 /// Reads the room until the probes end; false if the server closed the
@@ -642,76 +751,127 @@ async fn fanout_member(
     true
 }
 
+/// One newcomer: its own join → first snapshot, the size of that snapshot,
+/// and join → first / last member seeing it (or how many saw it within
+/// 5 s when not all did).
+pub(crate) struct Sample {
+    pub(crate) own: Duration,
+    pub(crate) bytes: usize,
+    pub(crate) seen: Result<(Duration, Duration), usize>,
+}
+
+/// Members reading one room, watching for the newcomers [`Fanout::sample`]
+/// sends in.
+pub(crate) struct Fanout {
+    probes: watch::Sender<Option<Arc<Probe>>>,
+    members: Vec<tokio::task::JoinHandle<bool>>,
+    pub(crate) frames: Arc<AtomicU64>,
+    serial: u64,
+}
+
+impl Fanout {
+    pub(crate) fn start(sockets: Vec<Socket>) -> Self {
+        let (probes, probe_rx) = watch::channel(None::<Arc<Probe>>);
+        let frames = Arc::new(AtomicU64::new(0));
+        let members =
+            sockets.into_iter().map(|s| tokio::spawn(fanout_member(s, probe_rx.clone(), frames.clone()))).collect();
+        Self { probes, members, frames, serial: 0 }
+    }
+
+    /// `user` joins `room` at `addr`; measured until every member saw it
+    /// (5 s at most), then it leaves and the departure's snapshot is given
+    /// 200 ms to pass before the next sample.
+    pub(crate) async fn sample(&mut self, addr: SocketAddr, room: &str, user: &str) -> anyhow::Result<Sample> {
+        self.serial += 1;
+        let probe = Probe::new(self.serial, user, self.members.len());
+        self.probes.send_replace(Some(probe.clone()));
+        let started = Instant::now();
+        let (socket, own, bytes) = join(addr, room, user).await?;
+        let seen = if probe.all_seen_within(Duration::from_secs(5)).await {
+            let first = *probe.first.get().expect("first before last") - started;
+            Ok((first, *probe.last.get().expect("all seen") - started))
+        } else {
+            Err(probe.seen.load(Ordering::Acquire))
+        };
+        leave(socket).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Ok(Sample { own, bytes, seen })
+    }
+
+    /// Ends the probes and closes the members; answers how many were still
+    /// connected (the rest were dropped by the server).
+    pub(crate) async fn finish(self) -> usize {
+        self.probes.send_replace(None);
+        drop(self.probes);
+        let mut still_open = 0;
+        for m in self.members {
+            if let Ok(Ok(true)) = tokio::time::timeout(STEP_LIMIT, m).await {
+                still_open += 1;
+            }
+        }
+        still_open
+    }
+}
+
+/// The figures of a run of [`Fanout::sample`]s.
+#[derive(Default)]
+pub(crate) struct FanoutSamples {
+    pub(crate) own: Vec<Duration>,
+    pub(crate) to_first: Vec<Duration>,
+    pub(crate) to_last: Vec<Duration>,
+    /// (newcomer, members that saw it) of the newcomers not seen by all.
+    pub(crate) incomplete: Vec<(usize, usize)>,
+    pub(crate) snapshot_bytes: usize,
+}
+
+impl FanoutSamples {
+    pub(crate) fn add(&mut self, k: usize, sample: Sample) {
+        self.own.push(sample.own);
+        self.snapshot_bytes = sample.bytes;
+        match sample.seen {
+            Ok((first, last)) => {
+                self.to_first.push(first);
+                self.to_last.push(last);
+            }
+            Err(seen) => self.incomplete.push((k, seen)),
+        }
+    }
+}
+
+/// A Markdown row: samples, p50, p99, max (ms), and the verdict against a
+/// p99 target when there is one.
+pub(crate) fn latency_row(what: &str, s: &[Duration], target: Option<f64>) -> String {
+    let p99 = percentile(s, 0.99);
+    let verdict = match target {
+        Some(t) if p99 < t => format!("p99 < {t} ms: met"),
+        Some(t) => format!("p99 < {t} ms: **missed**"),
+        None => String::new(),
+    };
+    format!("| {what} | {} | {:.1} | {p99:.1} | {:.1} | {verdict} |", s.len(), percentile(s, 0.5), percentile(s, 1.0))
+}
+
 async fn fanout_phase(args: &RoomsArgs) -> anyhow::Result<()> {
     let room = "fanout";
     let mut server = Server::start(args.database_url.as_deref(), "60s").await?;
     let addr = server.addr;
     let seats = (0..args.fanout_clients).map(|i| (room.to_owned(), format!("member-{i:04}"))).collect();
     let (sockets, fill_time) = fill(addr, seats).await?;
-    let (probe_tx, probe_rx) = watch::channel(None::<Arc<Probe>>);
-    let frames = Arc::new(AtomicU64::new(0));
-    let members: Vec<_> =
-        sockets.into_iter().map(|s| tokio::spawn(fanout_member(s, probe_rx.clone(), frames.clone()))).collect();
-    drop(probe_rx);
+    let mut fanout = Fanout::start(sockets);
     // Let the snapshots of the fill reach everyone before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let cpu = CpuWindow::start(&server);
+    let cpu = CpuWindow::start(&[&server]);
     let time_limit = Instant::now() + Duration::from_secs(120);
-    let mut to_last = Vec::new();
-    let mut to_first = Vec::new();
-    let mut own = Vec::new();
-    let mut incomplete = Vec::new();
-    let mut snapshot_bytes = 0;
+    let mut samples = FanoutSamples::default();
     for k in 0..args.fanout_joins {
         if Instant::now() > time_limit {
             break;
         }
-        let user = format!("newcomer-{k:03}");
-        let probe = Arc::new(Probe {
-            serial: k as u64 + 1,
-            pattern: format!(r#""userId":"{user}""#),
-            members: args.fanout_clients,
-            seen: AtomicUsize::new(0),
-            first: OnceLock::new(),
-            last: OnceLock::new(),
-            all_seen: Notify::new(),
-        });
-        probe_tx.send_replace(Some(probe.clone()));
-        let started = Instant::now();
-        let (socket, latency, size) = join(addr, room, &user).await?;
-        own.push(latency);
-        snapshot_bytes = size;
-        let everyone = tokio::time::timeout(Duration::from_secs(5), async {
-            while probe.last.get().is_none() {
-                let notified = probe.all_seen.notified();
-                if probe.last.get().is_some() {
-                    break;
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-            }
-        })
-        .await;
-        match (everyone, probe.last.get()) {
-            (Ok(()), Some(last)) => {
-                to_last.push(*last - started);
-                to_first.push(*probe.first.get().expect("first before last") - started);
-            }
-            _ => incomplete.push((k, probe.seen.load(Ordering::Acquire))),
-        }
-        leave(socket).await;
-        // Let the departure's snapshot pass before the next sample.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        samples.add(k, fanout.sample(addr, room, &format!("newcomer-{k:03}")).await?);
     }
-    let cpu_report = cpu.report(&server);
+    let cpu_report = cpu.report();
     let rss = server.stats().await?.rss;
-    probe_tx.send_replace(None);
-    drop(probe_tx);
-    let mut still_open = 0;
-    for m in members {
-        if let Ok(Ok(true)) = tokio::time::timeout(STEP_LIMIT, m).await {
-            still_open += 1;
-        }
-    }
+    let frames = fanout.frames.load(Ordering::Relaxed);
+    let still_open = fanout.finish().await;
     server.stop().await?;
     server.cleanup().await;
     println!("\n### Fanout\n");
@@ -721,34 +881,21 @@ async fn fanout_phase(args: &RoomsArgs) -> anyhow::Result<()> {
         args.fanout_clients,
         fill_time.as_secs_f64(),
         still_open,
-        snapshot_bytes,
+        samples.snapshot_bytes,
         mib(rss),
-        frames.load(Ordering::Relaxed)
+        frames
     );
     println!("CPU (joins only, including 200 ms pauses) {cpu_report}");
-    if !incomplete.is_empty() {
-        println!("joins not seen by all members within 5 s (join, members that saw it): {incomplete:?}");
+    if !samples.incomplete.is_empty() {
+        println!("joins not seen by all members within 5 s (join, members that saw it): {:?}", samples.incomplete);
     }
     println!();
     println!("| join → | samples | p50 ms | p99 ms | max ms | target |");
     println!("|---|---:|---:|---:|---:|---|");
-    let row = |what: &str, s: &[Duration], target: Option<f64>| {
-        let p99 = percentile(s, 0.99);
-        let verdict = match target {
-            Some(t) if p99 < t => format!("p99 < {t} ms: met"),
-            Some(t) => format!("p99 < {t} ms: **missed**"),
-            None => String::new(),
-        };
-        println!(
-            "| {what} | {} | {:.1} | {p99:.1} | {:.1} | {verdict} |",
-            s.len(),
-            percentile(s, 0.5),
-            percentile(s, 1.0)
-        );
-    };
-    row("newcomer's own first snapshot", &own, None);
-    row("first of the members sees the newcomer", &to_first, None);
-    row(&format!("last of the {} members sees the newcomer", args.fanout_clients), &to_last, Some(250.0));
+    println!("{}", latency_row("newcomer's own first snapshot", &samples.own, None));
+    println!("{}", latency_row("first of the members sees the newcomer", &samples.to_first, None));
+    let last = format!("last of the {} members sees the newcomer", args.fanout_clients);
+    println!("{}", latency_row(&last, &samples.to_last, Some(250.0)));
     Ok(())
 }
 
