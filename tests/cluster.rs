@@ -555,3 +555,66 @@ async fn an_expired_lease_refuses_writes_and_a_late_append_meets_the_new_version
     assert!(matches!(zombie, Err(ref e) if e.is_conflict()), "{zombie:?}");
     db.drop_db().await;
 }
+
+/// What a renewal round does besides renewing: an unused scope with no live
+/// actor is given back, and a lease another node took evicts its actors.
+#[tokio::test]
+async fn a_renewal_gives_back_idle_leases_and_evicts_the_actors_of_lost_ones() {
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Hosts {
+        live: Mutex<HashSet<String>>,
+        evicted: Mutex<Vec<String>>,
+    }
+    impl eventuall::cluster::ScopeHosts for Hosts {
+        fn is_live(&self, scope: &Scope) -> bool {
+            self.live.lock().unwrap().contains(&scope.key())
+        }
+        fn evict(&self, scope: &Scope) {
+            self.evicted.lock().unwrap().push(scope.key());
+        }
+    }
+
+    let db = TestDb::postgres().await;
+    let store = db.open().await;
+    let ttl = Duration::from_millis(300);
+    let settings = |node: &str| ClusterSettings { node_id: node.into(), url: format!("http://{node}"), lease_ttl: ttl };
+    let one = Cluster::new(store.clone(), settings("one")).unwrap();
+    let two = Cluster::new(store.clone(), settings("two")).unwrap();
+    let hosts = Arc::new(Hosts::default());
+    one.set_hosts(hosts.clone());
+    let idle = Scope::Event("idle".into());
+    let busy = Scope::Event("busy".into());
+    let lost = Scope::Event("lost".into());
+    hosts.live.lock().unwrap().insert(busy.key());
+    for scope in [&idle, &busy, &lost] {
+        assert_eq!(one.owner(scope).await.unwrap(), Owner::Here);
+    }
+    // Within two lease times nothing is given back, whatever is live.
+    one.renew().await;
+    let scopes = |leases: Vec<eventuall::cluster::LeaseRow>| leases.into_iter().map(|l| l.scope).collect::<Vec<_>>();
+    assert_eq!(scopes(Cluster::leases(&store).await.unwrap()), ["event:busy", "event:idle", "event:lost"]);
+
+    // `lost` runs out unrenewed while `one` is "paused" (no renewal), and
+    // `two` takes it; the others are renewed in `one`'s next round.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    one.renew().await;
+    expire_now(&store, "event:lost").await;
+    assert_eq!(two.owner(&lost).await.unwrap(), Owner::Here);
+    tokio::time::sleep(ttl * 2).await;
+    one.renew().await;
+    assert_eq!(hosts.evicted.lock().unwrap().as_slice(), ["event:lost"], "the lost lease's actors are evicted");
+    assert!(!one.holds(&lost));
+    assert!(one.holds(&busy), "a live scope is kept");
+    assert!(!one.holds(&idle), "an idle scope is given back");
+    let left = Cluster::leases(&store).await.unwrap();
+    assert_eq!(scopes(left.clone()), ["event:busy", "event:lost"]);
+    assert_eq!(left.iter().find(|l| l.scope == "event:lost").map(|l| (l.node.as_str(), l.epoch)), Some(("two", 2)));
+    db.drop_db().await;
+}
+
+/// Makes a lease expired now, as if its holder had stopped renewing it.
+async fn expire_now(store: &eventuall::store::EventStore, scope: &str) {
+    store.execute("update cluster_leases set expires_at = 0 where scope = $1", &[scope.into()]).await.unwrap();
+}

@@ -135,6 +135,9 @@ struct Held {
     taken_at: Instant,
     last_used: Instant,
     epoch: i64,
+    /// The row's `expires_at` as last written by this process: giving an
+    /// idle lease back deletes the row only if nobody wrote it since.
+    expires_at: i64,
 }
 
 /// A lease as stored (for tests, the console and `SCALING.md`'s figures).
@@ -220,10 +223,10 @@ impl Cluster {
                    url = excluded.url, expires_at = excluded.expires_at, \
                    epoch = cluster_leases.epoch + case when cluster_leases.holder = excluded.holder then 0 else 1 end \
                  where cluster_leases.holder = excluded.holder or cluster_leases.expires_at < {DB_NOW_MS} \
-                 returning epoch"
+                 returning epoch, expires_at"
             );
             let settings = &self.inner.settings;
-            let taken: Vec<(i64,)> = self
+            let taken: Vec<(i64, i64)> = self
                 .inner
                 .store
                 .query_as(
@@ -237,14 +240,14 @@ impl Cluster {
                     ],
                 )
                 .await?;
-            if let Some((epoch,)) = taken.first() {
+            if let Some(&(epoch, expires_at)) = taken.first() {
                 let now = Instant::now();
                 let valid_until = started + settings.lease_ttl - self.margin();
                 self.inner
                     .held
                     .lock()
                     .expect("lease table lock")
-                    .insert(key.clone(), Held { valid_until, taken_at: started, last_used: now, epoch: *epoch });
+                    .insert(key.clone(), Held { valid_until, taken_at: started, last_used: now, epoch, expires_at });
                 metrics::counter!(crate::metrics::CLUSTER_LEASES_TAKEN).increment(1);
                 tracing::info!(scope = %key, epoch, "lease taken");
                 return Ok(Owner::Here);
@@ -273,8 +276,10 @@ impl Cluster {
     pub async fn renew(&self) {
         let started = Instant::now();
         let ttl = self.inner.settings.lease_ttl;
-        let sql = format!("update cluster_leases set expires_at = {DB_NOW_MS} + $1 where holder = $2 returning scope");
-        let renewed: Result<Vec<(String,)>, _> = self
+        let sql = format!(
+            "update cluster_leases set expires_at = {DB_NOW_MS} + $1 where holder = $2 returning scope, expires_at"
+        );
+        let renewed: Result<Vec<(String, i64)>, _> = self
             .inner
             .store
             .query_as(&sql, &[(ttl.as_millis() as i64).into(), self.inner.holder.as_str().into()])
@@ -285,10 +290,11 @@ impl Cluster {
             let mut held = self.inner.held.lock().expect("lease table lock");
             match &renewed {
                 Ok(rows) => {
-                    let renewed: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+                    let renewed: HashMap<&str, i64> = rows.iter().map(|(scope, at)| (scope.as_str(), *at)).collect();
                     held.retain(|key, entry| {
-                        if renewed.contains(key.as_str()) {
+                        if let Some(&expires_at) = renewed.get(key.as_str()) {
                             entry.valid_until = started + ttl - ttl / 5;
+                            entry.expires_at = expires_at;
                             true
                         } else if entry.taken_at < started {
                             // Not renewed, and not taken after this round
@@ -317,10 +323,10 @@ impl Cluster {
                 for (key, entry) in held.iter() {
                     let unused = entry.last_used + grace < started;
                     if unused && Scope::parse(key).is_some_and(|scope| !hosts.is_live(&scope)) {
-                        idle.push(key.clone());
+                        idle.push((key.clone(), entry.expires_at));
                     }
                 }
-                for key in &idle {
+                for (key, _) in &idle {
                     held.remove(key);
                 }
             }
@@ -334,11 +340,12 @@ impl Cluster {
                 }
             }
         }
-        for key in idle {
-            let sql = "delete from cluster_leases where scope = $1 and holder = $2";
-            if let Err(error) =
-                self.inner.store.execute(sql, &[key.as_str().into(), self.inner.holder.as_str().into()]).await
-            {
+        for (key, expires_at) in idle {
+            // Only the row as this round left it: if a request took the
+            // scope again meanwhile, the row moved on and stays.
+            let sql = "delete from cluster_leases where scope = $1 and holder = $2 and expires_at = $3";
+            let args = [key.as_str().into(), self.inner.holder.as_str().into(), expires_at.into()];
+            if let Err(error) = self.inner.store.execute(sql, &args).await {
                 tracing::warn!(scope = %key, %error, "could not give back an idle lease");
             }
         }
