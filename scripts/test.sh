@@ -5,7 +5,8 @@
 # cargo-nextest, checks the TypeScript client (tsc, and that its generated
 # types are not stale), installs Debian's chromium when it is missing (the
 # ops console's browser tests), then the real-client (npm) suites against the
-# built binary, and last a bounded schemathesis run against /openapi.json.
+# built binary, a bounded schemathesis run against /openapi.json, and last
+# the cargo-fuzz targets for a few seconds each (when nightly is present).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -96,3 +97,18 @@ echo "== Real-client suites (Node)"
 
 echo "== OpenAPI fuzz (schemathesis)"
 EVENTUALL_BIN="$TARGET_DIR/debug/eventuall" scripts/openapi-fuzz.sh
+
+# The cargo-fuzz targets, a bounded time each (the CI profile; the long
+# profile is `scripts/fuzz.sh 600`). Their committed inputs already ran on
+# stable in tests/fuzz_corpus.rs; this searches for new ones. The fuzzers
+# need the nightly toolchain: without one (it cannot be fetched here) the
+# search is skipped, loudly.
+FUZZ_SECONDS="${EVENTUALL_FUZZ_SECONDS:-10}"
+if [ "$FUZZ_SECONDS" -gt 0 ]; then
+  if rustup toolchain list | grep -q '^nightly'; then
+    echo "== cargo fuzz (${FUZZ_SECONDS}s per target)"
+    scripts/fuzz.sh "$FUZZ_SECONDS"
+  else
+    echo "WARNING: no nightly toolchain: cargo fuzz skipped (the corpus replay in tests/fuzz_corpus.rs ran)" >&2
+  fi
+fi

@@ -42,6 +42,8 @@
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`).
 //! - [`replay`]: audits and replays of the log (`eventuall replay …`):
 //!   verify, rebuild, time travel, history, export, status.
+//! - [`fuzzing`]: one checked entry per parser of outside input, shared by
+//!   the `cargo fuzz` targets in `fuzz/` and `tests/fuzz_corpus.rs`.
 //!
 //! The domain (aggregates, commands, events) lives in the `eventuall-domain`
 //! crate and knows nothing of IO; read models live in
@@ -57,6 +59,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod fuzzing;
 pub mod host;
 pub mod http;
 pub mod interviews;

@@ -233,10 +233,12 @@ pub fn internal_router() -> axum::Router<AppState> {
     axum::Router::new().route("/internal/rooms/{event_id}/command", axum::routing::post(room_command))
 }
 
+/// The body of `/internal/rooms/{event_id}/command` (read before the caller
+/// is known to be a node, so it is outside input: `crate::fuzzing`).
 #[derive(serde::Deserialize)]
-struct RoomCommandBody {
-    command: eventuall_domain::room::RoomCommand,
-    metadata: crate::store::Metadata,
+pub(crate) struct RoomCommandBody {
+    pub(crate) command: eventuall_domain::room::RoomCommand,
+    pub(crate) metadata: crate::store::Metadata,
 }
 
 async fn room_command(

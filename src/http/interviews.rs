@@ -92,18 +92,18 @@ async fn list(State(app): State<AppState>, Authenticated(caller): Authenticated)
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = CreateInterviewRequest)]
-struct CreateRequest {
+pub(crate) struct CreateRequest {
     /// 1 to 200 characters once trimmed (not only whitespace).
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
-    title: String,
+    pub(crate) title: String,
     /// At most 20,000 characters.
     #[serde(default)]
     #[schema(max_length = 20000)]
-    job_description: Option<String>,
+    pub(crate) job_description: Option<String>,
     /// Described by `oa::skills_schema` (the derive has no per-item limits).
     #[serde(default)]
     #[schema(schema_with = oa::skills_schema)]
-    skills: Option<Vec<String>>,
+    pub(crate) skills: Option<Vec<String>>,
 }
 
 /// Creates an interview; with a job description and no skills the AI extracts skills first.
@@ -138,11 +138,11 @@ async fn details(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = RenameInterviewRequest)]
-struct RenameRequest {
+pub(crate) struct RenameRequest {
     /// 1 to 200 characters once trimmed (not only whitespace).
     #[serde(default)]
     #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
-    title: Option<String>,
+    pub(crate) title: Option<String>,
 }
 
 /// Renames an interview (owner only); without `title` it answers it unchanged.
@@ -236,7 +236,7 @@ async fn interview_socket(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[schema(as = InterviewClientMessage)]
 #[serde(tag = "type")]
-pub(super) enum ClientMessage {
+pub(crate) enum ClientMessage {
     /// Answered by one `INTERVIEW_MESSAGE` per stored message, oldest first,
     /// on this connection only.
     #[serde(rename = "GET_ALL_MESSAGES")]
@@ -255,8 +255,9 @@ pub(super) enum ClientMessage {
     UserRecording,
 }
 
-/// What a text frame asks for, or the error frame that answers it.
-fn classify(text: &str) -> Result<ClientMessage, crate::outlet::Outbound> {
+/// What a text frame asks for, or the error frame that answers it (also
+/// the entry of the `interview_frame` fuzz target, `crate::fuzzing`).
+pub(crate) fn classify(text: &str) -> Result<ClientMessage, crate::outlet::Outbound> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|_| error_frame("invalid_json", "frames must be JSON text"))?;
     let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {

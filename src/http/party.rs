@@ -127,12 +127,13 @@ async fn event_socket(
 /// Messages a client may send on an event room socket.
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum ClientMessage {
+pub(crate) enum ClientMessage {
     Heartbeat,
 }
 
-/// What a text frame on an event room socket asks for.
-fn classify(text: &str) -> Result<ClientMessage, Outbound> {
+/// What a text frame on an event room socket asks for (also the entry of
+/// the `room_frame` fuzz target, `crate::fuzzing`).
+pub(crate) fn classify(text: &str) -> Result<ClientMessage, Outbound> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|_| error_frame("invalid_json", "frames must be JSON text"))?;
     let Some(kind) = value.get("type").and_then(|t| t.as_str()) else {

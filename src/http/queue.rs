@@ -75,34 +75,34 @@ async fn view(State(app): State<AppState>, EventReader { event_id, .. }: EventRe
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueAddRequest)]
-struct AddRequest {
+pub(crate) struct AddRequest {
     /// 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
-    user_id: String,
+    pub(crate) user_id: String,
     /// Display name; the user id when absent.
-    name: Option<String>,
+    pub(crate) name: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueMoveRequest)]
-struct MoveRequest {
+pub(crate) struct MoveRequest {
     /// 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
-    user_id: String,
+    pub(crate) user_id: String,
     #[schema(value_type = oa::QueueList)]
-    list: QueueList,
+    pub(crate) list: QueueList,
     /// Position in `list` (clamped to its length).
-    index: usize,
+    pub(crate) index: usize,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = QueueUserRequest)]
-struct UserRequest {
+pub(crate) struct UserRequest {
     /// 1 to 256 characters.
     #[schema(min_length = 1, max_length = 256)]
-    user_id: String,
+    pub(crate) user_id: String,
 }
 
 /// Checks the body's `userId`; answers the moderator as the queue's actor.

@@ -35,10 +35,10 @@ enum StageMove {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct StageRequest {
+pub(crate) struct StageRequest {
     /// 1 to 256 characters; need not be connected.
     #[schema(min_length = 1, max_length = 256)]
-    user_id: String,
+    pub(crate) user_id: String,
 }
 
 fn snapshot_response(json: std::sync::Arc<str>) -> Response {

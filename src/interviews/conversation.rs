@@ -23,7 +23,7 @@ use bytes::Bytes;
 use cqrs_es::Aggregate;
 use eventuall_domain::interview::{
     AiCallKind, AiCallStart, DirectoryCommand, Interview, InterviewCommand, InterviewError, InterviewEvent,
-    InterviewState, MAX_ANSWER_CHARS, MessageRole, MessageStatus,
+    InterviewState, MAX_ANSWER_CHARS, MessageRole, MessageStatus, clean_answer,
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -493,12 +493,11 @@ impl ConversationActor {
     }
 
     async fn answer(&mut self, connection_id: &str, content: String) {
-        let content = content.trim().to_owned();
-        if content.is_empty() || content.chars().count() > MAX_ANSWER_CHARS {
+        let Some(content) = clean_answer(&content) else {
             let message = format!("an answer has 1 to {MAX_ANSWER_CHARS} characters");
             self.refuse(connection_id, &Failure::Invalid(message));
             return;
-        }
+        };
         let state = self.state().state();
         if state != InterviewState::Idle {
             self.refuse(connection_id, &Failure::Busy(state));

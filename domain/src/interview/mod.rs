@@ -85,15 +85,25 @@ pub fn clean_title(raw: &str) -> Option<String> {
     (!title.is_empty() && title.chars().count() <= MAX_TITLE_CHARS).then(|| title.to_owned())
 }
 
-/// Skills as stored: trimmed, non-empty, de-duplicated (case-insensitively,
-/// first spelling wins), at most [`MAX_SKILLS`]; `None` if one is too long.
+/// A typed answer as the interview takes it: trimmed, 1 to
+/// [`MAX_ANSWER_CHARS`] characters. The socket's `USER_MESSAGE` is checked
+/// with it before the interview is asked (and by the fuzz targets).
+pub fn clean_answer(raw: &str) -> Option<String> {
+    let answer = raw.trim();
+    (!answer.is_empty() && answer.chars().count() <= MAX_ANSWER_CHARS).then(|| answer.to_owned())
+}
+
+/// Skills as stored: trimmed, non-empty, de-duplicated (case-insensitively
+/// in Unicode's sense, so "Ɖ" and "ɖ" are one skill; first spelling wins),
+/// at most [`MAX_SKILLS`]; `None` if one is too long.
 pub fn clean_skills(raw: &[String]) -> Option<Vec<String>> {
     let mut skills: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for skill in raw.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         if skill.chars().count() > MAX_SKILL_CHARS {
             return None;
         }
-        if !skills.iter().any(|s| s.eq_ignore_ascii_case(skill)) {
+        if seen.insert(skill.to_lowercase()) {
             skills.push(skill.to_owned());
         }
     }
@@ -120,8 +130,15 @@ mod tests {
         assert_eq!(clean_title("  Rust dev  "), Some("Rust dev".into()));
         assert_eq!(clean_title("   "), None);
         assert_eq!(clean_title(&"x".repeat(MAX_TITLE_CHARS + 1)), None);
+        assert_eq!(clean_answer(" \n yes \t"), Some("yes".into()));
+        assert_eq!(clean_answer(" \n "), None);
+        assert_eq!(clean_answer(&"é".repeat(MAX_ANSWER_CHARS)), Some("é".repeat(MAX_ANSWER_CHARS)));
+        assert_eq!(clean_answer(&"x".repeat(MAX_ANSWER_CHARS + 1)), None);
         let skills = vec![" Rust ".to_owned(), "rust".into(), "".into(), "SQL".into()];
         assert_eq!(clean_skills(&skills), Some(vec!["Rust".into(), "SQL".into()]));
+        // Found by the http_bodies fuzz target: case beyond ASCII.
+        let skills = vec!["rƉt".to_owned(), "rɖt".into(), "Élan".into(), "élan".into()];
+        assert_eq!(clean_skills(&skills), Some(vec!["rƉt".into(), "Élan".into()]));
         assert_eq!(clean_skills(&["x".repeat(MAX_SKILL_CHARS + 1)]), None);
     }
 }
