@@ -28,8 +28,10 @@ use tokio::sync::mpsc;
 use crate::store::{EventStore, ExpectedVersion, Metadata, NewEvent, StoreError, StreamId, aggregate};
 
 /// Events between snapshots stored with an append, for hosts that snapshot
-/// in the append: bounds the tail a rebuild replays after a crash.
-pub const SNAPSHOT_EVERY: u64 = 25;
+/// in the append: bounds the tail a rebuild replays after a crash. 100, not
+/// 25: a room of 200 at 150 heartbeats/s wrote a 30 KB snapshot six times a
+/// second, and a tail of 100 events replays in well under a millisecond.
+pub const SNAPSHOT_EVERY: u64 = 100;
 
 /// An aggregate whose decisions are a function of its state: what
 /// [`Hosted`] needs beyond cqrs-es's `Aggregate`.

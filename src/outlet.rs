@@ -19,6 +19,11 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// A text frame as the socket writes it: reference-counted bytes, so a
+/// room's snapshot is rendered once and shared by every connection's outlet
+/// and written without a copy (issue #21).
+pub use axum::extract::ws::Utf8Bytes as Text;
+
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +33,7 @@ pub const CONNECTION_QUEUE: usize = 256;
 /// A frame for one connection.
 #[derive(Clone, Debug)]
 pub enum Outbound {
-    Text(Arc<str>),
+    Text(Text),
     Binary(bytes::Bytes),
     /// Close the socket with this code and reason.
     Close(u16, &'static str),
@@ -53,13 +58,13 @@ pub struct Outlet {
 /// The slot of one: the newest text frame not yet taken by the writer.
 #[derive(Debug, Default)]
 pub struct Latest {
-    frame: Mutex<Option<Arc<str>>>,
+    frame: Mutex<Option<Text>>,
     filled: Notify,
 }
 
 impl Latest {
     /// The waiting frame, if any, leaving the slot empty.
-    pub fn take(&self) -> Option<Arc<str>> {
+    pub fn take(&self) -> Option<Text> {
         self.frame.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
@@ -69,7 +74,7 @@ impl Latest {
         self.filled.notified().await;
     }
 
-    fn put(&self, frame: Arc<str>) {
+    fn put(&self, frame: Text) {
         *self.frame.lock().unwrap_or_else(PoisonError::into_inner) = Some(frame);
         // One stored permit at most: a writer not yet waiting still wakes.
         self.filled.notify_one();
@@ -85,7 +90,7 @@ impl Outlet {
     /// Puts `frame` in the slot of one, replacing a frame still waiting
     /// there (a snapshot superseded by a newer one). Never full; refused
     /// only once the socket is gone.
-    pub fn replace_latest(&self, frame: Arc<str>) -> Result<(), Refused> {
+    pub fn replace_latest(&self, frame: Text) -> Result<(), Refused> {
         if self.frames.is_closed() || self.dropped.is_cancelled() {
             return Err(Refused::Gone);
         }
@@ -132,9 +137,9 @@ mod tests {
     fn an_unread_connection_holds_only_the_newest_snapshot() {
         let (outlet, mut queue) = Outlet::new();
         for version in 0..10_000 {
-            outlet.replace_latest(Arc::from(format!("snapshot {version}"))).expect("accepted");
+            outlet.replace_latest(Text::from(format!("snapshot {version}"))).expect("accepted");
         }
-        assert_eq!(outlet.latest().take().as_deref(), Some("snapshot 9999"));
+        assert_eq!(outlet.latest().take().as_ref().map(Text::as_str), Some("snapshot 9999"));
         assert_eq!(outlet.latest().take(), None, "taken once");
         assert!(queue.try_recv().is_err(), "nothing went through the queue");
     }
@@ -143,9 +148,9 @@ mod tests {
     fn a_gone_connection_refuses_snapshots() {
         let (outlet, queue) = Outlet::new();
         drop(queue);
-        assert_eq!(outlet.replace_latest(Arc::from("s")), Err(Refused::Gone));
+        assert_eq!(outlet.replace_latest(Text::from("s")), Err(Refused::Gone));
         let (outlet, _queue) = Outlet::new();
         outlet.drop_slow();
-        assert_eq!(outlet.replace_latest(Arc::from("s")), Err(Refused::Gone));
+        assert_eq!(outlet.replace_latest(Text::from("s")), Err(Refused::Gone));
     }
 }

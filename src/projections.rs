@@ -151,6 +151,11 @@ pub async fn try_step(store: &EventStore, subscription: &mut CatchUp) -> Result<
 }
 
 /// Handles one batch of `projection`, if there is one, on the live tables.
+/// A batch of nothing it reads (heartbeats, sweeps) is passed over in
+/// memory, without a transaction ([`CatchUp::skip_to`]): at low rates each
+/// append is its own batch, and three projections committing a checkpoint
+/// per heartbeat batch cost more than the heartbeats (issue #21).
+/// [`save_skipped`] stores such a checkpoint later.
 pub async fn try_step_projection(
     store: &EventStore,
     projection: Projection,
@@ -160,17 +165,52 @@ pub async fn try_step_projection(
     let Some(last) = batch.last().map(|e| e.global_position) else {
         return Ok(Step::Idle);
     };
+    if !batch.iter().any(|e| projection.reads(e.stream_id.category(), &e.event_type)) {
+        subscription.skip_to(last);
+        return Ok(Step::Progressed(batch.len()));
+    }
     let mut tx = DbTx::begin(store).await?;
-    let stored = locked_checkpoint(&mut tx, subscription.subscriber()).await?;
-    if stored != subscription.position() {
-        // A rebuild swapped in tables that are at `stored`: continue there.
-        tracing::info!(projection = projection.name(), from = subscription.position(), to = stored, "checkpoint moved");
-        subscription.seek(stored);
+    if follows_a_rebuild(&mut tx, projection, subscription).await? {
         return Ok(Step::Progressed(0));
     }
     projection.apply_batch(&mut tx, &batch, Tables::Live).await?;
     subscription.commit(tx, last).await?;
     Ok(Step::Progressed(batch.len()))
+}
+
+/// Stores a checkpoint that skipped batches left only in memory; `true`
+/// when there was one to store.
+pub async fn save_skipped(
+    store: &EventStore,
+    projection: Projection,
+    subscription: &mut CatchUp,
+) -> Result<bool, StoreError> {
+    if subscription.position() == subscription.saved_position() {
+        return Ok(false);
+    }
+    let mut tx = DbTx::begin(store).await?;
+    if !follows_a_rebuild(&mut tx, projection, subscription).await? {
+        let position = subscription.position();
+        subscription.commit(tx, position).await?;
+    }
+    Ok(true)
+}
+
+/// Whether a rebuild moved the stored checkpoint since this subscriber last
+/// stored it (it swapped in tables that are at the stored position): the
+/// subscriber then continues there.
+async fn follows_a_rebuild(
+    tx: &mut DbTx,
+    projection: Projection,
+    subscription: &mut CatchUp,
+) -> Result<bool, StoreError> {
+    let stored = locked_checkpoint(tx, subscription.subscriber()).await?;
+    if stored == subscription.saved_position() {
+        return Ok(false);
+    }
+    tracing::info!(projection = projection.name(), from = subscription.position(), to = stored, "checkpoint moved");
+    subscription.seek(stored);
+    Ok(true)
 }
 
 /// The stored checkpoint, locked until `tx` ends (PostgreSQL: the row lock a
@@ -745,6 +785,7 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
     // One receiver for the whole loop, marked before each step: an append
     // that lands while a step runs still wakes the next wait.
     let mut head = store.head_watch();
+    let mut last_save = tokio::time::Instant::now();
     while !*shutdown.borrow() {
         head.mark_unchanged();
         match try_step_projection(&store, projection, &mut subscription).await {
@@ -756,13 +797,31 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
                 continue;
             }
         }
+        if last_save.elapsed() >= SAVE_SKIPPED_EVERY {
+            last_save = tokio::time::Instant::now();
+            if let Err(error) = save_skipped(&store, projection, &mut subscription).await {
+                tracing::warn!(%error, projection = projection.name(), "checkpoint not saved; retrying later");
+            }
+        }
         tokio::select! {
-            _ = head.changed() => {}
+            // Appends that follow within the linger are read in the same
+            // pass: at low rates every append would otherwise be a pass.
+            _ = head.changed() => tokio::time::sleep(LINGER).await,
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = shutdown.changed() => {}
         }
     }
+    // What skipped batches moved, stored before the process goes.
+    let _ = save_skipped(&store, projection, &mut subscription).await;
 }
+
+/// How long a projection waits after an append wakes it before it reads:
+/// the bound this adds to its lag, and what lets one pass take many small
+/// append batches.
+const LINGER: Duration = Duration::from_millis(50);
+
+/// How often a checkpoint moved only by skipped batches is stored.
+const SAVE_SKIPPED_EVERY: Duration = Duration::from_secs(1);
 
 async fn apply_interviews(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
     let list = tables.name("interviews");

@@ -308,7 +308,7 @@ impl ConversationActor {
         }
     }
 
-    fn send_to(&mut self, connection_id: &str, frame: std::sync::Arc<str>) {
+    fn send_to(&mut self, connection_id: &str, frame: crate::outlet::Text) {
         let Some(outlet) = self.subscribers.get(connection_id) else { return };
         match outlet.try_send(Outbound::Text(frame)) {
             Ok(()) => {}

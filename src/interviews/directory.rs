@@ -6,7 +6,6 @@
 //! holds across tabs and interviews.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use eventuall_domain::interview::{DirectoryCommand, DirectoryEvent, InterviewEntry, UserInterviews};
 use tokio::sync::{mpsc, oneshot};
@@ -155,7 +154,7 @@ impl DirectoryActor {
 
 /// Queues `frame` for every subscriber; drops those that are gone or too
 /// slow (a full queue), telling the slow ones' sockets to close.
-pub(super) fn broadcast(subscribers: &mut HashMap<String, Outlet>, frame: &Arc<str>) {
+pub(super) fn broadcast(subscribers: &mut HashMap<String, Outlet>, frame: &crate::outlet::Text) {
     subscribers.retain(|_, outlet| match outlet.try_send(Outbound::Text(frame.clone())) {
         Ok(()) => true,
         Err(crate::outlet::Refused::Full) => {

@@ -2,9 +2,9 @@
 //! the HTTP API and the WebSocket frames (`INTERVIEW_STATE`,
 //! `INTERVIEW_MESSAGE`, `INTERVIEW_UPDATED`, `INTERVIEW_CREATED`,
 //! `INTERVIEW_DELETED`, `RATELIMIT`), each rendered once and shared by every
-//! connection as an `Arc<str>`.
+//! connection as one [`Text`].
 
-use std::sync::Arc;
+use crate::outlet::Text;
 
 use eventuall_domain::interview::{InterviewEntry, InterviewState, Message, MessageRole, MessageStatus, MessageType};
 use serde::Serialize;
@@ -84,7 +84,7 @@ impl MessageJson {
     }
 }
 
-fn typed(kind: &str, body: impl Serialize) -> Arc<str> {
+fn typed(kind: &str, body: impl Serialize) -> Text {
     let mut value = serde_json::to_value(body).expect("frames serialise");
     match value.as_object_mut() {
         Some(object) => {
@@ -92,36 +92,36 @@ fn typed(kind: &str, body: impl Serialize) -> Arc<str> {
         }
         None => value = json!({ "type": kind }),
     }
-    Arc::from(value.to_string())
+    Text::from(value.to_string())
 }
 
-pub fn state(state: InterviewState) -> Arc<str> {
-    Arc::from(json!({"type": "INTERVIEW_STATE", "state": state}).to_string())
+pub fn state(state: InterviewState) -> Text {
+    Text::from(json!({"type": "INTERVIEW_STATE", "state": state}).to_string())
 }
 
-pub fn message(message: &MessageJson) -> Arc<str> {
+pub fn message(message: &MessageJson) -> Text {
     typed("INTERVIEW_MESSAGE", message)
 }
 
-pub fn updated(interview_id: &str) -> Arc<str> {
-    Arc::from(json!({"type": "INTERVIEW_UPDATED", "interviewId": interview_id}).to_string())
+pub fn updated(interview_id: &str) -> Text {
+    Text::from(json!({"type": "INTERVIEW_UPDATED", "interviewId": interview_id}).to_string())
 }
 
-pub fn created(interview_id: &str) -> Arc<str> {
-    Arc::from(json!({"type": "INTERVIEW_CREATED", "interviewId": interview_id}).to_string())
+pub fn created(interview_id: &str) -> Text {
+    Text::from(json!({"type": "INTERVIEW_CREATED", "interviewId": interview_id}).to_string())
 }
 
-pub fn deleted(interview_id: &str) -> Arc<str> {
-    Arc::from(json!({"type": "INTERVIEW_DELETED", "interviewId": interview_id}).to_string())
+pub fn deleted(interview_id: &str) -> Text {
+    Text::from(json!({"type": "INTERVIEW_DELETED", "interviewId": interview_id}).to_string())
 }
 
-pub fn rate_limit(quota: &QuotaRefusal) -> Arc<str> {
+pub fn rate_limit(quota: &QuotaRefusal) -> Text {
     typed("RATELIMIT", quota)
 }
 
 /// The contract's `error` frame.
-pub fn error(code: &str, message: &str) -> Arc<str> {
-    Arc::from(json!({"type": "error", "code": code, "message": message}).to_string())
+pub fn error(code: &str, message: &str) -> Text {
+    Text::from(json!({"type": "error", "code": code, "message": message}).to_string())
 }
 
 type ListRow = (String, String, String, String, String, String, i64, i64, i64, i64);

@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::{RoomFailure, RoomMsg, Rooms};
 use crate::actor::{Retirement, drain_batch};
 use crate::host::{self, Answer, Batch, Failure, Hosted, Next, SNAPSHOT_EVERY, Snapshots};
-use crate::outlet::{Outlet, Refused};
+use crate::outlet::{Outlet, Refused, Text};
 use crate::store::{Metadata, StoreError, StreamId};
 
 /// Messages handled per batch (one append, one snapshot).
@@ -33,8 +33,9 @@ pub(super) struct RoomActor {
     event_id: String,
     hosted: Hosted<EventRoom>,
     subscribers: HashMap<String, Outlet>,
-    /// The last snapshot JSON, shared by every reader until the next change.
-    snapshot_json: Arc<str>,
+    /// The last snapshot frame, rendered once per change and shared by every
+    /// subscriber's outlet (and HTTP reader) until the next change.
+    snapshot_json: Text,
     /// When the sweep timer is armed for, as far as this actor knows.
     sweep_armed_at: Option<i64>,
 }
@@ -75,7 +76,7 @@ impl RoomActor {
         let store = rooms.inner.store.clone();
         let hosted = Hosted::load(store, stream, Snapshots::InAppendEvery(SNAPSHOT_EVERY)).await?;
         let mut actor = Self {
-            snapshot_json: Arc::from(""),
+            snapshot_json: Text::from_static(""),
             rooms,
             event_id,
             hosted,
@@ -86,11 +87,17 @@ impl RoomActor {
         Ok(actor)
     }
 
-    fn render(&self) -> Arc<str> {
+    /// The snapshot frame: `{"type":"snapshot",…}` written in one pass (the
+    /// snapshot's own object with the tag spliced in front, no JSON tree).
+    fn render(&self) -> Text {
+        const TAG: &[u8] = br#"{"type":"snapshot""#;
         let snapshot: RoomSnapshot = self.hosted.state.snapshot(&self.event_id, self.hosted.version);
-        let mut value = serde_json::to_value(snapshot).expect("snapshot serialises");
-        value.as_object_mut().expect("object").insert("type".into(), "snapshot".into());
-        Arc::from(value.to_string())
+        let mut frame = Vec::with_capacity(TAG.len() + 64 + 96 * snapshot.presence.len());
+        frame.extend_from_slice(TAG);
+        serde_json::to_writer(&mut frame, &snapshot).expect("snapshot serialises");
+        // The snapshot's `{` becomes the `,` after the tag (it has fields).
+        frame[TAG.len()] = b',';
+        Text::from(String::from_utf8(frame).expect("serde_json writes UTF-8"))
     }
 
     pub(super) async fn run(mut self, mut mailbox: mpsc::Receiver<RoomMsg>, retirement: Retirement<RoomMsg>) {
@@ -167,7 +174,7 @@ impl RoomActor {
                     let _ = reply.send(Err(Failure::Refused(error)));
                 }
                 Reply::Snapshot(reply) => {
-                    let _ = reply.send(Ok(self.snapshot_json.clone()));
+                    let _ = reply.send(Ok(Arc::from(self.snapshot_json.as_str())));
                 }
                 Reply::Done(done) => {
                     let _ = done.send(());
@@ -245,8 +252,15 @@ impl RoomActor {
     }
 
     async fn broadcast(&mut self) {
-        let ids: Vec<String> = self.subscribers.keys().cloned().collect();
-        for id in ids {
+        let frame = &self.snapshot_json;
+        let refused: Vec<String> = self
+            .subscribers
+            .iter()
+            .filter(|(_, outlet)| outlet.replace_latest(frame.clone()).is_err())
+            .map(|(id, _)| id.clone())
+            .collect();
+        // Those it refused are dropped as `send_snapshot` drops them.
+        for id in refused {
             self.send_snapshot(&id).await;
         }
     }

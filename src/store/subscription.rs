@@ -286,6 +286,9 @@ pub struct CatchUp {
     store: EventStore,
     subscriber: String,
     position: i64,
+    /// The checkpoint as last stored by this subscriber; behind `position`
+    /// while skipped batches are not yet saved ([`CatchUp::skip_to`]).
+    saved: i64,
     head: watch::Receiver<i64>,
     batch: usize,
 }
@@ -303,6 +306,7 @@ impl CatchUp {
             store: store.clone(),
             subscriber: subscriber.to_owned(),
             position,
+            saved: position,
             head: store.head_watch(),
             batch: DEFAULT_BATCH,
         }
@@ -326,6 +330,21 @@ impl CatchUp {
     /// its stored checkpoint moved by someone else (a `replay rebuild`).
     pub fn seek(&mut self, position: i64) {
         self.position = position;
+        self.saved = position;
+    }
+
+    /// Moves past a batch this subscriber has nothing to do with, without a
+    /// transaction: the stored checkpoint stays at [`CatchUp::saved_position`]
+    /// until the next [`CatchUp::commit`]. Reading those events again after a
+    /// restart is harmless (they are skipped again), so a log of heartbeats
+    /// costs a subscriber no write per batch.
+    pub fn skip_to(&mut self, position: i64) {
+        self.position = self.position.max(position);
+    }
+
+    /// The checkpoint as this subscriber last stored it.
+    pub fn saved_position(&self) -> i64 {
+        self.saved
     }
 
     /// The next batch after the checkpoint, possibly empty; does not wait.
@@ -358,6 +377,7 @@ impl CatchUp {
         save_checkpoint(&mut tx, &self.subscriber, position).await?;
         tx.commit().await?;
         self.position = position;
+        self.saved = position;
         Ok(())
     }
 }
