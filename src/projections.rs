@@ -178,6 +178,17 @@ pub async fn try_step_projection(
     Ok(Step::Progressed(batch.len()))
 }
 
+/// Whether `projection` has handled every event it reads: nothing it reads
+/// lies after its stored checkpoint (which skipped batches may leave
+/// behind the head for up to a second). Readers that promise
+/// read-your-writes wait for this, not for checkpoint = head.
+pub async fn caught_up(store: &EventStore, projection: Projection) -> Result<bool, StoreError> {
+    const SCAN: usize = 2_000;
+    let checkpoint = load_checkpoint(store, projection.name()).await?;
+    let pending = store.read_all(checkpoint, SCAN).await?;
+    Ok(pending.len() < SCAN && !pending.iter().any(|e| projection.reads(e.stream_id.category(), &e.event_type)))
+}
+
 /// Stores a checkpoint that skipped batches left only in memory; `true`
 /// when there was one to store.
 pub async fn save_skipped(
@@ -804,9 +815,7 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
             }
         }
         tokio::select! {
-            // Appends that follow within the linger are read in the same
-            // pass: at low rates every append would otherwise be a pass.
-            _ = head.changed() => tokio::time::sleep(LINGER).await,
+            _ = head.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = shutdown.changed() => {}
         }
@@ -814,11 +823,6 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
     // What skipped batches moved, stored before the process goes.
     let _ = save_skipped(&store, projection, &mut subscription).await;
 }
-
-/// How long a projection waits after an append wakes it before it reads:
-/// the bound this adds to its lag, and what lets one pass take many small
-/// append batches.
-const LINGER: Duration = Duration::from_millis(50);
 
 /// How often a checkpoint moved only by skipped batches is stored.
 const SAVE_SKIPPED_EVERY: Duration = Duration::from_secs(1);

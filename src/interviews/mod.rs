@@ -42,8 +42,6 @@ use tokio::sync::oneshot;
 
 use crate::actor::Registry;
 use crate::clock::SharedClock;
-use crate::projections::INTERVIEWS;
-use crate::store::subscription::load_checkpoint;
 use crate::store::{EventStore, StreamId};
 use crate::timers::{Timer, Timers};
 pub use conversation::InterviewMsg;
@@ -429,15 +427,16 @@ impl Interviews {
     /// when the request came (so a client reads its own writes).
     pub async fn list(&self, user_id: &str) -> Result<Vec<InterviewJson>, Failure> {
         let store = self.store();
-        let head = store.head_position().await.map_err(|_| Failure::Unavailable)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         loop {
-            let checkpoint = load_checkpoint(store, INTERVIEWS).await.map_err(|_| Failure::Unavailable)?;
-            if checkpoint >= head {
+            let caught_up = crate::projections::caught_up(store, crate::projections::Projection::Interviews)
+                .await
+                .map_err(|_| Failure::Unavailable)?;
+            if caught_up {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(checkpoint, head, "interview list served behind the log");
+                tracing::warn!("interview list served behind the log");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
