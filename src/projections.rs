@@ -107,6 +107,11 @@ impl Projection {
         }
     }
 
+    /// Whether any of `events` is one it reads.
+    pub fn reads_any(self, events: &[RecordedEvent]) -> bool {
+        events.iter().any(|e| self.reads(e.stream_id.category(), &e.event_type))
+    }
+
     /// Applies `events` to this projection's `tables` inside `tx`.
     pub async fn apply_batch(self, tx: &mut DbTx, events: &[RecordedEvent], tables: Tables) -> Result<(), StoreError> {
         match self {
@@ -165,7 +170,7 @@ pub async fn try_step_projection(
     let Some(last) = batch.last().map(|e| e.global_position) else {
         return Ok(Step::Idle);
     };
-    if !batch.iter().any(|e| projection.reads(e.stream_id.category(), &e.event_type)) {
+    if !projection.reads_any(&batch) {
         subscription.skip_to(last);
         return Ok(Step::Progressed(batch.len()));
     }
@@ -185,8 +190,11 @@ pub async fn try_step_projection(
 pub async fn caught_up(store: &EventStore, projection: Projection) -> Result<bool, StoreError> {
     const SCAN: usize = 2_000;
     let checkpoint = load_checkpoint(store, projection.name()).await?;
+    if checkpoint >= store.head_position().await? {
+        return Ok(true);
+    }
     let pending = store.read_all(checkpoint, SCAN).await?;
-    Ok(pending.len() < SCAN && !pending.iter().any(|e| projection.reads(e.stream_id.category(), &e.event_type)))
+    Ok(pending.len() < SCAN && !projection.reads_any(&pending))
 }
 
 /// Stores a checkpoint that skipped batches left only in memory; `true`

@@ -253,15 +253,13 @@ impl RoomActor {
 
     async fn broadcast(&mut self) {
         let frame = &self.snapshot_json;
-        let refused: Vec<String> = self
+        let refused: Vec<(String, Refused)> = self
             .subscribers
             .iter()
-            .filter(|(_, outlet)| outlet.replace_latest(frame.clone()).is_err())
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, outlet)| outlet.replace_latest(frame.clone()).err().map(|why| (id.clone(), why)))
             .collect();
-        // Those it refused are dropped as `send_snapshot` drops them.
-        for id in refused {
-            self.send_snapshot(&id).await;
+        for (id, why) in refused {
+            self.forget(&id, why);
         }
     }
 
@@ -272,10 +270,17 @@ impl RoomActor {
     /// is gone is forgotten here.
     async fn send_snapshot(&mut self, id: &str) {
         let Some(outlet) = self.subscribers.get(id) else { return };
-        let reason = match outlet.replace_latest(self.snapshot_json.clone()) {
-            Ok(()) => return,
-            Err(Refused::Full) => CloseReason::TooSlow,
-            Err(Refused::Gone) => CloseReason::Closed,
+        if let Err(why) = outlet.replace_latest(self.snapshot_json.clone()) {
+            self.forget(id, why);
+        }
+    }
+
+    /// Drops a subscriber whose outlet refused a snapshot and records its
+    /// connection closed.
+    fn forget(&mut self, id: &str, why: Refused) {
+        let reason = match why {
+            Refused::Full => CloseReason::TooSlow,
+            Refused::Gone => CloseReason::Closed,
         };
         if let Some(outlet) = self.subscribers.remove(id) {
             outlet.drop_slow();
