@@ -34,6 +34,7 @@ contract!(
     each_stream_is_hash_chained,
     the_cqrs_es_framework_runs_on_the_log,
     pending_appends_are_committed_on_shutdown,
+    a_statement_first_bound_with_nulls_takes_values_of_every_type_later,
 );
 
 fn stream(name: &str) -> StreamId {
@@ -624,4 +625,24 @@ async fn pending_appends_are_committed_on_shutdown(db: &TestDb) {
     let reopened = db.open().await;
     let stored = reopened.read_all(0, 1000).await.unwrap().len();
     assert_eq!(stored, acknowledged * 2, "every acknowledged append is stored, nothing else");
+}
+
+/// The CI failure of 2026-12-07: PostgreSQL prepares a statement with the
+/// types of its first binds and the connection caches it, so an untyped
+/// null bound first (as an integer) made the same insert refuse a text
+/// value later on that connection. One transaction is one connection.
+async fn a_statement_first_bound_with_nulls_takes_values_of_every_type_later(db: &TestDb) {
+    let store = db.open().await;
+    let mut tx = DbTx::begin(&store).await.unwrap();
+    tx.execute("create table nullable (n bigint, x double precision, t text, b bytea)", &[]).await.unwrap();
+    let insert = "insert into nullable (n, x, t, b) values ($1, $2, $3, $4)";
+    let nulls: [SqlValue; 4] = [None::<i64>.into(), None::<f64>.into(), None::<&str>.into(), None::<Vec<u8>>.into()];
+    let values: [SqlValue; 4] =
+        [Some(7_i64).into(), Some(0.5_f64).into(), Some("seven").into(), Some(vec![7_u8]).into()];
+    for args in [&nulls, &values, &nulls] {
+        tx.execute(insert, args).await.unwrap();
+    }
+    let rows: Vec<(Option<i64>, Option<String>)> =
+        tx.fetch_all_as("select n, t from nullable order by n nulls first", &[]).await.unwrap();
+    assert_eq!(rows, vec![(None, None), (None, None), (Some(7), Some("seven".to_owned()))]);
 }

@@ -32,11 +32,47 @@ pub enum DbTx {
 /// A bind value for [`DbTx`] statements.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SqlValue {
-    Null,
+    /// A null of the column's type. PostgreSQL prepares a statement with
+    /// the types of its first binds and each connection caches it by its
+    /// text: a null bound as one type there makes the same statement refuse
+    /// a value of the column's type later on that connection ("incorrect
+    /// binary data format"), so a null must carry its type too.
+    Null(SqlType),
     Int(i64),
     Float(f64),
     Text(String),
     Bytes(Vec<u8>),
+}
+
+/// The type of a [`SqlValue`], which a null keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlType {
+    Int,
+    Float,
+    Text,
+    Bytes,
+}
+
+/// A Rust type that binds as one SQL type, so `None::<T>` binds as a null
+/// of that type.
+pub trait SqlTyped {
+    const SQL_TYPE: SqlType;
+}
+
+impl SqlTyped for i64 {
+    const SQL_TYPE: SqlType = SqlType::Int;
+}
+impl SqlTyped for f64 {
+    const SQL_TYPE: SqlType = SqlType::Float;
+}
+impl SqlTyped for &str {
+    const SQL_TYPE: SqlType = SqlType::Text;
+}
+impl SqlTyped for String {
+    const SQL_TYPE: SqlType = SqlType::Text;
+}
+impl SqlTyped for Vec<u8> {
+    const SQL_TYPE: SqlType = SqlType::Bytes;
 }
 
 impl From<i64> for SqlValue {
@@ -59,9 +95,14 @@ impl From<String> for SqlValue {
         Self::Text(v)
     }
 }
-impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+impl From<Vec<u8>> for SqlValue {
+    fn from(v: Vec<u8>) -> Self {
+        Self::Bytes(v)
+    }
+}
+impl<T: Into<SqlValue> + SqlTyped> From<Option<T>> for SqlValue {
     fn from(v: Option<T>) -> Self {
-        v.map_or(Self::Null, Into::into)
+        v.map_or(Self::Null(T::SQL_TYPE), Into::into)
     }
 }
 
@@ -97,7 +138,10 @@ macro_rules! bind_all {
         let mut query = $query;
         for arg in $args {
             query = match arg {
-                SqlValue::Null => query.bind(None::<i64>),
+                SqlValue::Null(SqlType::Int) => query.bind(None::<i64>),
+                SqlValue::Null(SqlType::Float) => query.bind(None::<f64>),
+                SqlValue::Null(SqlType::Text) => query.bind(None::<&str>),
+                SqlValue::Null(SqlType::Bytes) => query.bind(None::<&[u8]>),
                 SqlValue::Int(v) => query.bind(*v),
                 SqlValue::Float(v) => query.bind(*v),
                 SqlValue::Text(v) => query.bind(v.as_str()),

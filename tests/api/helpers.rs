@@ -75,7 +75,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_on(TestDb::sqlite().await, &[]).await
 }
 
+/// `EVENTUALL_TEST_LOG=<filter>` shows the service's log in a test's
+/// output (nextest prints it for a failing test): the way to see why a
+/// request answered 500.
+pub fn init_test_log() {
+    if let Ok(filter) = std::env::var("EVENTUALL_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 pub async fn spawn_app_on(db: TestDb, extra: &[&str]) -> TestApp {
+    init_test_log();
     let app = Application::build(config_with(&db.url, extra)).await.expect("app builds");
     let addr = app.local_addr();
     let state = app.state().clone();
@@ -86,6 +96,7 @@ pub async fn spawn_app_on(db: TestDb, extra: &[&str]) -> TestApp {
 
 /// Serves an already built `Application` (a manual clock, simulators).
 pub fn serve_built(db: TestDb, app: Application) -> TestApp {
+    init_test_log();
     let addr = app.local_addr();
     let state = app.state().clone();
     let shutdown = app.shutdown_handle();
