@@ -32,6 +32,7 @@
 mod archive;
 mod cluster;
 mod interviews;
+mod loadgen;
 mod rooms;
 
 use std::sync::Arc;
@@ -113,6 +114,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0,24,499")]
         tails: Vec<u64>,
     },
+    /// The peer's Node load generator (`load.mjs fanout|heartbeats`) in
+    /// Rust: same environment variables, same JSON line, any server.
+    Loadgen(Box<loadgen::LoadArgs>),
     /// Event rooms: heartbeat load, join latency, fanout, memory.
     Rooms(Box<rooms::RoomsArgs>),
     /// The service for `rooms`, driven over stdin (run by `rooms` itself).
@@ -141,6 +145,8 @@ async fn main() -> anyhow::Result<()> {
             append_bench(&postgres_url, events, time_limit.into(), &streams, &stores, &options, rounds).await
         }
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
+        // Its own runtime, on its own thread (one by default, as Node's).
+        Command::Loadgen(args) => tokio::task::spawn_blocking(move || loadgen::run(*args)).await?,
         Command::Rooms(args) => rooms::run(*args).await,
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
         Command::Interviews(args) => interviews::run(*args).await,
