@@ -146,7 +146,8 @@ pub enum Step {
     /// Handled this many events (0: it followed a checkpoint moved by a
     /// rebuild and will read from there next).
     Progressed(usize),
-    /// Nothing new in the log.
+    /// Nothing new in the log (or only appends of this process that it
+    /// passed over, up to the newest).
     Idle,
 }
 
@@ -166,6 +167,17 @@ pub async fn try_step_projection(
     projection: Projection,
     subscription: &mut CatchUp,
 ) -> Result<Step, StoreError> {
+    // What this process itself appended since, if the projection reads
+    // none of it, is passed over without a query: at low rates each commit
+    // is a heartbeat or two, and reading each back cost more than writing it.
+    let position = subscription.position();
+    if let Some(through) =
+        store.unread_local_through(position, |category, event_type| projection.reads(category, event_type))
+    {
+        subscription.skip_to(through);
+        let passed = usize::try_from(through - position).unwrap_or(0);
+        return Ok(if through >= store.local_head() { Step::Idle } else { Step::Progressed(passed) });
+    }
     let batch = subscription.poll().await?;
     let Some(last) = batch.last().map(|e| e.global_position) else {
         return Ok(Step::Idle);

@@ -35,6 +35,7 @@ contract!(
     the_cqrs_es_framework_runs_on_the_log,
     pending_appends_are_committed_on_shutdown,
     a_statement_first_bound_with_nulls_takes_values_of_every_type_later,
+    local_appends_a_subscriber_does_not_read_are_passed_over_only_where_known,
 );
 
 fn stream(name: &str) -> StreamId {
@@ -645,4 +646,29 @@ async fn a_statement_first_bound_with_nulls_takes_values_of_every_type_later(db:
     let rows: Vec<(Option<i64>, Option<String>)> =
         tx.fetch_all_as("select n, t from nullable order by n nulls first", &[]).await.unwrap();
     assert_eq!(rows, vec![(None, None), (None, None), (Some(7), Some("seven".to_owned()))]);
+}
+
+/// Issue #21: a subscriber passes over what this process appended and it
+/// does not read, without reading the log; only on SQLite, whose single
+/// writer gives an append consecutive positions. Never past a position it
+/// did not append itself, nor past one the subscriber reads.
+async fn local_appends_a_subscriber_does_not_read_are_passed_over_only_where_known(db: &TestDb) {
+    let store = db.open().await;
+    let reads_opened = |_: &str, event_type: &str| event_type == "Opened";
+    let typed = |event_type: &str| NewEvent::new(event_type, "1", "{}".into(), Metadata::by("tester").command("Do"));
+    let beats = store.append(&stream("beats"), ExpectedVersion::Any, vec![typed("Beat"), typed("Beat")]).await.unwrap();
+    let opened = store.append(&stream("opens"), ExpectedVersion::Any, vec![typed("Opened")]).await.unwrap();
+    let more = store.append(&stream("beats"), ExpectedVersion::Any, vec![typed("Beat")]).await.unwrap();
+    let start = beats.last_position - 2;
+    let passed = |after| store.unread_local_through(after, reads_opened);
+    if store.is_postgres() {
+        assert_eq!(passed(start), None, "PostgreSQL positions are not known to be consecutive");
+        return;
+    }
+    assert_eq!(passed(start), Some(beats.last_position), "up to the append it reads");
+    assert_eq!(passed(beats.last_position), None, "the next append is read");
+    assert_eq!(passed(opened.last_position), Some(more.last_position));
+    assert_eq!(passed(more.last_position), None, "nothing after the newest");
+    assert_eq!(store.local_head(), more.last_position);
+    assert_eq!(passed(start - 1), None, "a position before the first known is never vouched for");
 }

@@ -35,7 +35,6 @@ use eventuall::store::{EventStore, StoreOptions};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
@@ -106,6 +105,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
 struct Config {
     base: String,
     addr: SocketAddr,
+    http: reqwest::Client,
     auth: Authenticator,
     run: String,
     label: String,
@@ -128,6 +128,7 @@ impl Config {
         Ok(Self {
             base,
             addr,
+            http: reqwest::Client::new(),
             auth: Authenticator::new(&secret),
             run: std::env::var("RUN_ID").unwrap_or_else(|_| format!("lg{millis:x}")),
             label: std::env::var("LABEL").unwrap_or_default(),
@@ -297,29 +298,17 @@ impl MachineMeter {
     }
 }
 
-/// One GET on a fresh connection: the status and the body.
+/// One GET: the status and the body.
 async fn http_get(config: &Config, path: &str, token: &str) -> anyhow::Result<(u16, String)> {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
-        config.addr
-    );
-    let exchange = async {
-        let mut stream = TcpStream::connect(config.addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(10), exchange).await.context("HTTP timeout")??;
-    let text = String::from_utf8_lossy(&response);
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).context("bad HTTP response")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    // A chunked body (the peer's) has its chunk sizes around the JSON.
-    let body = match (body.find('{'), body.rfind('}')) {
-        (Some(start), Some(end)) if start <= end => body[start..=end].to_owned(),
-        _ => body,
-    };
-    Ok((code, body))
+    let response = config
+        .http
+        .get(format!("{}{path}", config.base))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().await?))
 }
 
 async fn connect(config: &Config, room: &str, user: &str) -> anyhow::Result<Socket> {

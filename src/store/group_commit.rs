@@ -43,6 +43,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::recent::{LocalAppend, RecentAppends};
 use super::wal_sync::WalSync;
 use super::{AppendOutcome, Appends, Backend, HeadCache, PendingAppend, StoreError, WrittenBatch, batch_keys};
 
@@ -102,25 +103,37 @@ struct Shared {
     /// Never held across an `.await`.
     heads: StdMutex<HeadCache>,
     acknowledge: Acknowledge,
+    /// Whether appends are recorded in [`RecentAppends`]: SQLite only,
+    /// where an append's positions are consecutive.
+    records_appends: bool,
+}
+
+/// Where a written batch becomes visible: the appends it made, then the
+/// head that wakes subscribers.
+pub(crate) struct Publish {
+    pub head: watch::Sender<i64>,
+    pub recent: Arc<StdMutex<RecentAppends>>,
 }
 
 pub(crate) async fn spawn(
     backend: Backend,
     config: GroupCommitConfig,
-    head: watch::Sender<i64>,
+    publish: Publish,
 ) -> Result<WriterHandle, StoreError> {
     let (sender, receiver) = mpsc::channel(config.queue_depth);
     let (wal_sync, writers) = match &backend {
         Backend::Sqlite(b) => (b.deferred_sync_file().map(WalSync::start).transpose().map_err(sqlx::Error::Io)?, 1),
         Backend::Postgres(_) => (None, config.postgres_writers.max(1)),
     };
-    let (acknowledge, answering) = Acknowledge::new(head, wal_sync);
+    let records_appends = matches!(backend, Backend::Sqlite(_));
+    let (acknowledge, answering) = Acknowledge::new(publish, wal_sync);
     let shared = Arc::new(Shared {
         backend,
         config,
         receiver: Mutex::new(receiver),
         heads: StdMutex::new(HeadCache::default()),
         acknowledge,
+        records_appends,
     });
     let mut tasks: Vec<_> = (0..writers).map(|_| tokio::spawn(run_writer(shared.clone()))).collect();
     // Last: it ends once the writers are gone (they hold its queue).
@@ -157,7 +170,8 @@ async fn run_writer(shared: Arc<Shared>) {
                 Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
                 None => write_with_fallback(&shared.backend, &appends, &shared.heads).await,
             };
-            shared.acknowledge.batch(Answered { replies, answers }).await;
+            let appended = if shared.records_appends { local_appends(&appends, &answers) } else { Vec::new() };
+            shared.acknowledge.batch(Answered { replies, answers, appended }).await;
         }
     }
 }
@@ -187,15 +201,38 @@ async fn gather(shared: &Shared) -> Option<Vec<Request>> {
     Some(batch)
 }
 
+/// What each newly written append of a batch holds, at which positions
+/// (consecutive: one SQLite connection wrote them under its write lock).
+/// Idempotent retries wrote nothing new and are left out.
+fn local_appends(appends: &Appends, answers: &[Answer]) -> Vec<LocalAppend> {
+    appends
+        .iter()
+        .zip(answers)
+        .filter_map(|(append, answer)| {
+            let outcome = answer.as_ref().ok().filter(|o| !o.already_stored)?;
+            let first = outcome.last_position - append.events.len() as i64 + 1;
+            let types = append.events.iter().map(|e| e.event_type.as_str());
+            Some(LocalAppend::new(first, outcome.last_position, append.stream.category(), types))
+        })
+        .collect()
+}
+
 /// A written batch's answers, in request order, with where they go.
 struct Answered {
     replies: Vec<Reply>,
     answers: Vec<Answer>,
+    appended: Vec<LocalAppend>,
 }
 
 impl Answered {
-    /// Moves the store's head past the batch, then answers its callers.
-    fn send(self, head: &watch::Sender<i64>) {
+    /// Records the batch's appends, moves the store's head past them, then
+    /// answers its callers.
+    fn send(self, publish: &Publish) {
+        if !self.appended.is_empty() {
+            let mut recent = publish.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            recent.record(self.appended.iter().cloned());
+        }
+        let head = &publish.head;
         let highest = self.answers.iter().filter_map(|a| a.as_ref().ok()).map(|o| o.last_position).max();
         if let Some(highest) = highest {
             head.send_if_modified(|h| {
@@ -229,7 +266,7 @@ impl Answered {
 /// When a written batch may be answered.
 enum Acknowledge {
     /// The commit was durable: answer at once.
-    AtCommit(watch::Sender<i64>),
+    AtCommit(Publish),
     /// The commit left the WAL to sync: answer, in commit order, once a sync
     /// that started after the commit has finished. Needs commits and sync
     /// requests in one order, so SQLite has one writer task; the answering
@@ -239,11 +276,11 @@ enum Acknowledge {
 
 impl Acknowledge {
     /// The policy, and the answering task it runs, if any.
-    fn new(head: watch::Sender<i64>, wal_sync: Option<WalSync>) -> (Self, Option<JoinHandle<()>>) {
-        let Some(sync) = wal_sync else { return (Self::AtCommit(head), None) };
+    fn new(publish: Publish, wal_sync: Option<WalSync>) -> (Self, Option<JoinHandle<()>>) {
+        let Some(sync) = wal_sync else { return (Self::AtCommit(publish), None) };
         let sync = Arc::new(sync);
         let (queue, waiting) = mpsc::channel(BATCHES_AWAITING_SYNC);
-        let task = tokio::spawn(answer_when_durable(sync.clone(), waiting, head));
+        let task = tokio::spawn(answer_when_durable(sync.clone(), waiting, publish));
         (Self::AfterWalSync { sync, queue }, Some(task))
     }
 
@@ -275,7 +312,7 @@ impl Acknowledge {
 
     async fn batch(&self, answered: Answered) {
         match self {
-            Self::AtCommit(head) => answered.send(head),
+            Self::AtCommit(publish) => answered.send(publish),
             Self::AfterWalSync { sync, queue, .. } => {
                 let generation = sync.request();
                 if let Err(returned) = queue.send((generation, answered)).await {
@@ -300,14 +337,10 @@ fn first_half_len(batch: &[Request], events: usize) -> usize {
     batch.len() - 1
 }
 
-async fn answer_when_durable(
-    sync: Arc<WalSync>,
-    mut waiting: mpsc::Receiver<(u64, Answered)>,
-    head: watch::Sender<i64>,
-) {
+async fn answer_when_durable(sync: Arc<WalSync>, mut waiting: mpsc::Receiver<(u64, Answered)>, publish: Publish) {
     while let Some((generation, answered)) = waiting.recv().await {
         match sync.durable(generation).await {
-            Ok(()) => answered.send(&head),
+            Ok(()) => answered.send(&publish),
             Err(failed) => answered.fail(|| StoreError::NotDurable(failed.0.clone())),
         }
     }
@@ -427,15 +460,15 @@ mod tests {
 
     #[tokio::test]
     async fn only_batches_answered_after_a_wal_sync_are_split_and_only_large_ones() {
-        let (head, _) = watch::channel(0);
-        let (at_commit, _) = Acknowledge::new(head.clone(), None);
+        let publish = || Publish { head: watch::channel(0).0, recent: Default::default() };
+        let (at_commit, _) = Acknowledge::new(publish(), None);
         let large = vec![1; SPLIT_FROM_EVENTS];
         assert_eq!(sizes(&at_commit.commits(requests(&large))), vec![large.clone()]);
 
         let dir = tempfile::tempdir().unwrap();
         let wal = dir.path().join("log-wal");
         std::fs::write(&wal, b"frames").unwrap();
-        let (after_sync, _) = Acknowledge::new(head, Some(WalSync::sync_only(wal).unwrap()));
+        let (after_sync, _) = Acknowledge::new(publish(), Some(WalSync::sync_only(wal).unwrap()));
         let halves = sizes(&after_sync.commits(requests(&large)));
         assert_eq!(halves, vec![vec![1; SPLIT_FROM_EVENTS / 2], vec![1; SPLIT_FROM_EVENTS / 2]]);
 

@@ -34,6 +34,7 @@ pub mod group_commit;
 pub mod hash;
 pub mod postgres;
 pub mod raw;
+mod recent;
 pub mod registry;
 pub mod sqlite;
 mod sqlite_writer;
@@ -359,6 +360,9 @@ struct Inner {
     /// The highest position this process has committed; subscribers on this
     /// node wake on changes (other nodes' writes are found by polling).
     head: watch::Receiver<i64>,
+    /// What this process appended lately (SQLite): subscribers pass over
+    /// what they would not read without reading it.
+    recent: Arc<std::sync::Mutex<recent::RecentAppends>>,
     archive: archive::Archive,
     /// Several nodes: refuses appends to streams another node owns.
     write_guard: std::sync::OnceLock<WriteGuard>,
@@ -391,8 +395,11 @@ impl EventStore {
     async fn start(backend: Backend, config: GroupCommitConfig, archive: archive::Archive) -> Result<Self, StoreError> {
         let initial_head = backend.head_position().await?;
         let (head_tx, head) = watch::channel(initial_head);
-        let writer = group_commit::spawn(backend.clone(), config, head_tx).await?;
-        Ok(Self { inner: Arc::new(Inner { backend, writer, head, archive, write_guard: Default::default() }) })
+        let recent = Arc::new(std::sync::Mutex::new(recent::RecentAppends::default()));
+        let publish = group_commit::Publish { head: head_tx, recent: recent.clone() };
+        let writer = group_commit::spawn(backend.clone(), config, publish).await?;
+        let inner = Inner { backend, writer, head, recent, archive, write_guard: Default::default() };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     pub fn backend(&self) -> &Backend {
@@ -505,6 +512,20 @@ impl EventStore {
     /// The highest committed position, as the database sees it now.
     pub async fn head_position(&self) -> Result<i64, StoreError> {
         self.inner.backend.head_position().await
+    }
+
+    /// The highest position this process has committed and published.
+    pub fn local_head(&self) -> i64 {
+        *self.inner.head.borrow()
+    }
+
+    /// The last position of the stretch of the log right after `after`
+    /// that this process appended and of which `reads(category,
+    /// event_type)` reads nothing, known without reading the log; `None`
+    /// when no such stretch is known (read the log).
+    pub fn unread_local_through(&self, after: i64, reads: impl Fn(&str, &str) -> bool) -> Option<i64> {
+        let recent = self.inner.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        recent.unread_through(after, reads)
     }
 
     /// A receiver that changes whenever this process commits an append
