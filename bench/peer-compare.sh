@@ -15,6 +15,8 @@
 #   ROUNDS     rounds of the peer-and-ours pairs (default 2)
 #   SCENARIOS  which of: hb1500 fanout200 fanout10x50 ceiling (default all)
 #   CEILING_RATES  ours alone, heartbeats/s (default "40000 60000")
+#   OURS_POSTGRES  a PostgreSQL server URL (postgres://user@host:port): ours
+#              runs on a fresh database there instead of a SQLite file
 #
 # Every server listens on 127.0.0.1; every run is bounded by the generator's
 # MAX_SECONDS (300 here).
@@ -43,10 +45,18 @@ export MAX_SECONDS=300 JWT_SECRET="$SECRET"
 
 OURS_DIR=""
 OURS_PID=""
+OURS_URL=""
 start_ours() {
   OURS_DIR="$(mktemp -d /tmp/peer-compare-ours.XXXXXX)"
+  if [ -n "${OURS_POSTGRES:-}" ]; then
+    OURS_DB="peer_compare_$(basename "$OURS_DIR" | tr -dc 'a-zA-Z0-9' | tr 'A-Z' 'a-z')"
+    psql "$OURS_POSTGRES/postgres" -q -c "create database $OURS_DB" >/dev/null
+    OURS_URL="$OURS_POSTGRES/$OURS_DB"
+  else
+    OURS_URL="sqlite://$OURS_DIR/eventuall.db"
+  fi
   EVENTUALL_JWT_SECRET="$SECRET" "$BIN_DIR/eventuall" serve --listen "127.0.0.1:$OURS_PORT" \
-    --database-url "sqlite://$OURS_DIR/eventuall.db" >"$OURS_DIR/server.log" 2>&1 &
+    --database-url "$OURS_URL" >"$OURS_DIR/server.log" 2>&1 &
   OURS_PID=$!
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$OURS_PORT/healthz" >/dev/null 2>&1 && return 0
@@ -58,6 +68,9 @@ start_ours() {
 stop_ours() {
   kill "$OURS_PID" 2>/dev/null || true
   wait "$OURS_PID" 2>/dev/null || true
+  if [ -n "${OURS_POSTGRES:-}" ] && [ -n "${OURS_DB:-}" ]; then
+    psql "$OURS_POSTGRES/postgres" -q -c "drop database if exists $OURS_DB with (force)" >/dev/null || true
+  fi
   rm -rf "$OURS_DIR"
 }
 start_peer() {
@@ -67,7 +80,7 @@ start_peer() {
 stop_peer() {
   (cd "$PEERS/partyserver-event" && ./stop.sh "$PEER_PORT" >/dev/null) || true
 }
-trap 'stop_ours; stop_peer' EXIT
+trap '[ -n "$OURS_PID" ] && stop_ours; stop_peer' EXIT
 
 # run SERVER LABEL SCENARIO VAR=VALUE…: one generator run on a fresh server.
 run() {
@@ -80,7 +93,7 @@ run() {
   else
     start_ours
     base="http://127.0.0.1:$OURS_PORT" pid="$OURS_PID"
-    store=(--store-url "sqlite://$OURS_DIR/eventuall.db")
+    store=(--store-url "$OURS_URL")
   fi
   sleep 1
   echo "== $server $label $*" >&2

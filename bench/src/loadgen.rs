@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use eventuall::auth::{Authenticator, Claims, Role};
-use eventuall::store::{EventStore, StoreOptions};
+use eventuall::store::subscription::SqlValue;
+use eventuall::store::{EventStore, StoreOptions, StreamId};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -841,8 +842,16 @@ impl<'a> DurableCounter<'a> {
                 Some(sum)
             }
             Self::Store { store, rooms } => {
-                let by_type = crate::rooms::events_by_type(store, rooms).await.ok()?;
-                Some(by_type.get("HeartbeatReceived").copied().unwrap_or(0))
+                // One statement, so the count is of one snapshot of the log.
+                let placeholders: Vec<String> = (2..rooms.len() + 2).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "select count(*) from events where event_type = $1 and stream_id in ({})",
+                    placeholders.join(", ")
+                );
+                let mut args: Vec<SqlValue> = vec!["HeartbeatReceived".into()];
+                args.extend(rooms.iter().map(|room| SqlValue::from(StreamId::of("room", room).to_string())));
+                let rows: Vec<(i64,)> = store.query_as(&sql, &args).await.ok()?;
+                rows.first().map(|row| row.0 as u64)
             }
             Self::Unexposed => None,
         }
