@@ -649,9 +649,8 @@ async fn a_statement_first_bound_with_nulls_takes_values_of_every_type_later(db:
 }
 
 /// Issue #21: a subscriber passes over what this process appended and it
-/// does not read, without reading the log; only on SQLite, whose single
-/// writer gives an append consecutive positions. Never past a position it
-/// did not append itself, nor past one the subscriber reads.
+/// does not read, without reading the log. Never past a position it did
+/// not append itself, nor past one the subscriber reads.
 async fn local_appends_a_subscriber_does_not_read_are_passed_over_only_where_known(db: &TestDb) {
     let store = db.open().await;
     let reads_opened = |_: &str, event_type: &str| event_type == "Opened";
@@ -661,10 +660,6 @@ async fn local_appends_a_subscriber_does_not_read_are_passed_over_only_where_kno
     let more = store.append(&stream("beats"), ExpectedVersion::Any, vec![typed("Beat")]).await.unwrap();
     let start = beats.last_position - 2;
     let passed = |after| store.unread_local_through(after, reads_opened);
-    if store.is_postgres() {
-        assert_eq!(passed(start), None, "PostgreSQL positions are not known to be consecutive");
-        return;
-    }
     assert_eq!(passed(start), Some(beats.last_position), "up to the append it reads");
     assert_eq!(passed(beats.last_position), None, "the next append is read");
     assert_eq!(passed(opened.last_position), Some(more.last_position));

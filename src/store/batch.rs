@@ -115,8 +115,10 @@ pub(crate) fn plan_append(
         let same_stream = already.iter().all(|s| s.stream_id == request.stream.as_str());
         if already.len() == request.events.len() && same_stream {
             let last = already.iter().max_by_key(|s| s.stream_version).expect("non-empty");
+            let first_position = already.iter().map(|s| s.global_position).min().expect("non-empty");
             return Planned::AlreadyStored(AppendOutcome {
                 next_version: last.stream_version,
+                first_position,
                 last_position: last.global_position,
                 already_stored: true,
             });
@@ -225,9 +227,15 @@ impl BatchPlan {
             .map(|plan| match plan {
                 Planned::Write { rows } => {
                     let last = rows.last().expect("an append has events");
-                    let last_position =
-                        rows.iter().filter_map(|r| positions.get(&r.event_id)).copied().max().unwrap_or(0);
-                    Ok(AppendOutcome { next_version: last.stream_version as u64, last_position, already_stored: false })
+                    let assigned = || rows.iter().filter_map(|r| positions.get(&r.event_id)).copied();
+                    let first_position = assigned().min().unwrap_or(0);
+                    let last_position = assigned().max().unwrap_or(0);
+                    Ok(AppendOutcome {
+                        next_version: last.stream_version as u64,
+                        first_position,
+                        last_position,
+                        already_stored: false,
+                    })
                 }
                 Planned::AlreadyStored(outcome) => Ok(outcome),
                 Planned::Rejected(error) => Err(error),

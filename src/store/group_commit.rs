@@ -103,9 +103,6 @@ struct Shared {
     /// Never held across an `.await`.
     heads: StdMutex<HeadCache>,
     acknowledge: Acknowledge,
-    /// Whether appends are recorded in [`RecentAppends`]: SQLite only,
-    /// where an append's positions are consecutive.
-    records_appends: bool,
 }
 
 /// Where a written batch becomes visible: the appends it made, then the
@@ -125,7 +122,6 @@ pub(crate) async fn spawn(
         Backend::Sqlite(b) => (b.deferred_sync_file().map(WalSync::start).transpose().map_err(sqlx::Error::Io)?, 1),
         Backend::Postgres(_) => (None, config.postgres_writers.max(1)),
     };
-    let records_appends = matches!(backend, Backend::Sqlite(_));
     let (acknowledge, answering) = Acknowledge::new(publish, wal_sync);
     let shared = Arc::new(Shared {
         backend,
@@ -133,7 +129,6 @@ pub(crate) async fn spawn(
         receiver: Mutex::new(receiver),
         heads: StdMutex::new(HeadCache::default()),
         acknowledge,
-        records_appends,
     });
     let mut tasks: Vec<_> = (0..writers).map(|_| tokio::spawn(run_writer(shared.clone()))).collect();
     // Last: it ends once the writers are gone (they hold its queue).
@@ -170,7 +165,7 @@ async fn run_writer(shared: Arc<Shared>) {
                 Some(reason) => appends.iter().map(|_| Err(StoreError::NotDurable(reason.clone()))).collect(),
                 None => write_with_fallback(&shared.backend, &appends, &shared.heads).await,
             };
-            let appended = if shared.records_appends { local_appends(&appends, &answers) } else { Vec::new() };
+            let appended = local_appends(&appends, &answers);
             shared.acknowledge.batch(Answered { replies, answers, appended }).await;
         }
     }
@@ -201,18 +196,22 @@ async fn gather(shared: &Shared) -> Option<Vec<Request>> {
     Some(batch)
 }
 
-/// What each newly written append of a batch holds, at which positions
-/// (consecutive: one SQLite connection wrote them under its write lock).
-/// Idempotent retries wrote nothing new and are left out.
+/// What each newly written append of a batch holds, where its positions
+/// are consecutive (its first to its last position is exactly its events:
+/// positions are unique, so no other row lies between). Idempotent retries
+/// wrote nothing new, and an append whose rows another writer's interleave
+/// (PostgreSQL's sequence may) cannot vouch for its range: both are left
+/// out, which only makes subscribers read that stretch.
 fn local_appends(appends: &Appends, answers: &[Answer]) -> Vec<LocalAppend> {
     appends
         .iter()
         .zip(answers)
         .filter_map(|(append, answer)| {
             let outcome = answer.as_ref().ok().filter(|o| !o.already_stored)?;
-            let first = outcome.last_position - append.events.len() as i64 + 1;
+            let (first, last) = (outcome.first_position, outcome.last_position);
+            let consecutive = last - first + 1 == append.events.len() as i64;
             let types = append.events.iter().map(|e| e.event_type.as_str());
-            Some(LocalAppend::new(first, outcome.last_position, append.stream.category(), types))
+            consecutive.then(|| LocalAppend::new(first, last, append.stream.category(), types))
         })
         .collect()
 }

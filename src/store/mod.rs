@@ -243,6 +243,8 @@ impl RecordedEvent {
 pub struct AppendOutcome {
     /// The stream's version after the append (its last event's version).
     pub next_version: u64,
+    /// Global position of the first event of this append.
+    pub first_position: i64,
     /// Global position of the last event of this append.
     pub last_position: i64,
     /// True when every event was already stored (an idempotent retry): the

@@ -14,10 +14,11 @@
 //! appended: positions are unique, so no other writer's event (another
 //! node's, a tool's) can lie inside it. Anything the record cannot vouch
 //! for (a gap, an older position than it keeps, a foreign write) answers
-//! `None`, and the subscriber reads the log as before. Only SQLite's single
-//! writer records, because only there are an append's positions known to
-//! be consecutive (one connection holds the write lock for the commit);
-//! PostgreSQL's sequence may interleave two writers' rows.
+//! `None`, and the subscriber reads the log as before. An append is
+//! recorded only when its positions are consecutive (its first to its last
+//! position is exactly its events), which SQLite's single writer always
+//! gives and PostgreSQL's sequence gives unless two writers' rows
+//! interleave.
 
 use std::collections::VecDeque;
 
