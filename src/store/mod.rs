@@ -17,6 +17,9 @@
 //!   both databases (SQLite: one writer; PostgreSQL: an advisory lock held
 //!   across the append, ADR 0002), so [`subscription`]s never skip one.
 //! - Each stream is hash-chained ([`hash`]) for tamper evidence.
+//! - The writer records what this process appended (`recent`), so a
+//!   subscriber passes over a stretch of its own appends that it reads
+//!   nothing of without reading it ([`EventStore::unread_local_through`]).
 //! - Snapshots carry a schema tag; a tag mismatch reads as "no snapshot".
 //!
 //! Backends live in [`sqlite`] and [`postgres`]; this module is the one
