@@ -857,3 +857,30 @@ impl<'a> DurableCounter<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_the_nearest_rank_as_in_load_mjs() {
+        let samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        let p = percentiles(&samples);
+        assert_eq!(p["n"], 100);
+        assert_eq!(p["p50"], 50.0);
+        assert_eq!(p["p95"], 95.0);
+        assert_eq!(p["p99"], 99.0);
+        assert_eq!(p["max"], 100.0);
+        assert_eq!(p["mean"], 50.5);
+        let few = percentiles(&[3.0, 1.0, 2.0]);
+        assert_eq!((few["p50"].as_f64(), few["p99"].as_f64()), (Some(2.0), Some(3.0)));
+        let none = percentiles(&[]);
+        assert_eq!((none["n"].as_u64(), none["p99"].is_null(), none["max"].is_null()), (Some(0), true, true));
+    }
+
+    #[test]
+    fn rounding_keeps_the_digits_asked_for() {
+        assert_eq!(round(12.3456, 2), 12.35);
+        assert_eq!(round(12.3456, 0), 12.0);
+    }
+}
