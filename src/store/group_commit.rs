@@ -226,10 +226,10 @@ struct Answered {
 impl Answered {
     /// Records the batch's appends, moves the store's head past them, then
     /// answers its callers.
-    fn send(self, publish: &Publish) {
+    fn send(mut self, publish: &Publish) {
         if !self.appended.is_empty() {
             let mut recent = publish.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            recent.record(self.appended.iter().cloned());
+            recent.record(std::mem::take(&mut self.appended));
         }
         let head = &publish.head;
         let highest = self.answers.iter().filter_map(|a| a.as_ref().ok()).map(|o| o.last_position).max();

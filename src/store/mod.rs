@@ -365,8 +365,8 @@ struct Inner {
     /// The highest position this process has committed; subscribers on this
     /// node wake on changes (other nodes' writes are found by polling).
     head: watch::Receiver<i64>,
-    /// What this process appended lately (SQLite): subscribers pass over
-    /// what they would not read without reading it.
+    /// What this process appended lately: subscribers pass over what they
+    /// would not read without reading it.
     recent: Arc<std::sync::Mutex<recent::RecentAppends>>,
     archive: archive::Archive,
     /// Several nodes: refuses appends to streams another node owns.

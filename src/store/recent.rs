@@ -25,25 +25,31 @@ use std::collections::VecDeque;
 /// Appends kept: a subscriber further behind than this reads the log.
 const KEPT: usize = 4_096;
 
-/// One append as committed: its positions and what it held.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One append as committed: its positions and what it held (an append is
+/// to one stream, so of one category).
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct LocalAppend {
     pub first: i64,
     pub last: i64,
-    /// `(category, event_type)` of its events, without repeats.
-    pub kinds: Vec<(String, String)>,
+    pub category: String,
+    /// Its events' types, without repeats.
+    pub event_types: Vec<String>,
 }
 
 impl LocalAppend {
-    /// `events`' kinds on `category`, appended at `first..=last`.
+    /// Events of `event_types` on `category`, appended at `first..=last`.
     pub fn new<'a>(first: i64, last: i64, category: &str, event_types: impl Iterator<Item = &'a str>) -> Self {
-        let mut kinds: Vec<(String, String)> = Vec::new();
+        let mut distinct: Vec<String> = Vec::new();
         for event_type in event_types {
-            if !kinds.iter().any(|(_, t)| t == event_type) {
-                kinds.push((category.to_owned(), event_type.to_owned()));
+            if !distinct.iter().any(|t| t == event_type) {
+                distinct.push(event_type.to_owned());
             }
         }
-        Self { first, last, kinds }
+        Self { first, last, category: category.to_owned(), event_types: distinct }
+    }
+
+    fn read_by(&self, reads: &impl Fn(&str, &str) -> bool) -> bool {
+        self.event_types.iter().any(|t| reads(&self.category, t))
     }
 }
 
@@ -76,7 +82,7 @@ impl RecentAppends {
         let mut through = after;
         for append in self.appends.range(start..) {
             // Consecutive with what came before, or the stretch ends here.
-            if append.first > through + 1 || append.kinds.iter().any(|(c, t)| reads(c, t)) {
+            if append.first > through + 1 || append.read_by(&reads) {
                 break;
             }
             through = append.last;
