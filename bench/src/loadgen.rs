@@ -200,37 +200,29 @@ fn ms_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
 }
 
-/// utime + stime of a process (`self` or a pid) in clock ticks.
-fn cpu_ticks(pid: &str) -> u64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let Some((_, rest)) = stat.rsplit_once(')') else { return 0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    field(11) + field(12)
-}
-
-/// Percent of one core used by `pids` since it was started (USER_HZ = 100).
+/// Percent of one core used by `pids` (`self` or pids) since it was started.
 struct CpuMeter {
     pids: Vec<String>,
-    ticks: u64,
+    used: Duration,
     started: Instant,
 }
 
 impl CpuMeter {
     fn start(pids: Vec<String>) -> Self {
-        let ticks = pids.iter().map(|p| cpu_ticks(p)).sum();
-        Self { pids, ticks, started: Instant::now() }
+        let used = Self::used(&pids);
+        Self { pids, used, started: Instant::now() }
+    }
+
+    fn used(pids: &[String]) -> Duration {
+        pids.iter().map(|pid| crate::rooms::cpu_time(pid)).sum()
     }
 
     fn percent(&self) -> Value {
         if self.pids.is_empty() {
             return Value::Null;
         }
-        let ticks: u64 = self.pids.iter().map(|p| cpu_ticks(p)).sum();
-        json!(round(
-            (ticks.saturating_sub(self.ticks)) as f64 / 100.0 / self.started.elapsed().as_secs_f64() * 100.0,
-            1
-        ))
+        let used = Self::used(&self.pids).saturating_sub(self.used);
+        json!(round(used.as_secs_f64() / self.started.elapsed().as_secs_f64() * 100.0, 1))
     }
 }
 
