@@ -32,10 +32,14 @@ struct Node {
     id: String,
     port: u16,
     child: Child,
+    /// The node's stderr (warnings and errors), shown when it fails to start.
+    log: std::path::PathBuf,
 }
 
 impl Node {
     fn start_with(db: &TestDb, id: &str, port: u16, args: &[String]) -> Self {
+        let log = db.dir().join(format!("{id}-{port}.log"));
+        let stderr = std::fs::File::create(&log).expect("node log file");
         let child = Command::new(env!("CARGO_BIN_EXE_eventuall"))
             .arg("serve")
             .args(args)
@@ -47,10 +51,22 @@ impl Node {
             .env("EVENTUALL_ARCHIVE_URL", format!("file://{}", db.dir().join("archive").display()))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("node starts");
-        Self { id: id.to_owned(), port, child }
+        Self { id: id.to_owned(), port, child, log }
+    }
+
+    /// How the node ended, if it did, and the tail of its log.
+    fn failure_report(&mut self) -> String {
+        let exited = match self.child.try_wait() {
+            Ok(Some(status)) => format!("exited with {status}"),
+            _ => "still running".to_owned(),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        format!("{exited}; port {}; log:\n{}", self.port, tail.join("\n"))
     }
 
     fn url(&self, path: &str) -> String {
@@ -78,7 +94,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn wait_healthy(http: &reqwest::Client, node: &Node) {
+async fn wait_healthy(http: &reqwest::Client, node: &mut Node) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(answer) = http.get(node.url("/healthz")).send().await
@@ -86,7 +102,10 @@ async fn wait_healthy(http: &reqwest::Client, node: &Node) {
         {
             return;
         }
-        assert!(Instant::now() < deadline, "node {} did not become healthy", node.id);
+        if Instant::now() >= deadline {
+            let report = node.failure_report();
+            panic!("node {} did not become healthy: {report}", node.id);
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -98,8 +117,8 @@ async fn start_nodes(db: &TestDb, http: &reqwest::Client, count: usize) -> Vec<N
 async fn start_nodes_with(db: &TestDb, http: &reqwest::Client, count: usize, args: &[String]) -> Vec<Node> {
     // Migrate once, so the nodes do not race each other's migrations.
     db.open().await.shutdown().await;
-    let nodes: Vec<Node> = (1..=count).map(|n| Node::start_with(db, &format!("n{n}"), free_port(), args)).collect();
-    for node in &nodes {
+    let mut nodes: Vec<Node> = (1..=count).map(|n| Node::start_with(db, &format!("n{n}"), free_port(), args)).collect();
+    for node in &mut nodes {
         wait_healthy(http, node).await;
     }
     nodes
@@ -400,7 +419,7 @@ async fn the_owner_killed_ten_times_under_load_loses_nothing_and_is_replaced_wit
         let port = nodes[killed].port;
         let id = nodes[killed].id.clone();
         nodes[killed] = Node::start_with(&db, &id, port, &media);
-        wait_healthy(&http, &nodes[killed]).await;
+        wait_healthy(&http, &mut nodes[killed]).await;
     }
 
     // The recording ran through all ten kills: stopping it completes the
