@@ -10,6 +10,11 @@
 //! channel gives the message back, the stale entry is dropped, and the
 //! message goes to a newly spawned actor. Nothing is lost or handled twice.
 //!
+//! A socket, which sends its actor a message per frame, holds an
+//! [`ActorHandle`]: the actor's channel kept between sends, so a heartbeat
+//! takes no registry lock; a closed channel sends it back through the
+//! registry as above.
+//!
 //! With several nodes (ADR 0020) a registry has a [`Gate`]: an actor starts
 //! only on the node that holds its scope's lease. A refused start leaves a
 //! short-lived stand-in that drops what it is sent (callers waiting on a
@@ -161,19 +166,37 @@ impl<M: Send + 'static> Registry<M> {
     }
 
     /// Delivers `message` to the actor for `key`, spawning it if needed.
-    pub async fn send(self: &Arc<Self>, key: &str, mut message: M) {
+    pub async fn send(self: &Arc<Self>, key: &str, message: M) {
+        self.deliver(key, message).await;
+    }
+
+    /// A handle on the actor for `key` for a sender with many messages for
+    /// it (a socket): it keeps the actor's channel between sends, so a
+    /// heartbeat costs no registry lookup (issue #21).
+    pub fn handle(self: &Arc<Self>, key: &str) -> ActorHandle<M> {
+        ActorHandle { registry: self.clone(), key: key.to_owned(), cached: None }
+    }
+
+    /// [`Registry::send`], handing back the channel it delivered on.
+    async fn deliver(self: &Arc<Self>, key: &str, mut message: M) -> (u64, mpsc::Sender<M>) {
         loop {
             let (generation, sender) = self.sender(key);
             match sender.send(message).await {
-                Ok(()) => return,
+                Ok(()) => return (generation, sender),
                 Err(mpsc::error::SendError(returned)) => {
                     message = returned;
-                    let mut actors = self.actors.lock().expect("registry lock");
-                    if actors.get(key).is_some_and(|e| e.generation == generation) {
-                        actors.remove(key);
-                    }
+                    self.forget(key, generation);
                 }
             }
+        }
+    }
+
+    /// Drops the entry for `key` if it is still the actor of `generation`
+    /// (whose channel turned out closed).
+    fn forget(&self, key: &str, generation: u64) {
+        let mut actors = self.actors.lock().expect("registry lock");
+        if actors.get(key).is_some_and(|e| e.generation == generation) {
+            actors.remove(key);
         }
     }
 
@@ -184,6 +207,34 @@ impl<M: Send + 'static> Registry<M> {
 
     pub fn is_live(&self, key: &str) -> bool {
         self.actors.lock().expect("registry lock").get(key).is_some_and(|e| !e.sender.is_closed())
+    }
+}
+
+/// The way to one key's actor for a sender with many messages for it.
+///
+/// It delivers on the channel it last used while that channel is open; an
+/// actor that retired or was evicted closed its channel, so the next send
+/// finds it closed, gets the message back and goes through the registry,
+/// which starts a fresh actor (or asks the gate). Messages are delivered
+/// exactly as [`Registry::send`] would: none lost, none twice.
+pub struct ActorHandle<M> {
+    registry: Arc<Registry<M>>,
+    key: String,
+    cached: Option<(u64, mpsc::Sender<M>)>,
+}
+
+impl<M: Send + 'static> ActorHandle<M> {
+    pub async fn send(&mut self, mut message: M) {
+        if let Some((generation, sender)) = &self.cached {
+            match sender.send(message).await {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(returned)) => {
+                    message = returned;
+                    self.registry.forget(&self.key, *generation);
+                }
+            }
+        }
+        self.cached = Some(self.registry.deliver(&self.key, message).await);
     }
 }
 
@@ -227,6 +278,33 @@ mod tests {
             assert_eq!(rx.await.unwrap(), expected);
         }
         assert_eq!(spawned.load(Ordering::SeqCst), 1);
+    }
+
+    /// A handle keeps delivering to its actor, and after the actor retired
+    /// or was evicted its next message starts a fresh one: nothing lost.
+    #[tokio::test(start_paused = true)]
+    async fn a_handle_follows_its_key_across_retirement_and_eviction() {
+        let spawned = Arc::new(AtomicUsize::new(0));
+        let registry = counting_registry(spawned.clone(), Duration::from_secs(1));
+        let mut handle = registry.handle("a");
+        async fn ask(handle: &mut ActorHandle<oneshot::Sender<usize>>) -> usize {
+            let (tx, rx) = oneshot::channel();
+            handle.send(tx).await;
+            rx.await.expect("answered")
+        }
+        assert_eq!(ask(&mut handle).await, 1);
+        assert_eq!(ask(&mut handle).await, 2, "the same actor, through the kept channel");
+        assert_eq!(spawned.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(!registry.is_live("a"), "retired while the handle held its channel");
+        assert_eq!(ask(&mut handle).await, 1, "a fresh actor");
+        assert_eq!(spawned.load(Ordering::SeqCst), 2);
+        registry.evict("a");
+        tokio::task::yield_now().await;
+        assert_eq!(ask(&mut handle).await, 1, "after an eviction, another fresh actor");
+        assert_eq!(spawned.load(Ordering::SeqCst), 3);
+        assert_eq!(ask(&mut handle).await, 2);
+        assert_eq!(registry.live(), 1);
     }
 
     #[tokio::test(start_paused = true)]

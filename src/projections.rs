@@ -167,6 +167,16 @@ pub async fn try_step_projection(
     projection: Projection,
     subscription: &mut CatchUp,
 ) -> Result<Step, StoreError> {
+    step(store, projection, subscription).await.map(|(step, _)| step)
+}
+
+/// [`try_step_projection`], also saying whether the step wrote a
+/// transaction (the runner paces those under load).
+async fn step(
+    store: &EventStore,
+    projection: Projection,
+    subscription: &mut CatchUp,
+) -> Result<(Step, bool), StoreError> {
     // What this process itself appended since, if the projection reads
     // none of it, is passed over without a query: at low rates each commit
     // is a heartbeat or two, and reading each back cost more than writing it.
@@ -176,23 +186,24 @@ pub async fn try_step_projection(
     {
         subscription.skip_to(through);
         let passed = usize::try_from(through - position).unwrap_or(0);
-        return Ok(if through >= store.local_head() { Step::Idle } else { Step::Progressed(passed) });
+        let step = if through >= store.local_head() { Step::Idle } else { Step::Progressed(passed) };
+        return Ok((step, false));
     }
     let batch = subscription.poll().await?;
     let Some(last) = batch.last().map(|e| e.global_position) else {
-        return Ok(Step::Idle);
+        return Ok((Step::Idle, false));
     };
     if !projection.reads_any(&batch) {
         subscription.skip_to(last);
-        return Ok(Step::Progressed(batch.len()));
+        return Ok((Step::Progressed(batch.len()), false));
     }
     let mut tx = DbTx::begin(store).await?;
     if follows_a_rebuild(&mut tx, projection, subscription).await? {
-        return Ok(Step::Progressed(0));
+        return Ok((Step::Progressed(0), false));
     }
     projection.apply_batch(&mut tx, &batch, Tables::Live).await?;
     subscription.commit(tx, last).await?;
-    Ok(Step::Progressed(batch.len()))
+    Ok((Step::Progressed(batch.len()), true))
 }
 
 /// Whether `projection` has handled every event it reads: nothing it reads
@@ -817,11 +828,17 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
     // that lands while a step runs still wakes the next wait.
     let mut head = store.head_watch();
     let mut last_save = tokio::time::Instant::now();
+    let mut pace = Pace::default();
     while !*shutdown.borrow() {
         head.mark_unchanged();
-        match try_step_projection(&store, projection, &mut subscription).await {
-            Ok(Step::Progressed(_)) => continue,
-            Ok(Step::Idle) => {}
+        match step(&store, projection, &mut subscription).await {
+            Ok((Step::Progressed(_), wrote)) => {
+                if wrote {
+                    pace.wrote(tokio::time::Instant::now());
+                }
+                continue;
+            }
+            Ok((Step::Idle, _)) => {}
             Err(error) => {
                 tracing::error!(%error, projection = projection.name(), "projection step failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -839,9 +856,44 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             _ = shutdown.changed() => {}
         }
+        // Appends that trickle in while the projection is at the head are
+        // taken together: the next write waits out the pace after the last.
+        if let Some(until) = pace.wait_until(tokio::time::Instant::now()) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
     }
     // What skipped batches moved, stored before the process goes.
     let _ = save_skipped(&store, projection, &mut subscription).await;
+}
+
+/// The least time between two transactions of one projection at the head
+/// of the log. Each transaction is several round trips to the database's
+/// own thread and holds SQLite's write lock against the event log's
+/// writer; with one per join, the projections took a fifth of a
+/// 200-client join's latency (issue #21). Paced, joins arriving every few
+/// milliseconds are projected together; a quiet projection still writes
+/// at once (the pace counts from its last write), and a catch-up after a
+/// restart is not paced at all (it never waits between full batches).
+pub const BUSY_PACE: Duration = Duration::from_millis(20);
+
+/// When a projection at the head may write next ([`BUSY_PACE`]).
+#[derive(Debug, Default)]
+struct Pace {
+    last_write: Option<tokio::time::Instant>,
+}
+
+impl Pace {
+    fn wrote(&mut self, at: tokio::time::Instant) {
+        self.last_write = Some(at);
+    }
+
+    /// Until when a step woken `now` waits; `None`: it goes at once.
+    fn wait_until(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        self.last_write.map(|at| at + BUSY_PACE).filter(|until| *until > now)
+    }
 }
 
 /// How often a checkpoint moved only by skipped batches is stored.
@@ -975,5 +1027,29 @@ mod reads_tests {
         assert!(Projection::Analytics.reads("queue", "ParticipantQueued"));
         assert!(!Projection::RoomPresence.reads("interview", "UserAnswered"));
         assert!(!Projection::Analytics.reads("user_interviews", "InterviewCreated"));
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::{BUSY_PACE, Pace};
+
+    /// A projection that has not written goes at once; after a write at t,
+    /// a step woken at t + 19.999 ms waits until t + 20 ms, and one woken
+    /// at t + 20 ms goes at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_holds_the_next_one_back_for_the_pace_and_no_longer() {
+        let mut pace = Pace::default();
+        let t = Instant::now();
+        assert_eq!(pace.wait_until(t), None, "a quiet projection writes at once");
+        pace.wrote(t);
+        let just_before = t + BUSY_PACE - Duration::from_micros(1);
+        assert_eq!(pace.wait_until(just_before), Some(t + BUSY_PACE));
+        assert_eq!(pace.wait_until(t + BUSY_PACE), None);
+        assert_eq!(pace.wait_until(t + BUSY_PACE * 50), None, "a write long ago holds nothing back");
     }
 }

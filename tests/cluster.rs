@@ -90,17 +90,40 @@ impl Drop for Node {
     }
 }
 
+/// A port that is free now, below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768–60999 here). A port taken from that range
+/// (`bind(:0)`) can be handed to some other test's outgoing connection
+/// between this check and the node's own bind; this range is never handed
+/// out for outgoing connections, so only another listener can take it, and
+/// [`start_healthy`] starts over on a fresh port if one does.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use rand::Rng;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
-async fn wait_healthy(http: &reqwest::Client, node: &mut Node) {
+/// How a node's start ended.
+enum Started {
+    Healthy,
+    /// The process exited before it answered; the report says how.
+    Exited(String),
+}
+
+async fn wait_started(http: &reqwest::Client, node: &mut Node) -> Started {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(answer) = http.get(node.url("/healthz")).send().await
             && answer.status().is_success()
         {
-            return;
+            return Started::Healthy;
+        }
+        if matches!(node.child.try_wait(), Ok(Some(_))) {
+            return Started::Exited(node.failure_report());
         }
         if Instant::now() >= deadline {
             let report = node.failure_report();
@@ -110,6 +133,29 @@ async fn wait_healthy(http: &reqwest::Client, node: &mut Node) {
     }
 }
 
+async fn wait_healthy(http: &reqwest::Client, node: &mut Node) {
+    if let Started::Exited(report) = wait_started(http, node).await {
+        panic!("node {} exited before it became healthy: {report}", node.id);
+    }
+}
+
+/// Starts a node on a free port and waits until it answers; a node whose
+/// port was taken before it could bind starts again on another (at most
+/// three tries). Any other early exit fails the test with its log.
+async fn start_healthy(db: &TestDb, http: &reqwest::Client, id: &str, args: &[String]) -> Node {
+    for _ in 0..3 {
+        let mut node = Node::start_with(db, id, free_port(), args);
+        match wait_started(http, &mut node).await {
+            Started::Healthy => return node,
+            Started::Exited(report) if report.contains("binding 127.0.0.1") => {
+                eprintln!("node {id}: its port was taken; starting again on another: {report}");
+            }
+            Started::Exited(report) => panic!("node {id} exited before it became healthy: {report}"),
+        }
+    }
+    panic!("node {id}: three ports in a row were taken before it could bind");
+}
+
 async fn start_nodes(db: &TestDb, http: &reqwest::Client, count: usize) -> Vec<Node> {
     start_nodes_with(db, http, count, &[]).await
 }
@@ -117,11 +163,11 @@ async fn start_nodes(db: &TestDb, http: &reqwest::Client, count: usize) -> Vec<N
 async fn start_nodes_with(db: &TestDb, http: &reqwest::Client, count: usize, args: &[String]) -> Vec<Node> {
     // Migrate once, so the nodes do not race each other's migrations.
     db.open().await.shutdown().await;
-    let mut nodes: Vec<Node> = (1..=count).map(|n| Node::start_with(db, &format!("n{n}"), free_port(), args)).collect();
-    for node in &mut nodes {
-        wait_healthy(http, node).await;
-    }
-    nodes
+    let starts = (1..=count).map(|n| {
+        let id = format!("n{n}");
+        async move { start_healthy(db, http, &id, args).await }
+    });
+    futures::future::join_all(starts).await
 }
 
 fn token(user: &str, role: Role) -> String {

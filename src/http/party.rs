@@ -37,6 +37,7 @@ use super::extract::event_id;
 use super::openapi as oa;
 use super::ws::{self, FrameLimits, Frames, SocketKind, error_frame};
 use super::{ApiError, AppState};
+use crate::actor::ActorHandle;
 use crate::auth::Caller;
 use crate::outlet::{Latest, Outbound, Outlet};
 use crate::rooms::RoomMsg;
@@ -191,7 +192,7 @@ async fn serve_event_socket(
     )
     .writes_within(app.limits.write_timeout);
     let dropped = outbound.dropped();
-    let mut frames = RoomFrames { app: app.clone(), room: room.clone(), connection_id: connection_id.clone() };
+    let mut frames = RoomFrames { room: app.rooms.handle(&room), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, queue, limits, &mut frames).await;
     // Dropped by its writer (it stopped reading) or by the room: too slow.
     let reason = if dropped.is_cancelled() { CloseReason::TooSlow } else { CloseReason::Closed };
@@ -200,8 +201,7 @@ async fn serve_event_socket(
 
 /// What an event room socket's frames mean: heartbeats, or errors.
 struct RoomFrames {
-    app: AppState,
-    room: String,
+    room: ActorHandle<RoomMsg>,
     connection_id: String,
 }
 
@@ -210,7 +210,7 @@ impl Frames for RoomFrames {
         match classify(&text) {
             Ok(ClientMessage::Heartbeat) => {
                 let heartbeat = RoomMsg::Heartbeat { connection_id: self.connection_id.clone() };
-                self.app.rooms.send(&self.room, heartbeat).await;
+                self.room.send(heartbeat).await;
             }
             Err(error) => {
                 let _ = outlet.try_send(error);

@@ -27,6 +27,7 @@ use super::openapi as oa;
 use super::party::admit;
 use super::ws::{self, FrameLimits, Frames, SocketKind};
 use super::{ApiError, ApiResult, AppState};
+use crate::actor::ActorHandle;
 use crate::auth::Caller;
 use crate::outlet::Outlet;
 use crate::queues::{QueueFailure, QueueMsg};
@@ -212,15 +213,14 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
         app.limits.frame_rate,
     )
     .writes_within(app.limits.write_timeout);
-    let mut handler = QueueFrames { app: app.clone(), queue: queue.clone(), connection_id: connection_id.clone() };
+    let mut handler = QueueFrames { queue: app.queues.handle(&queue), connection_id: connection_id.clone() };
     ws::serve(socket, outbound, frames, limits, &mut handler).await;
     app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;
 }
 
 /// What a queue socket's frames mean: y-sync messages for the queue actor.
 struct QueueFrames {
-    app: AppState,
-    queue: String,
+    queue: ActorHandle<QueueMsg>,
     connection_id: String,
 }
 
@@ -231,6 +231,6 @@ impl Frames for QueueFrames {
 
     async fn binary(&mut self, frame: Bytes, _: &Outlet) {
         let msg = QueueMsg::Frame { connection_id: self.connection_id.clone(), frame };
-        self.app.queues.send(&self.queue, msg).await;
+        self.queue.send(msg).await;
     }
 }

@@ -173,6 +173,36 @@ impl Bucket {
     }
 }
 
+/// The silence limit of one socket on one timer: each frame only notes
+/// when it came, and the timer, set for [`SILENCE_LIMIT`] after the last
+/// frame it knew of, moves on to the newer deadline when it fires early.
+struct Silence {
+    last_heard: Instant,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Silence {
+    fn new(now: Instant) -> Self {
+        Self { last_heard: now, timer: Box::pin(tokio::time::sleep_until(now + SILENCE_LIMIT)) }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    /// Returns once [`SILENCE_LIMIT`] has passed without a frame.
+    async fn elapsed(&mut self) {
+        loop {
+            self.timer.as_mut().await;
+            let deadline = self.last_heard + SILENCE_LIMIT;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
 /// What a socket does with the frames it receives.
 pub trait Frames: Send {
     fn text(&mut self, text: Utf8Bytes, outlet: &Outlet) -> impl Future<Output = ()> + Send;
@@ -212,16 +242,27 @@ pub async fn serve<S, E, H>(
     metrics::counter!(crate::metrics::SOCKETS_OPENED, "kind" => kind).increment(1);
     let open = metrics::gauge!(crate::metrics::SOCKETS_OPEN, "kind" => kind);
     open.increment(1.0);
+    // One timer and one cancellation waiter for the socket's life, not one
+    // each per frame: registering and dropping them around every read was
+    // a measurable share of a heartbeat's cost (issue #21).
+    let mut silence = Silence::new(Instant::now());
+    let dropped_wait = dropped.cancelled();
+    tokio::pin!(dropped_wait);
     loop {
         let frame = tokio::select! {
-            next = tokio::time::timeout(SILENCE_LIMIT, stream.next()) => match next {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(Some(Err(_))) | Ok(None) | Err(_) => break,
+            // A dropped connection stops even while frames keep coming.
+            biased;
+            () = &mut dropped_wait => break,
+            next = stream.next() => match next {
+                Some(Ok(frame)) => frame,
+                Some(Err(_)) | None => break,
             },
-            _ = dropped.cancelled() => break,
+            () = silence.elapsed() => break,
         };
+        let now = Instant::now();
+        silence.heard(now);
         if matches!(frame, Message::Text(_) | Message::Binary(_))
-            && let Admission::Refuse { answer } = bucket.admit(Instant::now())
+            && let Admission::Refuse { answer } = bucket.admit(now)
         {
             metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "frames").increment(1);
             match limits.over_rate {
@@ -399,6 +440,32 @@ mod tests {
             out.push(frame);
         }
         (echo, out)
+    }
+
+    /// On the paused clock: the silence limit counts from the last frame.
+    /// A frame at 30 s keeps the socket open past 60 s; it closes at 90 s,
+    /// not a millisecond before.
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_closes_at_the_silence_limit_after_its_last_frame() {
+        let (client, incoming) = fmpsc::unbounded();
+        let (outgoing, _written) = fmpsc::unbounded();
+        let (outlet, queue) = Outlet::new();
+        let limits = FrameLimits::json(SocketKind::EventRoom, 64, 64, FrameRate::default());
+        let served = tokio::spawn(async move {
+            let mut echo = Echo::default();
+            serve(PairSocket { incoming, outgoing }, outlet, queue, limits, &mut echo).await;
+            echo.binaries
+        });
+        let step = |ms: u64| tokio::time::sleep(Duration::from_millis(ms));
+        step(30_000).await;
+        client.unbounded_send(Ok(Message::Binary(Bytes::from_static(b"x")))).unwrap();
+        step(60_000 - 1).await;
+        tokio::task::yield_now().await;
+        assert!(!served.is_finished(), "open at 89.999 s: 59.999 s after the last frame");
+        step(2).await;
+        let handled = tokio::time::timeout(Duration::from_secs(3), served).await.expect("closed at 90 s").unwrap();
+        assert_eq!(handled, 1);
+        drop(client);
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use eventuall_domain::queue::{Actor, Queue, QueueCommand, QueueError, QueueEvent};
 use tokio::sync::oneshot;
 
-use crate::actor::Registry;
+use crate::actor::{ActorHandle, Registry};
 use crate::clock::SharedClock;
 use crate::host::{Decide, Failure};
 use crate::outlet::Outlet;
@@ -109,6 +109,11 @@ impl Queues {
 
     pub async fn send(&self, event_id: &str, msg: QueueMsg) {
         self.registry().send(event_id, msg).await;
+    }
+
+    /// The way to one queue's actor for a socket's many messages.
+    pub fn handle(&self, event_id: &str) -> ActorHandle<QueueMsg> {
+        self.registry().handle(event_id)
     }
 
     /// The queue's JSON view `{"pending":[…],"live":[…]}`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use eventuall_domain::room::{CloseReason, EventRoom, RoomCommand, RoomError};
 use tokio::sync::oneshot;
 
-use crate::actor::Registry;
+use crate::actor::{ActorHandle, Registry};
 use crate::clock::SharedClock;
 use crate::config::PresenceTimings;
 use crate::host::{Decide, Failure};
@@ -155,6 +155,11 @@ impl Rooms {
 
     pub async fn send(&self, event_id: &str, msg: RoomMsg) {
         self.registry().send(event_id, msg).await;
+    }
+
+    /// The way to one room's actor for a socket's many messages.
+    pub fn handle(&self, event_id: &str) -> ActorHandle<RoomMsg> {
+        self.registry().handle(event_id)
     }
 
     /// The room's current snapshot JSON (an empty room at version 0 if it
