@@ -13,6 +13,9 @@
 //! Differences, all stated in the output:
 //! - Sockets are driven on one thread (a current-thread runtime) by
 //!   default, as Node's are; `LOADGEN_THREADS=n` gives it n.
+//! - `fanout` takes `WARM_ROOMS=1` (not in load.mjs): one untimed client
+//!   per room first, so no timed join pays for starting its room; the
+//!   line says `"warm_rooms"`.
 //! - `max_client_buffered_bytes` is `null`: a tungstenite socket has no
 //!   user-space send buffer to sample (a send waits for the kernel instead,
 //!   which shows as `max_send_lag_ms`).
@@ -362,6 +365,9 @@ async fn fanout(config: &Config) -> anyhow::Result<Value> {
     let wave = (env_num("WAVE", 1.0)? as usize).max(1);
     let join_timeout = Duration::from_millis(env_num("JOIN_TIMEOUT_MS", 15_000.0)? as u64);
     let room_mode = std::env::var("ROOM_MODE").unwrap_or_else(|_| "parallel".into());
+    // WARM_ROOMS=1 (ours only; not in load.mjs): each room gets one client
+    // before the timed joins, so no timed join pays for starting its room.
+    let warm_rooms = env_num("WARM_ROOMS", 0.0)? > 0.0;
     let received = Arc::new(Received::default());
     let cpu = CpuMeter::start(vec!["self".into()]);
     let server_cpu = CpuMeter::start(config.server_pids.clone());
@@ -374,6 +380,17 @@ async fn fanout(config: &Config) -> anyhow::Result<Value> {
             let watchers: Arc<Mutex<Vec<Watcher>>> = Arc::default();
             let mut outcome = RoomOutcome::default();
             let mut members: Vec<usize> = Vec::new();
+            if warm_rooms {
+                match connect(config, &room, &format!("{room}-warm")).await {
+                    // Its frames are counted nowhere and watched by no one.
+                    Ok(socket) => {
+                        outcome.clients.push(spawn_fanout_reader(socket, usize::MAX, Arc::default(), Arc::default()))
+                    }
+                    Err(error) => eprintln!("[fanout] warm client of {room}: {error:#}"),
+                }
+                // The upgrade answers before the room has taken the client.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             for start in (0..per_room).step_by(wave) {
                 let batch: Vec<usize> = (start..(start + wave).min(per_room)).collect();
                 let mut required: HashSet<usize> = members.iter().copied().collect();
@@ -470,6 +487,7 @@ async fn fanout(config: &Config) -> anyhow::Result<Value> {
         "rooms": rooms,
         "clients_per_room": per_room,
         "wave": wave,
+        "warm_rooms": warm_rooms,
         "room_mode": room_mode,
         "joins": rooms * per_room,
         "join_to_all_ms": percentiles(&joins),
