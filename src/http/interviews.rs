@@ -24,6 +24,7 @@ use super::openapi as oa;
 use super::party::accept_protocols;
 use super::ws::{self, FrameLimits, Frames, error_frame};
 use super::{ApiError, AppState};
+use crate::actor::ActorHandle;
 use crate::auth::Caller;
 use crate::interviews::usage::AiUsage;
 use crate::interviews::{DirectoryMsg, Failure, InterviewMsg, NewInterview};
@@ -270,8 +271,7 @@ pub(crate) fn classify(text: &str) -> Result<ClientMessage, crate::outlet::Outbo
 }
 
 struct InterviewFrames {
-    app: AppState,
-    interview_id: String,
+    interview: ActorHandle<InterviewMsg>,
     connection_id: String,
 }
 
@@ -287,12 +287,12 @@ impl Frames for InterviewFrames {
                 return;
             }
         };
-        self.app.interviews.to_interview(&self.interview_id, msg).await;
+        self.interview.send(msg).await;
     }
 
     async fn binary(&mut self, audio: Bytes, _: &Outlet) {
         let msg = InterviewMsg::Audio { connection_id: self.connection_id.clone(), audio };
-        self.app.interviews.to_interview(&self.interview_id, msg).await;
+        self.interview.send(msg).await;
     }
 }
 
@@ -313,7 +313,7 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
         app.limits.frame_rate,
     )
     .writes_within(app.limits.write_timeout);
-    let mut frames = InterviewFrames { app: app.clone(), interview_id: interview_id.clone(), connection_id };
+    let mut frames = InterviewFrames { interview: app.interviews.interview_handle(&interview_id), connection_id };
     ws::serve(socket, outlet, queue, limits, &mut frames).await;
     let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
     app.interviews.to_interview(&interview_id, disconnect).await;

@@ -40,7 +40,7 @@ use eventuall_media::ai::AiClient;
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::actor::Registry;
+use crate::actor::{ActorHandle, Registry};
 use crate::clock::SharedClock;
 use crate::store::{EventStore, StreamId};
 use crate::timers::{Timer, Timers};
@@ -273,6 +273,11 @@ impl Interviews {
     /// Sends to the actor of interview `id`, starting it if needed.
     pub async fn to_interview(&self, interview_id: &str, msg: InterviewMsg) {
         self.inner.conversations.get().expect("set in new").send(interview_id, msg).await;
+    }
+
+    /// The way to one interview's actor for a socket's many messages.
+    pub fn interview_handle(&self, interview_id: &str) -> ActorHandle<InterviewMsg> {
+        self.conversations().handle(interview_id)
     }
 
     /// Sends to the directory actor of `user_id`, starting it if needed.
