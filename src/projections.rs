@@ -858,7 +858,10 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
         }
         // Appends that trickle in while the projection is at the head are
         // taken together: the next write waits out the pace after the last.
-        if let Some(until) = pace.wait_until(tokio::time::Instant::now()) {
+        // (Not once shutdown has begun: its change was already taken above.)
+        if !*shutdown.borrow()
+            && let Some(until) = pace.wait_until(tokio::time::Instant::now())
+        {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
                 _ = shutdown.changed() => {}
