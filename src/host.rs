@@ -115,6 +115,8 @@ pub struct Hosted<A: Decide> {
     pub state: A,
     pub version: u64,
     pub snapshot_version: u64,
+    /// The size of the last snapshot this host wrote (0 before its first).
+    pub snapshot_bytes: usize,
     snapshots: Snapshots,
     /// The state may hold events the log does not: a failed append whose
     /// reload failed too.
@@ -134,6 +136,7 @@ where
             state: loaded.state,
             version: loaded.version,
             snapshot_version: loaded.snapshot_version,
+            snapshot_bytes: 0,
             snapshots,
             stale: false,
         })
@@ -267,7 +270,10 @@ where
             return;
         }
         match aggregate::save(&self.store, &self.stream, A::SNAPSHOT_TAG, self.version, &self.state).await {
-            Ok(()) => self.snapshot_version = self.version,
+            Ok(bytes) => {
+                self.snapshot_version = self.version;
+                self.snapshot_bytes = bytes;
+            }
             Err(error) => tracing::warn!(stream = %self.stream, %error, "could not save a snapshot"),
         }
     }

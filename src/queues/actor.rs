@@ -7,11 +7,14 @@
 //! only then relayed and answered, so no one ever sees an update that is
 //! not durable.
 //!
-//! The document is compacted into a snapshot after [`SNAPSHOT_EVERY`]
-//! events, after [`SNAPSHOT_DEBOUNCE`] of quiet, when the last connection
-//! leaves and when the actor is evicted, each written apart from the
-//! appends (it is O(document)); load = snapshot + tail, so a crash between
-//! an append and a snapshot loses nothing.
+//! The document is compacted into a snapshot after [`SNAPSHOT_DEBOUNCE`]
+//! of quiet, when the last connection leaves, when the actor is evicted,
+//! and under a steady stream of edits once the updates since the last one
+//! add up to half its size (and at least [`SNAPSHOT_EVERY`] events), each
+//! written apart from the appends. A snapshot is O(document, history
+//! included), so that last rule keeps its cost per update flat however long
+//! the queue has lived; load = snapshot + tail, so a crash between an
+//! append and a snapshot loses nothing.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,7 +32,7 @@ use crate::store::{Metadata, StoreError, StreamId};
 
 /// Messages handled per batch.
 const MAX_BATCH: usize = 256;
-/// Events between snapshots, whatever the pace.
+/// Fewest events between snapshots under a steady stream of edits.
 const SNAPSHOT_EVERY: u64 = 200;
 /// Quiet time after a change before the document is snapshotted (the
 /// y-partyserver / Hocuspocus default).
@@ -52,6 +55,8 @@ pub(super) struct QueueActor {
     /// The document diverged from the log (yrs panicked inside an update):
     /// store what was decided before, then reload.
     diverged: bool,
+    /// Bytes of the updates stored since the last snapshot.
+    tail_bytes: usize,
 }
 
 /// What to tell a caller once what came before it is stored.
@@ -73,6 +78,14 @@ impl Answer for Reply {
     }
 }
 
+/// Whether a steady stream of edits has earned a snapshot: the log's tail
+/// past the last one is long (`events` since it) and heavy (`tail_bytes` of
+/// updates, against the last snapshot's `snapshot_bytes`) enough that
+/// compacting it costs each update a bounded share.
+fn snapshot_due(events: u64, tail_bytes: usize, snapshot_bytes: usize) -> bool {
+    events >= SNAPSHOT_EVERY && tail_bytes >= snapshot_bytes / 2
+}
+
 /// Whether a frame starts with a SyncStep1 message (`[0, 0, …]`).
 fn is_sync_step1(frame: &[u8]) -> bool {
     frame.starts_with(&[0, 0])
@@ -90,6 +103,7 @@ impl QueueActor {
             connections: HashMap::new(),
             left_last: false,
             diverged: false,
+            tail_bytes: 0,
         })
     }
 
@@ -100,9 +114,9 @@ impl QueueActor {
             let wait = if dirty { SNAPSHOT_DEBOUNCE.min(evict_after) } else { evict_after };
             match host::next(&mut mailbox, Some(wait)).await {
                 Next::Message(first) => self.process(drain_batch(first, &mut mailbox, MAX_BATCH)).await,
-                Next::Idle if dirty => self.hosted.save_snapshot().await,
+                Next::Idle if dirty => self.save_snapshot().await,
                 Next::Idle if self.connections.is_empty() && retirement.try_retire(&mut mailbox) => {
-                    self.hosted.save_snapshot().await;
+                    self.save_snapshot().await;
                     return;
                 }
                 Next::Idle => {}
@@ -197,6 +211,7 @@ impl QueueActor {
         // writes object keys in hash order), so clients would see the same
         // entries with their keys reordered.
         for update in events.iter().filter_map(|e| e.update()) {
+            self.tail_bytes += update.len();
             self.broadcast(Bytes::from(sync::update_frame(&update)));
         }
         if diverged {
@@ -217,8 +232,19 @@ impl QueueActor {
                 }
             }
         }
-        if left_last || self.hosted.version - self.hosted.snapshot_version >= SNAPSHOT_EVERY {
-            self.hosted.save_snapshot().await;
+        if left_last || self.snapshot_due() {
+            self.save_snapshot().await;
+        }
+    }
+
+    fn snapshot_due(&self) -> bool {
+        snapshot_due(self.hosted.version - self.hosted.snapshot_version, self.tail_bytes, self.hosted.snapshot_bytes)
+    }
+
+    async fn save_snapshot(&mut self) {
+        self.hosted.save_snapshot().await;
+        if self.hosted.snapshot_version == self.hosted.version {
+            self.tail_bytes = 0;
         }
     }
 
@@ -263,5 +289,22 @@ impl QueueActor {
 
     fn view_json(&self) -> String {
         serde_json::to_string(&self.hosted.state.view()).expect("view serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_is_due_once_the_tail_is_long_and_half_as_heavy_as_the_last() {
+        // The first snapshot: only the count.
+        assert!(!snapshot_due(SNAPSHOT_EVERY - 1, 10_000, 0));
+        assert!(snapshot_due(SNAPSHOT_EVERY, 0, 0));
+        // A large document's next one waits for half its size in updates.
+        assert!(!snapshot_due(SNAPSHOT_EVERY * 10, 49_999, 100_000));
+        assert!(snapshot_due(SNAPSHOT_EVERY * 10, 50_000, 100_000));
+        // However heavy the tail, never sooner than the count.
+        assert!(!snapshot_due(SNAPSHOT_EVERY - 1, 1_000_000, 100_000));
     }
 }

@@ -49,16 +49,18 @@ pub async fn load<A: Aggregate>(
     }
 }
 
-/// Stores `state` as the snapshot of `stream` at `version`.
+/// Stores `state` as the snapshot of `stream` at `version`; answers its
+/// size in bytes.
 pub async fn save<A: Aggregate>(
     store: &EventStore,
     stream: &StreamId,
     schema_tag: &str,
     version: u64,
     state: &A,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
     let snapshot = encode_snapshot(schema_tag, state)?;
-    store.save_snapshot(stream, version, &snapshot.schema_tag, &snapshot.state).await
+    store.save_snapshot(stream, version, &snapshot.schema_tag, &snapshot.state).await?;
+    Ok(snapshot.state.len())
 }
 
 /// `state` encoded as a snapshot to attach to an append

@@ -40,6 +40,8 @@ use yrs::Snapshot;
 mod mirror;
 
 pub(crate) use mirror::Touched;
+#[cfg(test)]
+pub(crate) use mirror::placements;
 use mirror::{Mirror, track};
 
 /// The Yjs client id of every server-side edit (repairs and HTTP commands).
@@ -356,8 +358,12 @@ impl QueueDoc {
             txn.commit();
             let changed = txn.has_changes();
             let parked_now = parked(&txn) != parked_before;
-            let touched = if changed { track(mirror, &txn, pending, live) } else { Touched::default() };
-            let update = (error && changed).then(|| txn.encode_update_v1());
+            let own_update = changed.then(|| txn.encode_update_v1());
+            let touched = match &own_update {
+                Some(own) => track(mirror, &txn, own, pending, live),
+                None => Touched::default(),
+            };
+            let update = own_update.filter(|_| error);
             Integrated { changed, parked: parked_now, error: error && !changed, update, touched }
         }));
         outcome.map_err(|_| {
@@ -674,8 +680,9 @@ impl QueueDoc {
             // Encode after commit, as yrs's own update observers do: the delete
             // set is squashed and merged blocks are settled by then.
             txn.commit();
-            let touched = track(&mut mirror, &txn, &self.pending, &self.live);
-            (txn.encode_update_v1(), touched)
+            let update = txn.encode_update_v1();
+            let touched = track(&mut mirror, &txn, &update, &self.pending, &self.live);
+            (update, touched)
         };
         self.mirror = mirror;
         (update, touched)
