@@ -27,7 +27,8 @@ pub use axum::extract::ws::Utf8Bytes as Text;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-/// Frames a connection may have queued before it counts as too slow.
+/// Frames a connection may have queued before it counts as too slow,
+/// unless its socket kind asks for more ([`Outlet::with_capacity`]).
 pub const CONNECTION_QUEUE: usize = 256;
 
 /// A frame for one connection.
@@ -83,7 +84,15 @@ impl Latest {
 
 impl Outlet {
     pub fn new() -> (Self, mpsc::Receiver<Outbound>) {
-        let (frames, queue) = mpsc::channel(CONNECTION_QUEUE);
+        Self::with_capacity(CONNECTION_QUEUE)
+    }
+
+    /// An outlet whose queue holds `frames`: for an actor that sends one
+    /// connection many frames at once. The frames are shared with every
+    /// other connection's outlet, and the channel allocates its slots as
+    /// they fill, so a larger bound costs a reading client nothing.
+    pub fn with_capacity(frames: usize) -> (Self, mpsc::Receiver<Outbound>) {
+        let (frames, queue) = mpsc::channel(frames);
         (Self { frames, latest: Arc::default(), dropped: CancellationToken::new() }, queue)
     }
 

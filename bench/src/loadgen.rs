@@ -119,44 +119,22 @@ struct Config {
 
 impl Config {
     fn from_env(store_url: Option<String>) -> anyhow::Result<Self> {
-        let base = std::env::var("BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into());
-        let base = base.trim_end_matches('/').to_owned();
-        let host = base.strip_prefix("http://").context("BASE_URL must be http://host:port")?;
-        let addr = host
-            .to_socket_addrs()
-            .with_context(|| format!("BASE_URL host {host}"))?
-            .next()
-            .context("BASE_URL resolves to nothing")?;
-        let secret = std::env::var("JWT_SECRET").unwrap_or_else(|_| "eventuall-dev-secret-change-me".into());
+        let (base, addr) = base_url_from_env()?;
         let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
         Ok(Self {
             base,
             addr,
             http: reqwest::Client::new(),
-            auth: Authenticator::new(&secret),
+            auth: authenticator_from_env(),
             run: std::env::var("RUN_ID").unwrap_or_else(|_| format!("lg{millis:x}")),
             label: std::env::var("LABEL").unwrap_or_default(),
-            server_pids: std::env::var("SERVER_PIDS")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            server_pids: server_pids_from_env(),
             store_url,
         })
     }
 
-    /// The generator's tokens: `sub` = `name` = the user id, an hour long.
     fn token(&self, user: &str, role: Role) -> String {
-        let claims = Claims {
-            sub: user.to_owned(),
-            exp: eventuall::store::now_millis() / 1000 + 3600,
-            name: Some(user.to_owned()),
-            role,
-            events: None,
-        };
-        self.auth.issue(&claims)
+        token(&self.auth, user, role)
     }
 
     fn ws_url(&self, room: &str, user: &str) -> String {
@@ -165,20 +143,64 @@ impl Config {
     }
 }
 
-fn env_num(name: &str, default: f64) -> anyhow::Result<f64> {
+/// `BASE_URL` (default http://127.0.0.1:8787) without a trailing slash,
+/// and the address it resolves to.
+pub(crate) fn base_url_from_env() -> anyhow::Result<(String, SocketAddr)> {
+    let base = std::env::var("BASE_URL").unwrap_or_else(|_| "http://127.0.0.1:8787".into());
+    let base = base.trim_end_matches('/').to_owned();
+    let host = base.strip_prefix("http://").context("BASE_URL must be http://host:port")?;
+    let addr = host
+        .to_socket_addrs()
+        .with_context(|| format!("BASE_URL host {host}"))?
+        .next()
+        .context("BASE_URL resolves to nothing")?;
+    Ok((base, addr))
+}
+
+/// Signs the generator's tokens with `JWT_SECRET` (default: the
+/// development secret the service warns about).
+pub(crate) fn authenticator_from_env() -> Authenticator {
+    let secret = std::env::var("JWT_SECRET").unwrap_or_else(|_| "eventuall-dev-secret-change-me".into());
+    Authenticator::new(&secret)
+}
+
+/// The generators' tokens: `sub` = `name` = the user id, an hour long.
+pub(crate) fn token(auth: &Authenticator, user: &str, role: Role) -> String {
+    let claims = Claims {
+        sub: user.to_owned(),
+        exp: eventuall::store::now_millis() / 1000 + 3600,
+        name: Some(user.to_owned()),
+        role,
+        events: None,
+    };
+    auth.issue(&claims)
+}
+
+/// `SERVER_PIDS`: the comma-separated processes whose CPU is measured.
+pub(crate) fn server_pids_from_env() -> Vec<String> {
+    std::env::var("SERVER_PIDS")
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(crate) fn env_num(name: &str, default: f64) -> anyhow::Result<f64> {
     match std::env::var(name) {
         Ok(v) if !v.is_empty() => v.parse().with_context(|| format!("{name} must be a number, got {v}")),
         _ => Ok(default),
     }
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (x * scale).round() / scale
 }
 
 /// `lib.mjs` `percentiles`: nearest rank, milliseconds, two decimals.
-fn percentiles(samples: &[f64]) -> Value {
+pub(crate) fn percentiles(samples: &[f64]) -> Value {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let n = sorted.len();
@@ -199,19 +221,19 @@ fn percentiles(samples: &[f64]) -> Value {
     })
 }
 
-fn ms_since(t0: Instant) -> f64 {
+pub(crate) fn ms_since(t0: Instant) -> f64 {
     t0.elapsed().as_secs_f64() * 1e3
 }
 
 /// Percent of one core used by `pids` (`self` or pids) since it was started.
-struct CpuMeter {
+pub(crate) struct CpuMeter {
     pids: Vec<String>,
     used: Duration,
     started: Instant,
 }
 
 impl CpuMeter {
-    fn start(pids: Vec<String>) -> Self {
+    pub(crate) fn start(pids: Vec<String>) -> Self {
         let used = Self::used(&pids);
         Self { pids, used, started: Instant::now() }
     }
@@ -220,7 +242,7 @@ impl CpuMeter {
         pids.iter().map(|pid| crate::rooms::cpu_time(pid)).sum()
     }
 
-    fn percent(&self) -> Value {
+    pub(crate) fn percent(&self) -> Value {
         if self.pids.is_empty() {
             return Value::Null;
         }

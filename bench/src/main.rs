@@ -22,6 +22,13 @@
 //! - `archive`: archive and restore throughput over 1,000 streams of 1,000
 //!   events, hot-table size before and after, first read of an archived
 //!   stream (see [`archive`]).
+//! - `loadgen`: the peer's Node load generator (`load.mjs fanout|heartbeats`)
+//!   in Rust, against any server that speaks the event-room contract (see
+//!   [`loadgen`]).
+//! - `queue`: the collaborative queue against the reference
+//!   @y/websocket-server: sustained updates, per-update cost by size, late
+//!   joiners during a storm of edits and on a long history, with y-websocket
+//!   clients on yrs (see [`queue`]).
 //! - `replay`: fills a log with millions of small room events (many streams,
 //!   batched appends) and times `replay verify` and `replay rebuild` of each
 //!   projection, on SQLite and on PostgreSQL.
@@ -33,6 +40,7 @@ mod archive;
 mod cluster;
 mod interviews;
 mod loadgen;
+mod queue;
 mod rooms;
 
 use std::sync::Arc;
@@ -117,6 +125,9 @@ enum Command {
     /// The peer's Node load generator (`load.mjs fanout|heartbeats`) in
     /// Rust: same environment variables, same JSON line, any server.
     Loadgen(Box<loadgen::LoadArgs>),
+    /// queue-bench.mjs's clients in Rust: y-websocket on yrs against ours or
+    /// the reference @y/websocket-server.
+    Queue(Box<queue::QueueArgs>),
     /// Event rooms: heartbeat load, join latency, fanout, memory.
     Rooms(Box<rooms::RoomsArgs>),
     /// The service for `rooms`, driven over stdin (run by `rooms` itself).
@@ -147,6 +158,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Load { events, database, tails } => load_bench(events, &database, &tails).await,
         // Its own runtime, on its own thread (one by default, as Node's).
         Command::Loadgen(args) => tokio::task::spawn_blocking(move || loadgen::run(*args)).await?,
+        Command::Queue(args) => tokio::task::spawn_blocking(move || queue::run(*args)).await?,
         Command::Rooms(args) => rooms::run(*args).await,
         Command::RoomsServer(args) => rooms::serve_child(*args).await,
         Command::Interviews(args) => interviews::run(*args).await,

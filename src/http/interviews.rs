@@ -27,7 +27,7 @@ use super::{ApiError, AppState};
 use crate::actor::ActorHandle;
 use crate::auth::Caller;
 use crate::interviews::usage::AiUsage;
-use crate::interviews::{DirectoryMsg, Failure, InterviewMsg, NewInterview};
+use crate::interviews::{DirectoryMsg, Failure, InterviewMsg, Interviews, NewInterview};
 use crate::outlet::Outlet;
 use crate::rooms::actor::new_connection_id;
 
@@ -294,6 +294,11 @@ impl Frames for InterviewFrames {
         let msg = InterviewMsg::Audio { connection_id: self.connection_id.clone(), audio };
         self.interview.send(msg).await;
     }
+
+    async fn closed(&mut self, _: bool) {
+        let connection_id = std::mem::take(&mut self.connection_id);
+        self.interview.send(InterviewMsg::Disconnect { connection_id }).await;
+    }
 }
 
 async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSocket) {
@@ -315,8 +320,6 @@ async fn serve_interview(app: AppState, interview_id: String, mut socket: WebSoc
     .writes_within(app.limits.write_timeout);
     let mut frames = InterviewFrames { interview: app.interviews.interview_handle(&interview_id), connection_id };
     ws::serve(socket, outlet, queue, limits, &mut frames).await;
-    let disconnect = InterviewMsg::Disconnect { connection_id: frames.connection_id };
-    app.interviews.to_interview(&interview_id, disconnect).await;
 }
 
 /// WebSocket of one user (that user only): server frames are `UserInterviewsServerMessage`.
@@ -344,7 +347,11 @@ async fn user_socket(
 }
 
 /// The user socket only listens; whatever a client sends gets an error.
-struct UserFrames;
+struct UserFrames {
+    interviews: Interviews,
+    user_id: String,
+    connection_id: String,
+}
 
 impl Frames for UserFrames {
     async fn text(&mut self, _: Utf8Bytes, outlet: &Outlet) {
@@ -353,6 +360,11 @@ impl Frames for UserFrames {
 
     async fn binary(&mut self, _: Bytes, outlet: &Outlet) {
         let _ = outlet.try_send(error_frame("unsupported_frame", "this socket speaks JSON text frames"));
+    }
+
+    async fn closed(&mut self, _: bool) {
+        let connection_id = std::mem::take(&mut self.connection_id);
+        self.interviews.to_directory(&self.user_id, DirectoryMsg::Disconnect { connection_id }).await;
     }
 }
 
@@ -368,8 +380,8 @@ async fn serve_user(app: AppState, user_id: String, socket: WebSocket) {
         app.limits.frame_rate,
     )
     .writes_within(app.limits.write_timeout);
-    ws::serve(socket, outlet, queue, limits, &mut UserFrames).await;
-    app.interviews.to_directory(&user_id, DirectoryMsg::Disconnect { connection_id }).await;
+    let mut frames = UserFrames { interviews: app.interviews.clone(), user_id, connection_id };
+    ws::serve(socket, outlet, queue, limits, &mut frames).await;
 }
 
 #[cfg(test)]

@@ -191,12 +191,8 @@ async fn serve_event_socket(
         app.limits.frame_rate,
     )
     .writes_within(app.limits.write_timeout);
-    let dropped = outbound.dropped();
-    let mut frames = RoomFrames { room: app.rooms.handle(&room), connection_id: connection_id.clone() };
+    let mut frames = RoomFrames { room: app.rooms.handle(&room), connection_id };
     ws::serve(socket, outbound, queue, limits, &mut frames).await;
-    // Dropped by its writer (it stopped reading) or by the room: too slow.
-    let reason = if dropped.is_cancelled() { CloseReason::TooSlow } else { CloseReason::Closed };
-    app.rooms.send(&room, RoomMsg::Disconnect { connection_id, reason }).await;
 }
 
 /// What an event room socket's frames mean: heartbeats, or errors.
@@ -220,6 +216,13 @@ impl Frames for RoomFrames {
 
     async fn binary(&mut self, _: Bytes, outlet: &Outlet) {
         let _ = outlet.try_send(error_frame("unsupported_frame", "event rooms speak JSON text frames"));
+    }
+
+    /// Dropped by its writer (it stopped reading) or by the room: too slow.
+    async fn closed(&mut self, too_slow: bool) {
+        let reason = if too_slow { CloseReason::TooSlow } else { CloseReason::Closed };
+        let connection_id = std::mem::take(&mut self.connection_id);
+        self.room.send(RoomMsg::Disconnect { connection_id, reason }).await;
     }
 }
 
@@ -258,6 +261,11 @@ enum Written {
 /// the TCP window is shut and the kernel's buffers are full) drops the
 /// connection: its reader stops, and the socket with its buffers is freed
 /// rather than held as long as the peer keeps the TCP connection open.
+///
+/// Frames that are already waiting go out together: each is fed to the
+/// codec's buffer and the batch is flushed once, so a socket that is sent
+/// several frames while it writes pays one `send` for them, not one each
+/// (issue #21: ten moderators' updates reach every queue client in bursts).
 pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
     mut sink: S,
     mut pending: Pending,
@@ -269,20 +277,14 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
     // The slot and the queue take turns, so neither starves the other when
     // a room changes faster than the client reads; the slot goes first, so
     // the snapshot of a join is the socket's first frame.
-    let mut slot_first = true;
+    let mut turns = Turns { slot_first: true };
     loop {
-        let taken = if slot_first { pending.latest.take() } else { None };
-        let next = match taken {
-            Some(text) => Next::Send(Message::Text(text)),
+        let next = match turns.ready(&mut pending) {
+            Some(next) => next,
             None => tokio::select! {
                 biased;
                 _ = dropped.cancelled() => Next::Close(close_message(CLOSE_TOO_SLOW, "too slow")),
-                frame = pending.queue.recv() => match frame {
-                    Some(Outbound::Text(text)) => Next::Send(Message::Text(text)),
-                    Some(Outbound::Binary(bytes)) => Next::Send(Message::Binary(bytes)),
-                    Some(Outbound::Close(code, reason)) => Next::Close(close_message(code, reason)),
-                    None => Next::Close(close_message(1000, "bye")),
-                },
+                frame = pending.queue.recv() => Next::from_queue(frame),
                 _ = pending.latest.filled() => match pending.latest.take() {
                     Some(text) => Next::Send(Message::Text(text)),
                     None => Next::Nothing,
@@ -290,10 +292,13 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
                 _ = ping.tick() => Next::Send(Message::Ping(Default::default())),
             },
         };
-        slot_first = !slot_first;
-        match next {
-            Next::Nothing => {}
-            Next::Send(message) => match write_within(&mut sink, message, write_timeout, &dropped).await {
+        let (batch, close) = match next {
+            Next::Nothing => continue,
+            Next::Close(message) => (Vec::new(), Some(message)),
+            Next::Send(message) => turns.gather(message, &mut pending),
+        };
+        if !batch.is_empty() {
+            match write_within(&mut sink, batch, write_timeout, &dropped).await {
                 Written::Sent => {}
                 Written::Gone => return,
                 Written::Stalled => {
@@ -302,13 +307,92 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
                     dropped.cancel();
                     return;
                 }
-            },
-            Next::Close(message) => {
-                // A peer that stopped reading will not take the close frame
-                // either: try for a moment, then just drop the socket.
-                let _ = tokio::time::timeout(CLOSE_GRACE, sink.send(message)).await;
-                return;
             }
+        }
+        if let Some(message) = close {
+            // A peer that stopped reading will not take the close frame
+            // either: try for a moment, then just drop the socket. After a
+            // close from the peer the codec refuses ours; closing the sink
+            // still flushes the answer it queued to the peer's.
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                let _ = sink.send(message).await;
+                let _ = sink.close().await;
+            })
+            .await;
+            return;
+        }
+    }
+}
+
+/// Most frames, and most bytes, one flush takes: enough to fold a burst
+/// into one `send`, little enough that the codec's buffer stays small and a
+/// slow peer's write timeout still bounds one batch.
+const BATCH_FRAMES: usize = 64;
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// Whose turn it is between the snapshot slot and the ordered queue.
+struct Turns {
+    slot_first: bool,
+}
+
+impl Turns {
+    /// The next frame that is already waiting, without waiting for one:
+    /// the side whose turn it is first, then the other.
+    fn ready(&mut self, pending: &mut Pending) -> Option<Next> {
+        for _ in 0..2 {
+            let slot = self.slot_first;
+            self.slot_first = !slot;
+            if slot {
+                if let Some(text) = pending.latest.take() {
+                    return Some(Next::Send(Message::Text(text)));
+                }
+            } else {
+                match pending.queue.try_recv() {
+                    Ok(frame) => return Some(Next::from_queue(Some(frame))),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return Some(Next::from_queue(None)),
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// `first` and the frames waiting behind it, up to one batch, and the
+    /// close frame that ended it, if one did.
+    fn gather(&mut self, first: Message, pending: &mut Pending) -> (Vec<Message>, Option<Message>) {
+        let mut bytes = frame_len(&first);
+        let mut batch = vec![first];
+        while batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+            match self.ready(pending) {
+                Some(Next::Send(message)) => {
+                    bytes += frame_len(&message);
+                    batch.push(message);
+                }
+                Some(Next::Close(message)) => return (batch, Some(message)),
+                Some(Next::Nothing) | None => break,
+            }
+        }
+        (batch, None)
+    }
+}
+
+/// A frame's payload size, for the batch bound.
+fn frame_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(_) => 0,
+    }
+}
+
+impl Next {
+    /// What a frame taken from the queue (or its end) asks for.
+    fn from_queue(frame: Option<Outbound>) -> Self {
+        match frame {
+            Some(Outbound::Text(text)) => Next::Send(Message::Text(text)),
+            Some(Outbound::Binary(bytes)) => Next::Send(Message::Binary(bytes)),
+            Some(Outbound::Close(code, reason)) => Next::Close(close_message(code, reason)),
+            None => Next::Close(close_message(1000, "bye")),
         }
     }
 }
@@ -317,16 +401,22 @@ pub async fn write_frames<S: futures::Sink<Message> + Unpin>(
 /// without it: enough for a reading peer, short for one that is not.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Sends one frame, giving up when the peer takes none of it in time or the
-/// connection is dropped meanwhile.
+/// Sends a batch of frames with one flush, giving up when the peer takes
+/// none of it in time or the connection is dropped meanwhile.
 async fn write_within<S: futures::Sink<Message> + Unpin>(
     sink: &mut S,
-    message: Message,
+    batch: Vec<Message>,
     write_timeout: Duration,
     dropped: &CancellationToken,
 ) -> Written {
+    let write = async {
+        for message in batch {
+            sink.feed(message).await?;
+        }
+        sink.flush().await
+    };
     tokio::select! {
-        sent = tokio::time::timeout(write_timeout, sink.send(message)) => match sent {
+        sent = tokio::time::timeout(write_timeout, write) => match sent {
             Ok(Ok(())) => Written::Sent,
             Ok(Err(_)) => Written::Gone,
             Err(_) => Written::Stalled,
@@ -396,6 +486,80 @@ mod tests {
             Ok::<_, ()>(sent)
         });
         (Box::pin(sink), seen)
+    }
+
+    /// A sink that records its frames and, at each flush, how many frames
+    /// were fed since the last one.
+    #[derive(Default)]
+    struct Flushes {
+        fed: Vec<Message>,
+        unflushed: usize,
+        batches: Vec<usize>,
+    }
+
+    impl futures::Sink<Message> for Flushes {
+        type Error = ();
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn start_send(mut self: std::pin::Pin<&mut Self>, message: Message) -> Result<(), ()> {
+            self.fed.push(message);
+            self.unflushed += 1;
+            Ok(())
+        }
+        fn poll_flush(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            if self.unflushed > 0 {
+                let batch = std::mem::take(&mut self.unflushed);
+                self.batches.push(batch);
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), ()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    /// Frames waiting when the writer gets to them go out in one flush, in
+    /// order, up to `BATCH_FRAMES`: at the bound one flush, one more frame
+    /// a second.
+    #[tokio::test]
+    async fn waiting_frames_go_out_in_one_flush_up_to_the_batch_bound() {
+        for (queued, expected) in [(BATCH_FRAMES, vec![BATCH_FRAMES]), (BATCH_FRAMES + 1, vec![BATCH_FRAMES, 1])] {
+            let (outlet, queue) = Outlet::new();
+            for n in 0..queued {
+                outlet.try_send(Outbound::Binary(Bytes::from(vec![n as u8]))).unwrap();
+            }
+            drop(outlet);
+            let mut sink = Flushes::default();
+            write_frames(
+                &mut sink,
+                Pending { queue, latest: Arc::default() },
+                CancellationToken::new(),
+                Duration::from_secs(30),
+            )
+            .await;
+            // The queue's end is the close frame, sent on its own.
+            assert_eq!(sink.batches[..sink.batches.len() - 1], expected[..], "{queued} frames waiting");
+            let bytes: Vec<u8> = sink
+                .fed
+                .iter()
+                .filter_map(|m| match m {
+                    Message::Binary(bytes) => bytes.first().copied(),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(bytes, (0..queued).map(|n| n as u8).collect::<Vec<_>>(), "in order");
+            assert!(matches!(sink.fed.last(), Some(Message::Close(Some(close))) if close.code == 1000));
+        }
     }
 
     fn text(message: &Message) -> String {

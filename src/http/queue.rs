@@ -194,7 +194,7 @@ async fn queue_socket(
 async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, socket: WebSocket) {
     let connection_id = new_connection_id();
     let queue = event_id.as_str().to_owned();
-    let (outbound, frames) = Outlet::new();
+    let (outbound, frames) = Outlet::with_capacity(crate::queues::actor::CONNECTION_FRAMES);
     let (reply, joined) = oneshot::channel();
     let actor = Actor { user_id: caller.user_id().to_owned(), role: role_of(&caller) };
     app.queues
@@ -213,9 +213,8 @@ async fn serve_queue_socket(app: AppState, event_id: EventId, caller: Caller, so
         app.limits.frame_rate,
     )
     .writes_within(app.limits.write_timeout);
-    let mut handler = QueueFrames { queue: app.queues.handle(&queue), connection_id: connection_id.clone() };
+    let mut handler = QueueFrames { queue: app.queues.handle(&queue), connection_id };
     ws::serve(socket, outbound, frames, limits, &mut handler).await;
-    app.queues.send(&queue, QueueMsg::Disconnect { connection_id }).await;
 }
 
 /// What a queue socket's frames mean: y-sync messages for the queue actor.
@@ -232,5 +231,10 @@ impl Frames for QueueFrames {
     async fn binary(&mut self, frame: Bytes, _: &Outlet) {
         let msg = QueueMsg::Frame { connection_id: self.connection_id.clone(), frame };
         self.queue.send(msg).await;
+    }
+
+    async fn closed(&mut self, _: bool) {
+        let connection_id = std::mem::take(&mut self.connection_id);
+        self.queue.send(QueueMsg::Disconnect { connection_id }).await;
     }
 }

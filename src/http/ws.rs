@@ -207,6 +207,11 @@ impl Silence {
 pub trait Frames: Send {
     fn text(&mut self, text: Utf8Bytes, outlet: &Outlet) -> impl Future<Output = ()> + Send;
     fn binary(&mut self, bytes: Bytes, outlet: &Outlet) -> impl Future<Output = ()> + Send;
+    /// The socket has stopped reading: the peer closed or went silent, or
+    /// it was dropped as too slow (`too_slow`). Tells the actor, which lets
+    /// go of the connection's outlet, so the writer can send its close
+    /// frame and end.
+    fn closed(&mut self, too_slow: bool) -> impl Future<Output = ()> + Send;
 }
 
 /// The contract's `error` frame.
@@ -301,13 +306,21 @@ pub async fn serve<S, E, H>(
     }
     open.decrement(1.0);
     drop(outlet);
-    // The writer flushes a close frame; it ends once the actor lets go of
-    // the queue too, and a write the peer never takes ends at the write
+    // The actor is told before the writer is waited for: it holds the
+    // other end of the writer's queue, so until it lets go the writer
+    // cannot end, and a closed socket went on being sent every frame for
+    // the two seconds below (issue #21).
+    handler.closed(dropped.is_cancelled()).await;
+    // The writer flushes a close frame; it ends once the actor has let go
+    // of the queue, and a write the peer never takes ends at the write
     // timeout.
-    if tokio::time::timeout(Duration::from_secs(2), writer).await.is_err() {
+    if tokio::time::timeout(WRITER_GRACE, writer).await.is_err() {
         tracing::debug!("socket writer did not finish in time");
     }
 }
+
+/// How long a socket whose reading ended waits for its writer to finish.
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// Sends one close frame on a socket that is refused after its upgrade.
 pub async fn close_now<S: Sink<Message> + Unpin>(socket: &mut S, code: u16, reason: &'static str) {
@@ -353,10 +366,13 @@ mod tests {
         }
     }
 
-    /// Echoes text frames back and counts binary ones.
+    /// Echoes text frames back and counts binary ones; when the socket
+    /// closes it drops `actor`, the outlet an actor would hold.
     #[derive(Default)]
     struct Echo {
         binaries: usize,
+        actor: Option<Outlet>,
+        closed: Option<bool>,
     }
 
     impl Frames for Echo {
@@ -366,6 +382,40 @@ mod tests {
         async fn binary(&mut self, _: Bytes, _: &Outlet) {
             self.binaries += 1;
         }
+        async fn closed(&mut self, too_slow: bool) {
+            self.closed = Some(too_slow);
+            self.actor = None;
+        }
+    }
+
+    /// On the paused clock: a socket whose peer closes ends as soon as its
+    /// actor lets go of the outlet, with the close frame sent. Before, the
+    /// actor was told only after the writer had been waited for, so every
+    /// close took the writer's whole grace while the actor's frames went on
+    /// to a closed socket.
+    #[tokio::test(start_paused = true)]
+    async fn a_socket_the_peer_closes_ends_once_its_actor_lets_go() {
+        let (client, incoming) = fmpsc::unbounded();
+        let (outgoing, mut written) = fmpsc::unbounded();
+        let (outlet, queue) = Outlet::new();
+        let mut echo = Echo { actor: Some(outlet.clone()), ..Echo::default() };
+        client.unbounded_send(Ok(Message::Close(None))).unwrap();
+        let started = Instant::now();
+        serve(
+            PairSocket { incoming, outgoing },
+            outlet,
+            queue,
+            FrameLimits::json(SocketKind::EventRoom, 64, 64, FrameRate::default()),
+            &mut echo,
+        )
+        .await;
+        assert_eq!(echo.closed, Some(false), "the actor was told, not as too slow");
+        assert!(started.elapsed() < WRITER_GRACE, "ended after {:?}", started.elapsed());
+        let mut last = None;
+        while let Ok(frame) = written.try_recv() {
+            last = Some(frame);
+        }
+        assert!(matches!(&last, Some(Message::Close(Some(close))) if close.code == 1000), "{last:?}");
     }
 
     fn text_of(message: &Message) -> Option<String> {

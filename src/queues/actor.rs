@@ -32,6 +32,13 @@ use crate::store::{Metadata, StoreError, StreamId};
 
 /// Messages handled per batch.
 const MAX_BATCH: usize = 256;
+/// Frames a queue connection may have waiting before it is dropped as too
+/// slow: four batches. A batch relays up to `MAX_BATCH` updates to every
+/// connection at once, so at the default bound (`CONNECTION_QUEUE`, 256) a
+/// client with one frame still waiting was dropped by a single moderator's
+/// burst however fast it read (issue #21: the storm benchmark's author,
+/// every run).
+pub const CONNECTION_FRAMES: usize = 4 * MAX_BATCH;
 /// Fewest events between snapshots under a steady stream of edits.
 const SNAPSHOT_EVERY: u64 = 200;
 /// Quiet time after a change before the document is snapshotted (the
@@ -294,7 +301,72 @@ impl QueueActor {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use yrs::sync::{Message, SyncMessage};
+    use yrs::updates::encoder::Encode;
+    use yrs::{Any, Array, Doc, ReadTxn, Transact};
+
     use super::*;
+    use crate::clock::ManualClock;
+    use crate::outlet::CONNECTION_QUEUE;
+    use crate::store::{EventStore, StoreOptions};
+
+    /// `n` y-websocket update frames, each pushing one entry.
+    fn pushes(n: usize) -> Vec<Bytes> {
+        let doc = Doc::new();
+        let pending = doc.get_or_insert_array("pending");
+        (0..n)
+            .map(|i| {
+                let before = doc.transact().state_vector();
+                let entry = std::collections::HashMap::from([
+                    ("userId".to_owned(), Any::from(format!("u{i}"))),
+                    ("name".to_owned(), Any::from(format!("User {i}"))),
+                ]);
+                pending.push_back(&mut doc.transact_mut(), Any::Map(Arc::new(entry)));
+                let update = doc.transact().encode_diff_v1(&before);
+                Bytes::from(Message::Sync(SyncMessage::Update(update)).encode_v1())
+            })
+            .collect()
+    }
+
+    /// A full batch of updates relayed to a connection that has not read
+    /// its greeting yet: at the default bound it is dropped as too slow, at
+    /// `CONNECTION_FRAMES` it keeps every frame.
+    #[tokio::test]
+    async fn a_full_batch_of_updates_fits_a_queue_connection_with_frames_still_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("log.db").display());
+        let store = EventStore::open(&url, StoreOptions::default()).await.unwrap();
+        let queues = Queues::new(store, ManualClock::starting_at(0), Duration::from_secs(60));
+        for (capacity, kept) in [(CONNECTION_QUEUE, false), (CONNECTION_FRAMES, true)] {
+            let mut actor = QueueActor::load(queues.clone(), format!("burst-{capacity}")).await.unwrap();
+            let (outlet, mut queue) = Outlet::with_capacity(capacity);
+            let (reply, _joined) = oneshot::channel();
+            let connection_id = "c".to_owned();
+            let actor_of = Actor::moderator("m");
+            let connect = QueueMsg::Connect {
+                connection_id: connection_id.clone(),
+                actor: actor_of,
+                outbound: outlet.clone(),
+                reply,
+            };
+            actor.process(vec![connect]).await;
+            let greeting = queue.len();
+            assert!(greeting > 0, "the greeting waits unread");
+            let frames = pushes(MAX_BATCH)
+                .into_iter()
+                .map(|frame| QueueMsg::Frame { connection_id: connection_id.clone(), frame });
+            actor.process(frames.collect()).await;
+            assert_eq!(actor.connections.contains_key("c"), kept, "capacity {capacity}");
+            assert_eq!(outlet.dropped().is_cancelled(), !kept, "capacity {capacity}");
+            assert_eq!(actor.hosted.state.view().pending.len(), MAX_BATCH, "every update was stored either way");
+            if kept {
+                assert_eq!(queue.len(), greeting + MAX_BATCH, "every update relayed");
+            }
+            queue.close();
+        }
+    }
 
     #[test]
     fn a_snapshot_is_due_once_the_tail_is_long_and_half_as_heavy_as_the_last() {

@@ -1,5 +1,6 @@
-//! The collaborative queue's HTTP commands (the y-websocket side is covered
-//! by the Node suite with the real provider).
+//! The collaborative queue's HTTP commands, and one y-websocket bound the
+//! Node suite's provider cannot reach (the rest of the y-websocket side is
+//! covered there, with the real provider).
 
 use eventuall::auth::Role;
 use serde_json::{Value, json};
@@ -68,4 +69,67 @@ async fn a_never_used_queue_is_empty() {
     let app = spawn_app().await;
     let read = app.get("/event/fresh/queue", Some(&token("viewer", Role::Participant, None))).await;
     assert_eq!(read.json::<Value>().await.unwrap(), json!({"pending": [], "live": []}));
+}
+
+/// A moderator's burst of 2,000 updates in one flush, far more than the
+/// queue actor's batch (a bulk import, a scripted moderator), is stored and
+/// relayed back in full to the client that sent it while it reads, with no
+/// close. The bound itself, on both sides, is `queues::actor`'s
+/// `a_full_batch_of_updates_fits_a_queue_connection_with_frames_still_waiting`.
+#[tokio::test]
+async fn a_burst_of_updates_larger_than_a_batch_reaches_the_client_that_sent_it() {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as Frame;
+    use yrs::sync::{Message, SyncMessage};
+    use yrs::updates::decoder::Decode;
+    use yrs::updates::encoder::Encode;
+    use yrs::{Any, Array, Doc, ReadTxn, Transact};
+
+    const BURST: usize = 2_000;
+    // The frame budget would close a burst like this one (1008); lifted, so
+    // what is tested is the connection's queue.
+    let app = spawn_app_on(TestDb::sqlite().await, &["--max-frames-per-second", "1000000"]).await;
+    let url = app.ws_url(&format!("/parties/queue/burst?token={}", moderator()));
+    let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("socket connects");
+    let (mut sink, mut stream) = socket.split();
+    let doc = Doc::new();
+    let pending = doc.get_or_insert_array("pending");
+    let mut frames = Vec::with_capacity(BURST);
+    for n in 0..BURST {
+        let before = doc.transact().state_vector();
+        let entry = HashMap::from([
+            ("userId".to_owned(), Any::from(format!("u{n}"))),
+            ("name".to_owned(), Any::from(format!("User {n}"))),
+        ]);
+        pending.push_back(&mut doc.transact_mut(), Any::Map(Arc::new(entry)));
+        let update = doc.transact().encode_diff_v1(&before);
+        frames.push(Message::Sync(SyncMessage::Update(update)).encode_v1());
+    }
+    // All of it at once, one flush, before reading anything back.
+    for frame in frames {
+        sink.feed(Frame::Binary(frame.into())).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    let mut relayed = 0;
+    let read = async {
+        while relayed < BURST {
+            match stream.next().await {
+                Some(Ok(Frame::Binary(bytes))) => {
+                    if let Ok(Message::Sync(SyncMessage::Update(_))) = Message::decode_v1(&bytes) {
+                        relayed += 1;
+                    }
+                }
+                Some(Ok(Frame::Close(close))) => panic!("closed after {relayed} relayed updates: {close:?}"),
+                Some(Ok(_)) => {}
+                other => panic!("socket ended after {relayed} relayed updates: {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read).await.expect("every update relayed within 60 s");
+    assert_eq!(relayed, BURST);
+    let view: Value = app.get("/event/burst/queue", Some(&moderator())).await.json().await.unwrap();
+    assert_eq!(view["pending"].as_array().map(Vec::len), Some(BURST), "all stored: {view}");
 }

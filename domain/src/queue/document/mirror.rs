@@ -115,10 +115,12 @@ impl Mirror {
 
     /// The list and raw index of element `id`. A linear search of one
     /// contiguous list (ids compare in a few nanoseconds), used only for the
-    /// elements a change touched.
+    /// elements a change touched. It runs from the end: people join a queue
+    /// at its end, so the origin of most inserts is the last element, found
+    /// at once however long the queue.
     pub fn position(&self, id: &ID) -> Option<(QueueList, usize)> {
         let (list, _) = self.by_id.get(id)?;
-        self.list(*list).iter().position(|e| e == id).map(|index| (*list, index))
+        self.list(*list).iter().rposition(|e| e == id).map(|index| (*list, index))
     }
 
     /// The entry of element `id`; `None` for an invalid or unknown element.
