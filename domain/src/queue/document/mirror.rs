@@ -74,6 +74,13 @@ struct Bounds {
     right: Option<ID>,
 }
 
+/// Which way [`Mirror::nearest_here`] follows the bounds of deleted elements.
+#[derive(Clone, Copy, Debug)]
+enum Side {
+    Left,
+    Right,
+}
+
 /// What one transaction did to the arrays.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Touched {
@@ -137,11 +144,16 @@ impl Mirror {
     /// is unknown here.
     fn gap(&self, origin: Option<ID>, right_origin: Option<ID>, root: Option<&str>) -> Option<(QueueList, usize)> {
         let left = match origin {
-            Some(id) => Some(self.here_or_left_of(id)?),
+            Some(id) => Some(self.nearest_here(id, Side::Left)?),
             None => None,
         };
+        // On the right, a chase that reaches the list's end stands for
+        // its length: the new element goes last.
         let right = match right_origin {
-            Some(id) => Some(self.here_or_right_of(id)?),
+            Some(id) => {
+                let (list, at) = self.nearest_here(id, Side::Right)?;
+                Some((list, at.unwrap_or_else(|| self.list(list).len())))
+            }
             None => None,
         };
         let (list, after) = match (left, right) {
@@ -161,32 +173,23 @@ impl Mirror {
     }
 
     /// The index of `id` if it is here, else of the nearest element still
-    /// here to the left of where it was (`None` inside: the list's start).
-    fn here_or_left_of(&self, mut id: ID) -> Option<(QueueList, Option<usize>)> {
+    /// here on `side` of where it was, followed through the bounds deleted
+    /// elements kept (`None` inside: the chase reached the list's end on
+    /// that side). `None` for an element never seen, or a chase longer
+    /// than `MAX_CHASE`.
+    fn nearest_here(&self, mut id: ID, side: Side) -> Option<(QueueList, Option<usize>)> {
         for _ in 0..MAX_CHASE {
             if let Some((list, at)) = self.position(&id) {
                 return Some((list, Some(at)));
             }
             let bounds = self.tombstones.get(&id)?;
-            match bounds.left {
-                Some(left) => id = left,
+            let next = match side {
+                Side::Left => bounds.left,
+                Side::Right => bounds.right,
+            };
+            match next {
+                Some(next) => id = next,
                 None => return Some((bounds.list, None)),
-            }
-        }
-        None
-    }
-
-    /// The index of `id` if it is here, else of the nearest element still
-    /// here to the right of where it was (the list's length: its end).
-    fn here_or_right_of(&self, mut id: ID) -> Option<(QueueList, usize)> {
-        for _ in 0..MAX_CHASE {
-            if let Some(found) = self.position(&id) {
-                return Some(found);
-            }
-            let bounds = self.tombstones.get(&id)?;
-            match bounds.right {
-                Some(right) => id = right,
-                None => return Some((bounds.list, self.list(bounds.list).len())),
             }
         }
         None
