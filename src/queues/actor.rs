@@ -301,11 +301,8 @@ impl QueueActor {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use yrs::sync::{Message, SyncMessage};
-    use yrs::updates::encoder::Encode;
-    use yrs::{Any, Array, Doc, ReadTxn, Transact};
+    use eventuall_domain::queue::QueueList;
+    use eventuall_domain::queue::test_support::TestClient;
 
     use super::*;
     use crate::clock::ManualClock;
@@ -314,20 +311,8 @@ mod tests {
 
     /// `n` y-websocket update frames, each pushing one entry.
     fn pushes(n: usize) -> Vec<Bytes> {
-        let doc = Doc::new();
-        let pending = doc.get_or_insert_array("pending");
-        (0..n)
-            .map(|i| {
-                let before = doc.transact().state_vector();
-                let entry = std::collections::HashMap::from([
-                    ("userId".to_owned(), Any::from(format!("u{i}"))),
-                    ("name".to_owned(), Any::from(format!("User {i}"))),
-                ]);
-                pending.push_back(&mut doc.transact_mut(), Any::Map(Arc::new(entry)));
-                let update = doc.transact().encode_diff_v1(&before);
-                Bytes::from(Message::Sync(SyncMessage::Update(update)).encode_v1())
-            })
-            .collect()
+        let client = TestClient::new(1);
+        (0..n).map(|i| Bytes::from(sync::update_frame(&client.push(QueueList::Pending, &format!("u{i}"))))).collect()
     }
 
     /// A full batch of updates relayed to a connection that has not read

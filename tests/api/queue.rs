@@ -78,15 +78,12 @@ async fn a_never_used_queue_is_empty() {
 /// `a_full_batch_of_updates_fits_a_queue_connection_with_frames_still_waiting`.
 #[tokio::test]
 async fn a_burst_of_updates_larger_than_a_batch_reaches_the_client_that_sent_it() {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
+    use eventuall_domain::queue::test_support::TestClient;
+    use eventuall_domain::queue::{QueueList, sync};
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Frame;
     use yrs::sync::{Message, SyncMessage};
     use yrs::updates::decoder::Decode;
-    use yrs::updates::encoder::Encode;
-    use yrs::{Any, Array, Doc, ReadTxn, Transact};
 
     const BURST: usize = 2_000;
     // The frame budget would close a burst like this one (1008); lifted, so
@@ -95,19 +92,9 @@ async fn a_burst_of_updates_larger_than_a_batch_reaches_the_client_that_sent_it(
     let url = app.ws_url(&format!("/parties/queue/burst?token={}", moderator()));
     let (socket, _) = tokio_tungstenite::connect_async(url).await.expect("socket connects");
     let (mut sink, mut stream) = socket.split();
-    let doc = Doc::new();
-    let pending = doc.get_or_insert_array("pending");
-    let mut frames = Vec::with_capacity(BURST);
-    for n in 0..BURST {
-        let before = doc.transact().state_vector();
-        let entry = HashMap::from([
-            ("userId".to_owned(), Any::from(format!("u{n}"))),
-            ("name".to_owned(), Any::from(format!("User {n}"))),
-        ]);
-        pending.push_back(&mut doc.transact_mut(), Any::Map(Arc::new(entry)));
-        let update = doc.transact().encode_diff_v1(&before);
-        frames.push(Message::Sync(SyncMessage::Update(update)).encode_v1());
-    }
+    let moderator_doc = TestClient::new(1);
+    let frames: Vec<Vec<u8>> =
+        (0..BURST).map(|n| sync::update_frame(&moderator_doc.push(QueueList::Pending, &format!("u{n}")))).collect();
     // All of it at once, one flush, before reading anything back.
     for frame in frames {
         sink.feed(Frame::Binary(frame.into())).await.unwrap();

@@ -20,8 +20,8 @@
 pub mod aggregate;
 pub mod document;
 pub mod sync;
-#[cfg(test)]
-mod test_support;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 
 use serde::{Deserialize, Serialize};
 

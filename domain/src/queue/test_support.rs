@@ -1,6 +1,7 @@
 //! A stand-in for a browser's Yjs client in tests: its own `yrs::Doc` with its
 //! own client id, editing the arrays the way y-websocket apps do (plain
-//! objects; a move is a delete plus an insert).
+//! objects; a move is a delete plus an insert). The service's tests use
+//! [`TestClient`] too, through the crate's `test-support` feature.
 
 use std::collections::HashMap;
 
@@ -10,7 +11,7 @@ use yrs::{Any, Array, ArrayRef, Doc, Out, ReadTxn, StateVector, Transact, Transa
 
 use super::document::{QueueDoc, QueueList, QueueView};
 
-pub(crate) struct TestClient {
+pub struct TestClient {
     doc: Doc,
     pending: ArrayRef,
     live: ArrayRef,
@@ -126,6 +127,7 @@ impl TestClient {
 
 /// A server doc holding `pending` and `live` users, written by client 1 (so
 /// other clients can be built from its state).
+#[cfg(test)]
 pub(crate) fn queue_of(pending: &[&str], live: &[&str]) -> QueueDoc {
     let client = TestClient::new(1);
     for user in pending {
@@ -137,6 +139,7 @@ pub(crate) fn queue_of(pending: &[&str], live: &[&str]) -> QueueDoc {
     QueueDoc::from_state(&client.state()).expect("valid state")
 }
 
+#[cfg(test)]
 pub(crate) fn users(entries: &[super::document::Entry]) -> Vec<&str> {
     entries.iter().map(|e| e.user_id.as_str()).collect()
 }
