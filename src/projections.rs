@@ -19,11 +19,13 @@
 //! - `analytics`: `analytics_events`, `analytics_attendance`,
 //!   `analytics_stage_time`, `analytics_queue_waits`,
 //!   `analytics_recording_sessions`, `analytics_clips`: running totals, read,
-//!   folded and written back per batch (see `docs/ANALYTICS.md`).
+//!   folded and written back per batch, a chunk of rows per statement (see
+//!   `docs/ANALYTICS.md`).
 //! - `interviews`: `interviews` (the interview list) and `analytics_ai_calls`
 //!   (one row per AI call), one statement per change.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eventuall_domain::interview::{DirectoryEvent, InterviewEvent};
@@ -39,7 +41,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::store::registry::Registry;
-use crate::store::subscription::{SqlRef, SqlValue, load_checkpoint};
+use crate::store::subscription::{FromAnyRow, SqlRef, SqlValue, load_checkpoint};
 use crate::store::{CatchUp, DbTx, EventStore, RecordedEvent, StoreError};
 
 /// Subscriber name (checkpoint key) of the room presence projection.
@@ -99,7 +101,8 @@ impl Projection {
             (Projection::RoomPresence | Projection::Analytics, "room") => {
                 !presence::IGNORED_EVENT_TYPES.contains(&event_type)
             }
-            (Projection::Analytics, "queue" | "recording") => true,
+            (Projection::Analytics, "queue") => analytics::QUEUE_EVENT_TYPES.contains(&event_type),
+            (Projection::Analytics, "recording") => true,
             (Projection::Interviews, "user_interviews" | "interview") => {
                 !interviews::IGNORED_EVENT_TYPES.contains(&event_type)
             }
@@ -151,6 +154,14 @@ pub enum Step {
     Idle,
 }
 
+/// Whether a step committed a transaction (the runner paces those) or
+/// wrote nothing (it passed over what it read, or followed a rebuild).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wrote {
+    Transaction,
+    Nothing,
+}
+
 /// One step of the room presence projection. Tests call this directly.
 pub async fn try_step(store: &EventStore, subscription: &mut CatchUp) -> Result<Step, StoreError> {
     try_step_projection(store, Projection::RoomPresence, subscription).await
@@ -176,7 +187,7 @@ async fn step(
     store: &EventStore,
     projection: Projection,
     subscription: &mut CatchUp,
-) -> Result<(Step, bool), StoreError> {
+) -> Result<(Step, Wrote), StoreError> {
     // What this process itself appended since, if the projection reads
     // none of it, is passed over without a query: at low rates each commit
     // is a heartbeat or two, and reading each back cost more than writing it.
@@ -187,23 +198,23 @@ async fn step(
         subscription.skip_to(through);
         let passed = usize::try_from(through - position).unwrap_or(0);
         let step = if through >= store.local_head() { Step::Idle } else { Step::Progressed(passed) };
-        return Ok((step, false));
+        return Ok((step, Wrote::Nothing));
     }
     let batch = subscription.poll().await?;
     let Some(last) = batch.last().map(|e| e.global_position) else {
-        return Ok((Step::Idle, false));
+        return Ok((Step::Idle, Wrote::Nothing));
     };
     if !projection.reads_any(&batch) {
         subscription.skip_to(last);
-        return Ok((Step::Progressed(batch.len()), false));
+        return Ok((Step::Progressed(batch.len()), Wrote::Nothing));
     }
     let mut tx = DbTx::begin(store).await?;
     if follows_a_rebuild(&mut tx, projection, subscription).await? {
-        return Ok((Step::Progressed(0), false));
+        return Ok((Step::Progressed(0), Wrote::Nothing));
     }
     projection.apply_batch(&mut tx, &batch, Tables::Live).await?;
     subscription.commit(tx, last).await?;
-    Ok((Step::Progressed(batch.len()), true))
+    Ok((Step::Progressed(batch.len()), Wrote::Transaction))
 }
 
 /// Whether `projection` has handled every event it reads: nothing it reads
@@ -316,6 +327,17 @@ fn values_list(rows: usize, columns: usize) -> String {
     out
 }
 
+/// `rows` cut into chunks of the sizes in [`ROWS_PER_STATEMENT`], largest first.
+fn statement_chunks<T>(rows: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = rows;
+    std::iter::from_fn(move || {
+        let size = ROWS_PER_STATEMENT.into_iter().find(|s| *s <= rest.len())?;
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// Runs `statement(values list)` over `rows` in chunks of
 /// [`ROWS_PER_STATEMENT`], binding each row's `columns` values.
 async fn execute_rows<'r, T>(
@@ -325,16 +347,36 @@ async fn execute_rows<'r, T>(
     statement: impl Fn(&str) -> String,
     binds: impl Fn(&'r T) -> Vec<SqlRef<'r>>,
 ) -> Result<(), StoreError> {
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let size = ROWS_PER_STATEMENT.into_iter().find(|s| *s <= rest.len()).expect("1 fits");
-        let (chunk, tail) = rest.split_at(size);
-        let sql = statement(&values_list(size, columns));
+    for chunk in statement_chunks(rows) {
+        let sql = statement(&values_list(chunk.len(), columns));
         let all: Vec<SqlRef<'r>> = chunk.iter().flat_map(&binds).collect();
         tx.execute_typed(&sql, &all).await?;
-        rest = tail;
     }
     Ok(())
+}
+
+/// The rows of `pairs` (live event id, user id) that `statement` selects:
+/// one query per live event and chunk of [`ROWS_PER_STATEMENT`] users, with
+/// the event bound as `$1` and `statement` given the users' `$2, $3, …`.
+async fn fetch_by_user<T: FromAnyRow>(
+    tx: &mut DbTx,
+    pairs: &[(&str, &str)],
+    statement: impl Fn(&str) -> String,
+) -> Result<Vec<T>, StoreError> {
+    let mut users_by_event: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (event_id, user_id) in pairs {
+        users_by_event.entry(event_id).or_default().push(user_id);
+    }
+    let mut found = Vec::new();
+    for (event_id, users) in users_by_event {
+        for chunk in statement_chunks(&users) {
+            let list = (2..chunk.len() + 2).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let binds: Vec<SqlRef<'_>> =
+                std::iter::once(SqlRef::Text(event_id)).chain(chunk.iter().map(|u| SqlRef::Text(u))).collect();
+            found.extend(tx.fetch_all_typed::<T>(&statement(&list), &binds).await?);
+        }
+    }
+    Ok(found)
 }
 
 /// Applies compacted presence writes in the order [`presence::Writes`]
@@ -471,127 +513,142 @@ async fn apply_analytics(tx: &mut DbTx, events: &[RecordedEvent], tables: Tables
         return Ok(());
     }
     let mut rows = Rows::default();
-    for key in &keys {
-        load_row(tx, &mut rows, key, tables).await?;
-    }
+    load_rows(tx, &mut rows, &keys, tables).await?;
     for (event_id, d) in &decoded {
         analytics::apply(&mut rows, event_id, d.input());
     }
     write_rows(tx, rows, tables).await
 }
 
-async fn load_row(tx: &mut DbTx, rows: &mut Rows, key: &Key, tables: Tables) -> Result<(), StoreError> {
-    match key {
-        Key::Totals { event_id } => {
-            let sql = format!(
-                "select event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at \
-                 from {} where event_id = $1",
-                tables.name("analytics_events")
-            );
-            let found: Vec<(String, i64, i64, Option<i64>, Option<i64>, Option<i64>)> =
-                tx.fetch_all_as(&sql, &[event_id.as_str().into()]).await?;
-            for (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at) in found
-            {
-                rows.totals.insert(
-                    event_id.clone(),
-                    analytics::EventTotals {
-                        event_id,
-                        present_users,
-                        peak_concurrent_users,
-                        peak_at,
-                        first_activity_at,
-                        last_activity_at,
-                    },
-                );
-            }
+/// Loads the rows `keys` name. The per-user rows (attendance, stage time,
+/// open waits: one or two per join, leave or queue change) are read a
+/// chunk of users at a time; a batch of 300 queued participants was 300
+/// queries, each several hops to SQLite's worker thread (issue #21).
+async fn load_rows(tx: &mut DbTx, rows: &mut Rows, keys: &[Key], tables: Tables) -> Result<(), StoreError> {
+    let mut attendance = Vec::new();
+    let mut stage = Vec::new();
+    let mut open_waits = Vec::new();
+    for key in keys {
+        match key {
+            Key::Attendance { event_id, user_id } => attendance.push((event_id.as_str(), user_id.as_str())),
+            Key::Stage { event_id, user_id } => stage.push((event_id.as_str(), user_id.as_str())),
+            Key::OpenWait { event_id, user_id } => open_waits.push((event_id.as_str(), user_id.as_str())),
+            Key::Totals { event_id } => load_totals(tx, rows, event_id, tables).await?,
+            Key::Recording { session_id } => load_recording(tx, rows, session_id, tables).await?,
+            Key::Clip { session_id, clip_id } => load_clip(tx, rows, session_id, clip_id, tables).await?,
         }
-        Key::Attendance { event_id, user_id } => {
-            let sql = format!(
-                "select first_joined_at, last_left_at, open_connections, present_since, present_ms, sessions \
-                 from {} where event_id = $1 and user_id = $2",
-                tables.name("analytics_attendance")
-            );
-            let found: Vec<(i64, Option<i64>, i64, Option<i64>, i64, i64)> =
-                tx.fetch_all_as(&sql, &[event_id.as_str().into(), user_id.as_str().into()]).await?;
-            for (first_joined_at, last_left_at, open_connections, present_since, present_ms, sessions) in found {
-                rows.attendance.insert(
-                    (event_id.clone(), user_id.clone()),
-                    analytics::Attendance {
-                        event_id: event_id.clone(),
-                        user_id: user_id.clone(),
-                        first_joined_at,
-                        last_left_at,
-                        open_connections,
-                        present_since,
-                        present_ms,
-                        sessions,
-                    },
-                );
-            }
-        }
-        Key::Stage { event_id, user_id } => {
-            let sql = format!(
-                "select on_stage_since, stage_ms, stage_entries from {} where event_id = $1 and user_id = $2",
-                tables.name("analytics_stage_time")
-            );
-            let found: Vec<(Option<i64>, i64, i64)> =
-                tx.fetch_all_as(&sql, &[event_id.as_str().into(), user_id.as_str().into()]).await?;
-            for (on_stage_since, stage_ms, stage_entries) in found {
-                rows.stage.insert(
-                    (event_id.clone(), user_id.clone()),
-                    analytics::StageTime {
-                        event_id: event_id.clone(),
-                        user_id: user_id.clone(),
-                        on_stage_since,
-                        stage_ms,
-                        stage_entries,
-                    },
-                );
-            }
-        }
-        Key::OpenWait { event_id, user_id } => {
-            let sql = format!(
-                "select queued_at from {} where event_id = $1 and user_id = $2 and ended_at is null \
-                 order by queued_at desc limit 1",
-                tables.name("analytics_queue_waits")
-            );
-            let found: Vec<(i64,)> =
-                tx.fetch_all_as(&sql, &[event_id.as_str().into(), user_id.as_str().into()]).await?;
-            for (queued_at,) in found {
-                rows.open_waits.insert(
-                    (event_id.clone(), user_id.clone()),
-                    QueueWait {
-                        event_id: event_id.clone(),
-                        user_id: user_id.clone(),
-                        queued_at,
-                        ended_at: None,
-                        outcome: None,
-                    },
-                );
-            }
-        }
-
-        Key::Recording { session_id } => {
-            let sql = format!(
-                "select event_id, requested_by, requested_at, recording_started_at, recording_stopped_at, \
-                 duration_ms, asset_duration_ms, ended_at, outcome, failure_reason from {} where session_id = $1",
-                tables.name("analytics_recording_sessions")
-            );
-            type Found = (
-                String,
-                String,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                Option<i64>,
-                String,
-                Option<String>,
-            );
-            let found: Vec<Found> = tx.fetch_all_as(&sql, &[session_id.as_str().into()]).await?;
-            for (
+    }
+    let table = tables.name("analytics_attendance");
+    let found: Vec<(String, String, i64, Option<i64>, i64, Option<i64>, i64, i64)> =
+        fetch_by_user(tx, &attendance, |users| {
+            format!(
+                "select event_id, user_id, first_joined_at, last_left_at, open_connections, present_since, \
+                 present_ms, sessions from {table} where event_id = $1 and user_id in ({users})"
+            )
+        })
+        .await?;
+    for (event_id, user_id, first_joined_at, last_left_at, open_connections, present_since, present_ms, sessions) in
+        found
+    {
+        rows.attendance.insert(
+            (event_id.clone(), user_id.clone()),
+            analytics::Attendance {
                 event_id,
+                user_id,
+                first_joined_at,
+                last_left_at,
+                open_connections,
+                present_since,
+                present_ms,
+                sessions,
+            },
+        );
+    }
+    let table = tables.name("analytics_stage_time");
+    let found: Vec<(String, String, Option<i64>, i64, i64)> = fetch_by_user(tx, &stage, |users| {
+        format!(
+            "select event_id, user_id, on_stage_since, stage_ms, stage_entries from {table} \
+             where event_id = $1 and user_id in ({users})"
+        )
+    })
+    .await?;
+    for (event_id, user_id, on_stage_since, stage_ms, stage_entries) in found {
+        rows.stage.insert(
+            (event_id.clone(), user_id.clone()),
+            analytics::StageTime { event_id, user_id, on_stage_since, stage_ms, stage_entries },
+        );
+    }
+    // A user's open wait is their newest without an end.
+    let table = tables.name("analytics_queue_waits");
+    let found: Vec<(String, String, i64)> = fetch_by_user(tx, &open_waits, |users| {
+        format!(
+            "select event_id, user_id, max(queued_at) from {table} \
+             where event_id = $1 and user_id in ({users}) and ended_at is null group by event_id, user_id"
+        )
+    })
+    .await?;
+    for (event_id, user_id, queued_at) in found {
+        rows.open_waits.insert(
+            (event_id.clone(), user_id.clone()),
+            QueueWait { event_id, user_id, queued_at, ended_at: None, outcome: None },
+        );
+    }
+    Ok(())
+}
+
+// Live event totals, recordings and clips: a few rows a batch, one query each.
+
+async fn load_totals(tx: &mut DbTx, rows: &mut Rows, event_id: &str, tables: Tables) -> Result<(), StoreError> {
+    let sql = format!(
+        "select event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at \
+             from {} where event_id = $1",
+        tables.name("analytics_events")
+    );
+    let found: Vec<(String, i64, i64, Option<i64>, Option<i64>, Option<i64>)> =
+        tx.fetch_all_as(&sql, &[event_id.into()]).await?;
+    for (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at) in found {
+        rows.totals.insert(
+            event_id.clone(),
+            analytics::EventTotals {
+                event_id,
+                present_users,
+                peak_concurrent_users,
+                peak_at,
+                first_activity_at,
+                last_activity_at,
+            },
+        );
+    }
+    Ok(())
+}
+
+async fn load_recording(tx: &mut DbTx, rows: &mut Rows, session_id: &str, tables: Tables) -> Result<(), StoreError> {
+    let sql = format!(
+        "select event_id, requested_by, requested_at, recording_started_at, recording_stopped_at, \
+             duration_ms, asset_duration_ms, ended_at, outcome, failure_reason from {} where session_id = $1",
+        tables.name("analytics_recording_sessions")
+    );
+    type Found =
+        (String, String, i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>, Option<i64>, String, Option<String>);
+    let found: Vec<Found> = tx.fetch_all_as(&sql, &[session_id.into()]).await?;
+    for (
+        event_id,
+        requested_by,
+        requested_at,
+        recording_started_at,
+        recording_stopped_at,
+        duration_ms,
+        asset_duration_ms,
+        ended_at,
+        outcome,
+        failure_reason,
+    ) in found
+    {
+        rows.recordings.insert(
+            session_id.to_owned(),
+            RecordingRow {
+                event_id,
+                session_id: session_id.to_owned(),
                 requested_by,
                 requested_at,
                 recording_started_at,
@@ -599,133 +656,168 @@ async fn load_row(tx: &mut DbTx, rows: &mut Rows, key: &Key, tables: Tables) -> 
                 duration_ms,
                 asset_duration_ms,
                 ended_at,
-                outcome,
+                outcome: RecordingOutcome::parse(&outcome).unwrap_or(RecordingOutcome::Requested),
                 failure_reason,
-            ) in found
-            {
-                rows.recordings.insert(
-                    session_id.clone(),
-                    RecordingRow {
-                        event_id,
-                        session_id: session_id.clone(),
-                        requested_by,
-                        requested_at,
-                        recording_started_at,
-                        recording_stopped_at,
-                        duration_ms,
-                        asset_duration_ms,
-                        ended_at,
-                        outcome: RecordingOutcome::parse(&outcome).unwrap_or(RecordingOutcome::Requested),
-                        failure_reason,
-                    },
-                );
-            }
-        }
-        Key::Clip { session_id, clip_id } => {
-            let sql = format!(
-                "select event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error from {} \
-                 where session_id = $1 and clip_id = $2",
-                tables.name("analytics_clips")
-            );
-            type Found = (String, String, i64, i64, i64, Option<i64>, String, Option<String>);
-            let found: Vec<Found> =
-                tx.fetch_all_as(&sql, &[session_id.as_str().into(), clip_id.as_str().into()]).await?;
-            for (event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error) in found {
-                rows.clips.insert(
-                    (session_id.clone(), clip_id.clone()),
-                    ClipRow {
-                        event_id,
-                        session_id: session_id.clone(),
-                        clip_id: clip_id.clone(),
-                        user_id,
-                        start_ms,
-                        end_ms,
-                        requested_at,
-                        finished_at,
-                        status: ClipOutcome::parse(&status).unwrap_or(ClipOutcome::Requested),
-                        error,
-                    },
-                );
-            }
-        }
+            },
+        );
     }
     Ok(())
 }
 
+async fn load_clip(
+    tx: &mut DbTx,
+    rows: &mut Rows,
+    session_id: &str,
+    clip_id: &str,
+    tables: Tables,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "select event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error from {} \
+             where session_id = $1 and clip_id = $2",
+        tables.name("analytics_clips")
+    );
+    type Found = (String, String, i64, i64, i64, Option<i64>, String, Option<String>);
+    let found: Vec<Found> = tx.fetch_all_as(&sql, &[session_id.into(), clip_id.into()]).await?;
+    for (event_id, user_id, start_ms, end_ms, requested_at, finished_at, status, error) in found {
+        rows.clips.insert(
+            (session_id.to_owned(), clip_id.to_owned()),
+            ClipRow {
+                event_id,
+                session_id: session_id.to_owned(),
+                clip_id: clip_id.to_owned(),
+                user_id,
+                start_ms,
+                end_ms,
+                requested_at,
+                finished_at,
+                status: ClipOutcome::parse(&status).unwrap_or(ClipOutcome::Requested),
+                error,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Writes back every row the batch touched, a chunk of rows per statement
+/// (the per-user rows were one statement each, issue #21).
 async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), StoreError> {
-    let totals_sql = format!(
-        "insert into {} (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, last_activity_at) \
-         values ($1, $2, $3, $4, $5, $6) on conflict (event_id) do update set \
-         present_users = excluded.present_users, peak_concurrent_users = excluded.peak_concurrent_users, \
-         peak_at = excluded.peak_at, first_activity_at = excluded.first_activity_at, \
-         last_activity_at = excluded.last_activity_at",
-        tables.name("analytics_events")
-    );
-    for t in rows.totals.into_values() {
-        let args: [SqlValue; 6] = [
-            t.event_id.into(),
-            t.present_users.into(),
-            t.peak_concurrent_users.into(),
-            t.peak_at.into(),
-            t.first_activity_at.into(),
-            t.last_activity_at.into(),
-        ];
-        tx.execute(&totals_sql, &args).await?;
-    }
-    let attendance_sql = format!(
-        "insert into {} (event_id, user_id, first_joined_at, last_left_at, open_connections, present_since, \
-         present_ms, sessions) values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (event_id, user_id) do update set \
-         first_joined_at = excluded.first_joined_at, last_left_at = excluded.last_left_at, \
-         open_connections = excluded.open_connections, present_since = excluded.present_since, \
-         present_ms = excluded.present_ms, sessions = excluded.sessions",
-        tables.name("analytics_attendance")
-    );
-    for a in rows.attendance.into_values() {
-        let args: [SqlValue; 8] = [
-            a.event_id.into(),
-            a.user_id.into(),
-            a.first_joined_at.into(),
-            a.last_left_at.into(),
-            a.open_connections.into(),
-            a.present_since.into(),
-            a.present_ms.into(),
-            a.sessions.into(),
-        ];
-        tx.execute(&attendance_sql, &args).await?;
-    }
-    let stage_sql = format!(
-        "insert into {} (event_id, user_id, on_stage_since, stage_ms, stage_entries) values ($1, $2, $3, $4, $5) \
-         on conflict (event_id, user_id) do update set on_stage_since = excluded.on_stage_since, \
-         stage_ms = excluded.stage_ms, stage_entries = excluded.stage_entries",
-        tables.name("analytics_stage_time")
-    );
-    for s in rows.stage.into_values() {
-        let args: [SqlValue; 5] =
-            [s.event_id.into(), s.user_id.into(), s.on_stage_since.into(), s.stage_ms.into(), s.stage_entries.into()];
-        tx.execute(&stage_sql, &args).await?;
-    }
-    // Two statements, so that `outcome` (text) is never bound as an untyped
-    // NULL: PostgreSQL would fix the parameter's type from the first binding.
-    let ended_sql = format!(
-        "insert into {} (event_id, user_id, queued_at, ended_at, outcome) values ($1, $2, $3, $4, $5) \
-         on conflict (event_id, user_id, queued_at) do update set ended_at = excluded.ended_at, \
-         outcome = excluded.outcome",
-        tables.name("analytics_queue_waits")
-    );
-    let open_sql = format!(
-        "insert into {} (event_id, user_id, queued_at) values ($1, $2, $3) on conflict do nothing",
-        tables.name("analytics_queue_waits")
-    );
-    for w in rows.ended_waits {
-        let (Some(ended_at), Some(outcome)) = (w.ended_at, w.outcome) else { continue };
-        let args: [SqlValue; 5] =
-            [w.event_id.into(), w.user_id.into(), w.queued_at.into(), ended_at.into(), outcome.as_str().into()];
-        tx.execute(&ended_sql, &args).await?;
-    }
-    for w in rows.open_waits.into_values() {
-        let args: [SqlValue; 3] = [w.event_id.into(), w.user_id.into(), w.queued_at.into()];
-        tx.execute(&open_sql, &args).await?;
-    }
+    let table = tables.name("analytics_events");
+    let totals: Vec<_> = rows.totals.into_values().collect();
+    execute_rows(
+        tx,
+        &totals,
+        6,
+        |values| {
+            format!(
+                "insert into {table} (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, \
+                 last_activity_at) values {values} on conflict (event_id) do update set \
+                 present_users = excluded.present_users, peak_concurrent_users = excluded.peak_concurrent_users, \
+                 peak_at = excluded.peak_at, first_activity_at = excluded.first_activity_at, \
+                 last_activity_at = excluded.last_activity_at"
+            )
+        },
+        |t| {
+            vec![
+                SqlRef::Text(&t.event_id),
+                SqlRef::Int(t.present_users),
+                SqlRef::Int(t.peak_concurrent_users),
+                SqlRef::OptInt(t.peak_at),
+                SqlRef::OptInt(t.first_activity_at),
+                SqlRef::OptInt(t.last_activity_at),
+            ]
+        },
+    )
+    .await?;
+    let table = tables.name("analytics_attendance");
+    let attendance: Vec<_> = rows.attendance.into_values().collect();
+    execute_rows(
+        tx,
+        &attendance,
+        8,
+        |values| {
+            format!(
+                "insert into {table} (event_id, user_id, first_joined_at, last_left_at, open_connections, \
+                 present_since, present_ms, sessions) values {values} on conflict (event_id, user_id) do update set \
+                 first_joined_at = excluded.first_joined_at, last_left_at = excluded.last_left_at, \
+                 open_connections = excluded.open_connections, present_since = excluded.present_since, \
+                 present_ms = excluded.present_ms, sessions = excluded.sessions"
+            )
+        },
+        |a| {
+            vec![
+                SqlRef::Text(&a.event_id),
+                SqlRef::Text(&a.user_id),
+                SqlRef::Int(a.first_joined_at),
+                SqlRef::OptInt(a.last_left_at),
+                SqlRef::Int(a.open_connections),
+                SqlRef::OptInt(a.present_since),
+                SqlRef::Int(a.present_ms),
+                SqlRef::Int(a.sessions),
+            ]
+        },
+    )
+    .await?;
+    let table = tables.name("analytics_stage_time");
+    let stage: Vec<_> = rows.stage.into_values().collect();
+    execute_rows(
+        tx,
+        &stage,
+        5,
+        |values| {
+            format!(
+                "insert into {table} (event_id, user_id, on_stage_since, stage_ms, stage_entries) values {values} \
+                 on conflict (event_id, user_id) do update set on_stage_since = excluded.on_stage_since, \
+                 stage_ms = excluded.stage_ms, stage_entries = excluded.stage_entries"
+            )
+        },
+        |s| {
+            vec![
+                SqlRef::Text(&s.event_id),
+                SqlRef::Text(&s.user_id),
+                SqlRef::OptInt(s.on_stage_since),
+                SqlRef::Int(s.stage_ms),
+                SqlRef::Int(s.stage_entries),
+            ]
+        },
+    )
+    .await?;
+    // Ended waits before open ones (a user can leave and queue again in one
+    // batch). One statement may not update a row twice on PostgreSQL, so of
+    // two ends of the same wait (same start) the later is kept, as the
+    // second of two single-row upserts would.
+    let table = tables.name("analytics_queue_waits");
+    let ended = last_end_of_each_wait(&rows.ended_waits);
+    execute_rows(
+        tx,
+        &ended,
+        5,
+        |values| {
+            format!(
+                "insert into {table} (event_id, user_id, queued_at, ended_at, outcome) values {values} \
+                 on conflict (event_id, user_id, queued_at) do update set ended_at = excluded.ended_at, \
+                 outcome = excluded.outcome"
+            )
+        },
+        |(w, ended_at, outcome)| {
+            vec![
+                SqlRef::Text(&w.event_id),
+                SqlRef::Text(&w.user_id),
+                SqlRef::Int(w.queued_at),
+                SqlRef::Int(*ended_at),
+                SqlRef::Text(outcome.as_str()),
+            ]
+        },
+    )
+    .await?;
+    let open: Vec<_> = rows.open_waits.into_values().collect();
+    execute_rows(
+        tx,
+        &open,
+        3,
+        |values| format!("insert into {table} (event_id, user_id, queued_at) values {values} on conflict do nothing"),
+        |w| vec![SqlRef::Text(&w.event_id), SqlRef::Text(&w.user_id), SqlRef::Int(w.queued_at)],
+    )
+    .await?;
     // Typed binds: these rows have nullable text columns.
     let recording_sql = format!(
         "insert into {} (event_id, session_id, requested_by, requested_at, recording_started_at, \
@@ -774,6 +866,21 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
         tx.execute_typed(&clip_sql, &binds).await?;
     }
     Ok(())
+}
+
+/// The ended waits of a batch with their end, the last end of each wait
+/// (by event, user and start) only, in batch order.
+fn last_end_of_each_wait(ended: &[QueueWait]) -> Vec<(&QueueWait, i64, analytics::WaitOutcome)> {
+    let mut last = std::collections::HashMap::new();
+    for (index, w) in ended.iter().enumerate() {
+        last.insert((w.event_id.as_str(), w.user_id.as_str(), w.queued_at), index);
+    }
+    ended
+        .iter()
+        .enumerate()
+        .filter(|(index, w)| last[&(w.event_id.as_str(), w.user_id.as_str(), w.queued_at)] == *index)
+        .filter_map(|(_, w)| Some((w, w.ended_at?, w.outcome?)))
+        .collect()
 }
 
 /// How far one projection has got.
@@ -833,7 +940,7 @@ async fn run_one(store: EventStore, projection: Projection, mut shutdown: watch:
         head.mark_unchanged();
         match step(&store, projection, &mut subscription).await {
             Ok((Step::Progressed(_), wrote)) => {
-                if wrote {
+                if wrote == Wrote::Transaction {
                     pace.wrote(tokio::time::Instant::now());
                 }
                 continue;

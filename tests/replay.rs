@@ -29,6 +29,7 @@ contract!(
     verify_reports_a_payload_that_does_not_decode,
     verify_reports_problems_in_log_order_on_any_number_of_threads,
     a_rebuild_produces_exactly_the_incremental_rows,
+    a_crowd_in_one_batch_gives_the_rows_of_one_event_at_a_time,
     a_rebuild_after_archiving_every_stream_gives_the_same_tables,
     a_running_projection_follows_a_rebuild,
     analytics_are_exact_for_a_scripted_event,
@@ -175,6 +176,10 @@ fn queued(user: &str, at: i64) -> QueueEvent {
         by: "mod".into(),
         at,
     }
+}
+
+fn removed(user: &str, at: i64) -> QueueEvent {
+    QueueEvent::ParticipantRemoved { user_id: user.into(), list: QueueList::Pending, by: "mod".into(), at }
 }
 
 /// Appends room events one append each (so each gets its own position).
@@ -531,6 +536,71 @@ async fn a_rebuild_after_archiving_every_stream_gives_the_same_tables(db: &TestD
     }
     assert_eq!(all_projection_rows(&store).await, incremental, "the rebuild read the archived streams");
     assert!(verified(&store).await.is_sound());
+}
+
+/// Analytics reads and writes its per-user rows a chunk of users per
+/// statement (256, 64, 16, 4, 1). A crowd of 301 users (every chunk size)
+/// projected one event per batch must give the rows a rebuild gives from
+/// batches that hold the whole log.
+async fn a_crowd_in_one_batch_gives_the_rows_of_one_event_at_a_time(db: &TestDb) {
+    const USERS: i64 = 301;
+    let store = db.open().await;
+    let user = |n: i64| format!("u{n:03}");
+    let mut room_events = Vec::new();
+    for n in 0..USERS {
+        room_events.push(open(&format!("c{n}"), &user(n), 1_000 + n));
+        if n % 2 == 0 {
+            room_events.push(enter(&user(n), 2_000 + n));
+        }
+    }
+    for n in (0..USERS).step_by(3) {
+        room_events.push(close(&format!("c{n}"), &user(n), 3_000 + n));
+        if n % 2 == 0 {
+            room_events.push(exit(&user(n), 3_000 + n));
+        }
+    }
+    let events: Vec<NewEvent> = room_events.iter().map(room_event).collect();
+    store.append(&room("crowd"), ExpectedVersion::Any, events).await.unwrap();
+    let mut queue_events: Vec<QueueEvent> = (0..USERS).map(|n| queued(&user(n), 4_000 + n)).collect();
+    for n in 0..USERS {
+        let at = 5_000 + n;
+        match n % 3 {
+            0 => queue_events.push(QueueEvent::ParticipantPromoted { user_id: user(n), by: "mod".into(), at }),
+            1 => queue_events.push(removed(&user(n), at)),
+            _ => {}
+        }
+    }
+    let events: Vec<NewEvent> = queue_events.iter().map(queue_event).collect();
+    store.append(&StreamId::of("queue", "crowd"), ExpectedVersion::Any, events).await.unwrap();
+
+    for p in Projection::ALL {
+        let mut one_at_a_time = CatchUp::resume(&store, p.name()).await.unwrap().with_batch_size(1);
+        while try_step_projection(&store, p, &mut one_at_a_time).await.unwrap() != Step::Idle {}
+    }
+    let incremental = all_projection_rows(&store).await;
+    let [_, _, totals, attendance, stage, waits, ..] = &incremental[..] else { unreachable!() };
+    assert_eq!(totals.len(), 1);
+    assert_eq!(attendance.len(), USERS as usize);
+    assert_eq!(stage.len(), (USERS as usize).div_ceil(2));
+    assert_eq!(waits.len(), USERS as usize);
+    assert_eq!(waits.iter().filter(|w| w.ends_with("|promoted")).count(), (USERS as usize).div_ceil(3));
+    assert_eq!(waits.iter().filter(|w| w.ends_with("|null")).count(), (USERS / 3) as usize, "still waiting");
+    for p in Projection::ALL {
+        rebuild::rebuild(&store, p, &Progress::hidden()).await.unwrap();
+    }
+    assert_eq!(all_projection_rows(&store).await, incremental);
+
+    // One statement may not update a row twice on PostgreSQL: the same wait
+    // (same start) ended four times within one batch (a chunk of four rows)
+    // is written once.
+    let same_ms = [queued("again", 7), removed("again", 7)];
+    let events: Vec<NewEvent> = same_ms.iter().cycle().take(8).map(queue_event).collect();
+    store.append(&StreamId::of("queue", "same-ms"), ExpectedVersion::Any, events).await.unwrap();
+    let mut batch = CatchUp::resume(&store, Projection::Analytics.name()).await.unwrap();
+    while try_step_projection(&store, Projection::Analytics, &mut batch).await.unwrap() != Step::Idle {}
+    let waits = rows(&store, "analytics_queue_waits", "event_id, user_id, queued_at, ended_at, outcome").await;
+    let again: Vec<&String> = waits.iter().filter(|w| w.starts_with("same-ms|")).collect();
+    assert_eq!(again, ["same-ms|again|7|7|removed"]);
 }
 
 async fn a_rebuild_produces_exactly_the_incremental_rows(db: &TestDb) {

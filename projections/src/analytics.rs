@@ -290,6 +290,12 @@ pub fn keys(event_id: &str, input: Input<'_>) -> Vec<Key> {
     }
 }
 
+/// The queue event types that start or end a wait: the runner skips the
+/// others (document updates, moves, repairs: half of a queue's log) without
+/// decoding them.
+pub const QUEUE_EVENT_TYPES: [&str; 4] =
+    ["ParticipantQueued", "ParticipantPromoted", "ParticipantSentBack", "ParticipantRemoved"];
+
 /// Applies one event of live event `event_id` to the rows it touches.
 pub fn apply(rows: &mut Rows, event_id: &str, input: Input<'_>) {
     match input {
@@ -527,6 +533,7 @@ fn apply_queue(rows: &mut Rows, event_id: &str, event: &QueueEvent) {
 
 #[cfg(test)]
 mod tests {
+    use eventuall_domain::queue::UpdateOrigin;
     use eventuall_domain::room::{CloseReason, ConnectionKind};
 
     use super::*;
@@ -548,6 +555,42 @@ mod tests {
             user_id: user.into(),
             reason: CloseReason::Closed,
             at,
+        }
+    }
+
+    #[test]
+    fn the_queue_events_read_are_exactly_those_that_touch_a_wait() {
+        let at = 1;
+        let by = || "mod".to_owned();
+        let every_kind = [
+            QueueEvent::UpdateApplied { update: String::new(), origin: UpdateOrigin::Client, by: by(), at },
+            QueueEvent::ParticipantQueued {
+                user_id: "u".into(),
+                name: "U".into(),
+                list: QueueList::Pending,
+                index: 0,
+                by: by(),
+                at,
+            },
+            QueueEvent::ParticipantMoved {
+                user_id: "u".into(),
+                list: QueueList::Pending,
+                from: 0,
+                to: 1,
+                by: by(),
+                at,
+            },
+            QueueEvent::ParticipantPromoted { user_id: "u".into(), by: by(), at },
+            QueueEvent::ParticipantSentBack { user_id: "u".into(), by: by(), at },
+            QueueEvent::ParticipantRemoved { user_id: "u".into(), list: QueueList::Pending, by: by(), at },
+            QueueEvent::QueueRepaired { removed: vec![], by: by(), at },
+        ];
+        for event in &every_kind {
+            // Externally tagged: the one key is the event type.
+            let json = serde_json::to_value(event).unwrap();
+            let event_type = json.as_object().unwrap().keys().next().unwrap().clone();
+            let touches = !keys("e", Input::Queue(event)).is_empty();
+            assert_eq!(touches, QUEUE_EVENT_TYPES.contains(&event_type.as_str()), "{event_type}");
         }
     }
 

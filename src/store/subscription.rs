@@ -152,6 +152,21 @@ macro_rules! bind_all {
     }};
 }
 
+macro_rules! bind_refs {
+    ($query:expr, $binds:expr) => {{
+        let mut query = $query;
+        for bind in $binds {
+            query = match bind {
+                SqlRef::Text(v) => query.bind(*v),
+                SqlRef::OptText(v) => query.bind(*v),
+                SqlRef::Int(v) => query.bind(*v),
+                SqlRef::OptInt(v) => query.bind(*v),
+            };
+        }
+        query
+    }};
+}
+
 impl DbTx {
     /// Begins a write transaction (SQLite: `BEGIN IMMEDIATE`, so it waits for
     /// the write lock instead of failing when it first writes).
@@ -177,23 +192,30 @@ impl DbTx {
     /// Runs a statement with borrowed, typed binds (the projections'
     /// multi-row writes: nothing is copied per bind).
     pub async fn execute_typed(&mut self, sql: &str, binds: &[SqlRef<'_>]) -> Result<u64, StoreError> {
-        macro_rules! run {
-            ($tx:expr) => {{
-                let mut query = sqlx::query(AssertSqlSafe(sql));
-                for bind in binds {
-                    query = match bind {
-                        SqlRef::Text(v) => query.bind(*v),
-                        SqlRef::OptText(v) => query.bind(*v),
-                        SqlRef::Int(v) => query.bind(*v),
-                        SqlRef::OptInt(v) => query.bind(*v),
-                    };
-                }
-                query.execute(&mut **$tx).await?.rows_affected()
-            }};
-        }
         Ok(match self {
-            Self::Sqlite(tx) => run!(tx),
-            Self::Postgres(tx) => run!(tx),
+            Self::Sqlite(tx) => {
+                bind_refs!(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut **tx).await?.rows_affected()
+            }
+            Self::Postgres(tx) => {
+                bind_refs!(sqlx::query(AssertSqlSafe(sql)), binds).execute(&mut **tx).await?.rows_affected()
+            }
+        })
+    }
+
+    /// Runs a query with borrowed, typed binds and maps each row with
+    /// `FromRow` (the projections' multi-key reads).
+    pub async fn fetch_all_typed<T: FromAnyRow>(
+        &mut self,
+        sql: &str,
+        binds: &[SqlRef<'_>],
+    ) -> Result<Vec<T>, StoreError> {
+        Ok(match self {
+            Self::Sqlite(tx) => {
+                bind_refs!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), binds).fetch_all(&mut **tx).await?
+            }
+            Self::Postgres(tx) => {
+                bind_refs!(sqlx::query_as::<_, T>(AssertSqlSafe(sql)), binds).fetch_all(&mut **tx).await?
+            }
         })
     }
 
