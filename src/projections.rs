@@ -355,6 +355,31 @@ async fn execute_rows<'r, T>(
     Ok(())
 }
 
+/// Inserts `rows` into `table`, or where a row with the same `key` is
+/// there, overwrites its other `columns`: a chunk of rows per statement
+/// ([`execute_rows`]). `binds` gives a row's values in `columns` order.
+async fn upsert_rows<'r, T>(
+    tx: &mut DbTx,
+    rows: &'r [T],
+    table: &str,
+    columns: &[&str],
+    key: &[&str],
+    binds: impl Fn(&'r T) -> Vec<SqlRef<'r>>,
+) -> Result<(), StoreError> {
+    let names = columns.join(", ");
+    let updates: Vec<String> =
+        columns.iter().filter(|c| !key.contains(c)).map(|c| format!("{c} = excluded.{c}")).collect();
+    let (key, updates) = (key.join(", "), updates.join(", "));
+    execute_rows(
+        tx,
+        rows,
+        columns.len(),
+        |values| format!("insert into {table} ({names}) values {values} on conflict ({key}) do update set {updates}"),
+        binds,
+    )
+    .await
+}
+
 /// The rows of `pairs` (live event id, user id) that `statement` selects:
 /// one query per live event and chunk of [`ROWS_PER_STATEMENT`] users, with
 /// the event bound as `$1` and `statement` given the users' `$2, $3, …`.
@@ -701,21 +726,13 @@ async fn load_clip(
 /// Writes back every row the batch touched, a chunk of rows per statement
 /// (the per-user rows were one statement each, issue #21).
 async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), StoreError> {
-    let table = tables.name("analytics_events");
     let totals: Vec<_> = rows.totals.into_values().collect();
-    execute_rows(
+    upsert_rows(
         tx,
         &totals,
-        6,
-        |values| {
-            format!(
-                "insert into {table} (event_id, present_users, peak_concurrent_users, peak_at, first_activity_at, \
-                 last_activity_at) values {values} on conflict (event_id) do update set \
-                 present_users = excluded.present_users, peak_concurrent_users = excluded.peak_concurrent_users, \
-                 peak_at = excluded.peak_at, first_activity_at = excluded.first_activity_at, \
-                 last_activity_at = excluded.last_activity_at"
-            )
-        },
+        &tables.name("analytics_events"),
+        &["event_id", "present_users", "peak_concurrent_users", "peak_at", "first_activity_at", "last_activity_at"],
+        &["event_id"],
         |t| {
             vec![
                 SqlRef::Text(&t.event_id),
@@ -728,21 +745,22 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
         },
     )
     .await?;
-    let table = tables.name("analytics_attendance");
     let attendance: Vec<_> = rows.attendance.into_values().collect();
-    execute_rows(
+    upsert_rows(
         tx,
         &attendance,
-        8,
-        |values| {
-            format!(
-                "insert into {table} (event_id, user_id, first_joined_at, last_left_at, open_connections, \
-                 present_since, present_ms, sessions) values {values} on conflict (event_id, user_id) do update set \
-                 first_joined_at = excluded.first_joined_at, last_left_at = excluded.last_left_at, \
-                 open_connections = excluded.open_connections, present_since = excluded.present_since, \
-                 present_ms = excluded.present_ms, sessions = excluded.sessions"
-            )
-        },
+        &tables.name("analytics_attendance"),
+        &[
+            "event_id",
+            "user_id",
+            "first_joined_at",
+            "last_left_at",
+            "open_connections",
+            "present_since",
+            "present_ms",
+            "sessions",
+        ],
+        &["event_id", "user_id"],
         |a| {
             vec![
                 SqlRef::Text(&a.event_id),
@@ -757,19 +775,13 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
         },
     )
     .await?;
-    let table = tables.name("analytics_stage_time");
     let stage: Vec<_> = rows.stage.into_values().collect();
-    execute_rows(
+    upsert_rows(
         tx,
         &stage,
-        5,
-        |values| {
-            format!(
-                "insert into {table} (event_id, user_id, on_stage_since, stage_ms, stage_entries) values {values} \
-                 on conflict (event_id, user_id) do update set on_stage_since = excluded.on_stage_since, \
-                 stage_ms = excluded.stage_ms, stage_entries = excluded.stage_entries"
-            )
-        },
+        &tables.name("analytics_stage_time"),
+        &["event_id", "user_id", "on_stage_since", "stage_ms", "stage_entries"],
+        &["event_id", "user_id"],
         |s| {
             vec![
                 SqlRef::Text(&s.event_id),
@@ -787,17 +799,12 @@ async fn write_rows(tx: &mut DbTx, rows: Rows, tables: Tables) -> Result<(), Sto
     // second of two single-row upserts would.
     let table = tables.name("analytics_queue_waits");
     let ended = last_end_of_each_wait(&rows.ended_waits);
-    execute_rows(
+    upsert_rows(
         tx,
         &ended,
-        5,
-        |values| {
-            format!(
-                "insert into {table} (event_id, user_id, queued_at, ended_at, outcome) values {values} \
-                 on conflict (event_id, user_id, queued_at) do update set ended_at = excluded.ended_at, \
-                 outcome = excluded.outcome"
-            )
-        },
+        &table,
+        &["event_id", "user_id", "queued_at", "ended_at", "outcome"],
+        &["event_id", "user_id", "queued_at"],
         |(w, ended_at, outcome)| {
             vec![
                 SqlRef::Text(&w.event_id),
