@@ -22,6 +22,7 @@
 # MAX_SECONDS (300 here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/serve-ours.sh
 
 PEERS="${PEERS:-/work/peers}"
 BIN_DIR="${BIN_DIR:-target/release}"
@@ -55,15 +56,7 @@ start_ours() {
   else
     OURS_URL="sqlite://$OURS_DIR/eventuall.db"
   fi
-  EVENTUALL_JWT_SECRET="$SECRET" "$BIN_DIR/eventuall" serve --listen "127.0.0.1:$OURS_PORT" \
-    --database-url "$OURS_URL" >"$OURS_DIR/server.log" 2>&1 &
-  OURS_PID=$!
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$OURS_PORT/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "our server did not start; see $OURS_DIR/server.log" >&2
-  exit 1
+  serve_ours "$OURS_DIR" "$OURS_URL"
 }
 stop_ours() {
   kill "$OURS_PID" 2>/dev/null || true

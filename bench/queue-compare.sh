@@ -30,6 +30,7 @@
 # by 10 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/serve-ours.sh
 
 BIN_DIR="${BIN_DIR:-target/release}"
 ROUNDS="${ROUNDS:-2}"
@@ -70,17 +71,8 @@ start_ours() {
     exit 1
   fi
   OURS_DIR="$(mktemp -d /tmp/queue-compare-ours.XXXXXX)"
-  EVENTUALL_JWT_SECRET="$SECRET" EVENTUALL_AWAY_AFTER=1h EVENTUALL_EVICT_AFTER=1s \
-    EVENTUALL_MAX_FRAMES_PER_SECOND=1000000 \
-    "$BIN_DIR/eventuall" serve --listen "127.0.0.1:$OURS_PORT" \
-    --database-url "sqlite://$OURS_DIR/eventuall.db" >"$OURS_DIR/server.log" 2>&1 &
-  OURS_PID=$!
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$OURS_PORT/healthz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "our server did not start; see $OURS_DIR/server.log" >&2
-  exit 1
+  serve_ours "$OURS_DIR" "sqlite://$OURS_DIR/eventuall.db" \
+    EVENTUALL_AWAY_AFTER=1h EVENTUALL_EVICT_AFTER=1s EVENTUALL_MAX_FRAMES_PER_SECOND=1000000
 }
 # stop_ours NAME: stops it, keeps its log as <OUT>.logs/NAME.log, reports
 # what it logged besides the start-up notices of the simulated providers.
